@@ -1,0 +1,512 @@
+/*
+ * alloc.c -- arenas, pools and blocks: allocation, freeing, placement and the
+ * rebuild of the in-RAM state from the arena tables.
+ *
+ *   size 1..512          small block of class (size-1)/16, stride 16*(c+1),
+ *                        in a pool of that class: 16384/stride blocks
+ *   513..63*16 KiB       a run of ceil(size/16K) pools inside one arena
+ *   larger               a huge run from pool 1 of arena k over n arenas,
+ *                        n = ceil((size + 16 KiB) / 1 MiB)
+ *
+ * Placement (ARCHITECTURE §3, §10): a class allocates from its lowest-address
+ * pool with a free block; a new pool or a run comes from the fullest arena
+ * that has room (fewest free pools), ties broken by the lowest address; a huge
+ * run takes the lowest run of wholly free arenas.  So live data drifts to the
+ * front and the tail empties for heap_release_tail.
+ *
+ * Rules:
+ *   A1 every change to an arena table is marked dirty before it is made.
+ *   A2 a pool becomes FREE when its last block is freed; a free pool's bitmap
+ *      means nothing (it is zeroed when the pool takes a class).
+ *   A3 heap_rebuild trusts nothing in the tables: it checks every descriptor
+ *      and count before the in-RAM state is derived from them.
+ */
+#include "heap_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- small containers ---- */
+
+bool bitset_resize(bitset *b, uint64_t nbits)
+{
+    uint64_t nw = (nbits + 63) >> 6;
+    if (nw <= b->nwords)
+        return true;
+    uint64_t *w = realloc(b->w, nw * sizeof *w);
+    if (!w)
+        return false;
+    memset(w + b->nwords, 0, (nw - b->nwords) * sizeof *w);
+    b->w = w;
+    b->nwords = nw;
+    return true;
+}
+
+uint64_t bitset_next(bitset *b, uint64_t from)
+{
+    uint64_t wi = from >> 6;
+    uint64_t w;
+    if (from == 0) {
+        wi = b->lo;
+        if (wi >= b->nwords)
+            return UINT64_MAX;
+        w = b->w[wi];
+    } else {
+        if (wi >= b->nwords)
+            return UINT64_MAX;
+        w = b->w[wi] & (~UINT64_C(0) << (from & 63));
+    }
+    while (!w) {
+        if (++wi >= b->nwords) {
+            if (from == 0)
+                b->lo = b->nwords;
+            return UINT64_MAX;
+        }
+        w = b->w[wi];
+    }
+    if (from == 0)
+        b->lo = wi;
+    return (wi << 6) + (uint64_t)__builtin_ctzll(w);
+}
+
+bool u64vec_push(struct u64vec *v, uint64_t x)
+{
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 256;
+        uint64_t *p = realloc(v->v, cap * sizeof *p);
+        if (!p)
+            return false;
+        v->v = p;
+        v->cap = cap;
+    }
+    v->v[v->n++] = x;
+    return true;
+}
+
+/* ---- in-RAM arrays ---- */
+
+heap_status heap_ram_resize(heap_t *h, uint64_t narenas)
+{
+    if (narenas <= h->arena_cap)
+        return HEAP_OK;
+    uint64_t cap = h->arena_cap ? h->arena_cap : 16;
+    while (cap < narenas)
+        cap *= 2;
+    struct heap_arena *a = realloc(h->arena, cap * sizeof *a);
+    if (!a)
+        return heap_seterr(h, HEAP_ENOMEM, "out of memory");
+    memset(a + h->arena_cap, 0, (cap - h->arena_cap) * sizeof *a);
+    h->arena = a;
+    h->arena_cap = cap;
+    for (unsigned i = 0; i <= HEAP_DATA_POOLS; i++)
+        if (!bitset_resize(&h->bucket[i], cap))
+            return heap_seterr(h, HEAP_ENOMEM, "out of memory");
+    for (unsigned c = 0; c < HEAP_NCLASSES; c++)
+        if (!bitset_resize(&h->usable[c], cap * HEAP_POOLS_PER_ARENA))
+            return heap_seterr(h, HEAP_ENOMEM, "out of memory");
+    return HEAP_OK;
+}
+
+static inline uint32_t class_nblocks(unsigned c)
+{
+    return HEAP_POOL_SIZE / heap_class_size(c);
+}
+
+static inline uint64_t pool_off(uint64_t k, unsigned i)
+{
+    return (k << HEAP_ARENA_SHIFT) + ((uint64_t)i << HEAP_POOL_SHIFT);
+}
+
+static inline uint64_t table_off(uint64_t k)
+{
+    return (k << HEAP_ARENA_SHIFT) + HEAP_TABLE_OFFSET;
+}
+
+static void mark_desc(heap_t *h, uint64_t k, unsigned i, unsigned n)
+{
+    heap_mark_dirty(h, table_off(k) + offsetof(struct heap_arena_table, pool) +
+                           (uint64_t)i * sizeof(struct heap_pooldesc),
+                    (uint64_t)n * sizeof(struct heap_pooldesc));
+}
+
+static void mark_bitmap_word(heap_t *h, uint64_t k, unsigned i, unsigned w)
+{
+    heap_mark_dirty(h, table_off(k) + offsetof(struct heap_arena_table, bitmap) +
+                           ((uint64_t)i * HEAP_BITMAP_WORDS + w) * 8, 8);
+}
+
+/* Recounts an arena's free pools and longest free run; moves it between
+ * buckets. */
+static void arena_update(heap_t *h, uint64_t k)
+{
+    struct heap_arena *a = &h->arena[k];
+    if (a->nfree)
+        bitset_clear(&h->bucket[a->nfree], k);
+    const struct heap_arena_table *t = heap_table(h, k);
+    unsigned nfree = 0, run = 0, maxrun = 0;
+    for (unsigned i = 1; i <= HEAP_DATA_POOLS; i++) {
+        if (t->pool[i].kind == HEAP_POOL_FREE) {
+            nfree++;
+            if (++run > maxrun)
+                maxrun = run;
+        } else {
+            run = 0;
+        }
+    }
+    a->nfree = (uint8_t)nfree;
+    a->maxrun = (uint8_t)maxrun;
+    if (nfree)
+        bitset_set(&h->bucket[nfree], k);
+}
+
+/* ---- rebuild (A3) ---- */
+
+heap_status heap_rebuild(heap_t *h)
+{
+    heap_status st = heap_ram_resize(h, h->narenas);
+    if (st)
+        return st;
+    for (unsigned i = 0; i <= HEAP_DATA_POOLS; i++) {
+        memset(h->bucket[i].w, 0, h->bucket[i].nwords * 8);
+        h->bucket[i].lo = 0;
+    }
+    for (unsigned c = 0; c < HEAP_NCLASSES; c++) {
+        memset(h->usable[c].w, 0, h->usable[c].nwords * 8);
+        h->usable[c].lo = 0;
+    }
+    memset(h->arena, 0, h->arena_cap * sizeof *h->arena);
+
+    for (uint64_t k = 0; k < h->narenas; k++) {
+        if (h->arena[k].state == ARENA_HUGE_CONT)
+            continue;
+        const struct heap_arena_table *t = heap_table(h, k);
+        if (t->magic != HEAP_ARENA_MAGIC || t->index != (uint32_t)k)
+            return heap_seterr(h, HEAP_ECORRUPT,
+                               "%s: arena %llu (offset %llu): bad arena table "
+                               "(magic %08x, index %u)", h->path, (unsigned long long)k,
+                               (unsigned long long)table_off(k), t->magic, t->index);
+        for (unsigned i = 1; i <= HEAP_DATA_POOLS; i++) {
+            const struct heap_pooldesc *d = &t->pool[i];
+            uint64_t at = pool_off(k, i);
+            switch (d->kind) {
+            case HEAP_POOL_FREE:
+                break;
+            case HEAP_POOL_SMALL: {
+                if (d->cls >= HEAP_NCLASSES)
+                    return heap_seterr(h, HEAP_ECORRUPT,
+                                       "%s: pool at offset %llu: size class %u out of range",
+                                       h->path, (unsigned long long)at, d->cls);
+                uint32_t nb = class_nblocks(d->cls);
+                unsigned count = 0;
+                for (unsigned w = 0; w < HEAP_BITMAP_WORDS; w++) {
+                    uint64_t bits = t->bitmap[i][w];
+                    uint64_t valid = (uint64_t)w * 64 >= nb ? 0
+                                     : nb - (uint64_t)w * 64 >= 64 ? ~UINT64_C(0)
+                                     : (UINT64_C(1) << (nb - w * 64)) - 1;
+                    if (bits & ~valid)
+                        return heap_seterr(h, HEAP_ECORRUPT,
+                                           "%s: pool at offset %llu: bitmap marks blocks "
+                                           "past the pool's %u", h->path,
+                                           (unsigned long long)at, nb);
+                    count += (unsigned)__builtin_popcountll(bits);
+                }
+                if (count != d->nalloc)
+                    return heap_seterr(h, HEAP_ECORRUPT,
+                                       "%s: pool at offset %llu: count %u but bitmap "
+                                       "holds %u blocks", h->path, (unsigned long long)at,
+                                       d->nalloc, count);
+                if (count < nb)
+                    bitset_set(&h->usable[d->cls], at >> HEAP_POOL_SHIFT);
+                break;
+            }
+            case HEAP_POOL_RUN:
+                if (d->npools < 1 || d->npools > HEAP_DATA_POOLS + 1 - i ||
+                    d->size == 0 || d->size > (uint64_t)d->npools * HEAP_POOL_SIZE)
+                    return heap_seterr(h, HEAP_ECORRUPT,
+                                       "%s: run at offset %llu: %u pools, %llu bytes do not fit "
+                                       "the arena", h->path, (unsigned long long)at,
+                                       d->npools, (unsigned long long)d->size);
+                for (unsigned j = 1; j < d->npools; j++)
+                    if (t->pool[i + j].kind != HEAP_POOL_RUNCONT || t->pool[i + j].npools != j)
+                        return heap_seterr(h, HEAP_ECORRUPT,
+                                           "%s: run at offset %llu: pool %u of the run is "
+                                           "not marked as its continuation", h->path,
+                                           (unsigned long long)at, j);
+                i += d->npools - 1;
+                break;
+            case HEAP_POOL_HUGE: {
+                uint64_t n = ((uint64_t)d->npools + 1) / HEAP_POOLS_PER_ARENA;
+                if (i != 1 || ((uint64_t)d->npools + 1) % HEAP_POOLS_PER_ARENA || n < 2 ||
+                    n > h->narenas - k || d->size <= HEAP_RUN_MAX ||
+                    d->size > (uint64_t)d->npools * HEAP_POOL_SIZE)
+                    return heap_seterr(h, HEAP_ECORRUPT,
+                                       "%s: huge run at offset %llu: %u pools, %llu bytes "
+                                       "do not fit the heap", h->path,
+                                       (unsigned long long)at, d->npools,
+                                       (unsigned long long)d->size);
+                for (unsigned j = 2; j <= HEAP_DATA_POOLS; j++)
+                    if (t->pool[j].kind != HEAP_POOL_RUNCONT || t->pool[j].npools != j - 1)
+                        return heap_seterr(h, HEAP_ECORRUPT,
+                                           "%s: huge run at offset %llu: pool %u not marked "
+                                           "as its continuation", h->path,
+                                           (unsigned long long)at, j);
+                for (uint64_t m = 1; m < n; m++)
+                    h->arena[k + m].state = ARENA_HUGE_CONT;
+                i = HEAP_DATA_POOLS;
+                break;
+            }
+            default:
+                return heap_seterr(h, HEAP_ECORRUPT,
+                                   "%s: pool at offset %llu: %s pool kind %u", h->path,
+                                   (unsigned long long)at,
+                                   d->kind == HEAP_POOL_RUNCONT ? "orphan" : "unknown",
+                                   d->kind);
+            }
+        }
+        arena_update(h, k);
+    }
+    return HEAP_OK;
+}
+
+/* ---- placement ---- */
+
+/* The fullest arena with a run of need free pools, lowest address first;
+ * UINT64_MAX if none. */
+static uint64_t pick_arena(heap_t *h, unsigned need)
+{
+    for (unsigned n = need; n <= HEAP_DATA_POOLS; n++) {
+        bitset *b = &h->bucket[n];
+        for (uint64_t k = bitset_next(b, 0); k != UINT64_MAX; k = bitset_next(b, k + 1))
+            if (k < h->narenas && h->arena[k].maxrun >= need)
+                return k;
+    }
+    return UINT64_MAX;
+}
+
+/* First pool index of a run of need free pools in arena k. */
+static unsigned find_run(const heap_t *h, uint64_t k, unsigned need)
+{
+    const struct heap_arena_table *t = heap_table(h, k);
+    unsigned run = 0;
+    for (unsigned i = 1; i <= HEAP_DATA_POOLS; i++) {
+        run = t->pool[i].kind == HEAP_POOL_FREE ? run + 1 : 0;
+        if (run == need)
+            return i + 1 - need;
+    }
+    return 0;
+}
+
+/* An arena with a run of need free pools, growing the heap if none. */
+static heap_status arena_with_room(heap_t *h, unsigned need, uint64_t *k)
+{
+    *k = pick_arena(h, need);
+    if (*k != UINT64_MAX)
+        return HEAP_OK;
+    uint64_t first_new = h->narenas;
+    heap_status st = heap_grow(h, h->narenas + 1);
+    if (st)
+        return st;
+    *k = first_new;
+    return HEAP_OK;
+}
+
+static void zero_block(heap_t *h, uint64_t off, uint64_t len)
+{
+    len = (len + HEAP_ALIGN - 1) & ~(uint64_t)(HEAP_ALIGN - 1);
+    heap_mark_dirty(h, off, len);
+    memset(h->base + off, 0, len);
+}
+
+static heap_status alloc_small(heap_t *h, unsigned c, uint64_t *off)
+{
+    uint64_t gp = bitset_next(&h->usable[c], 0);
+    if (gp == UINT64_MAX || gp >= h->narenas * HEAP_POOLS_PER_ARENA) {
+        uint64_t k;
+        heap_status st = arena_with_room(h, 1, &k);
+        if (st)
+            return st;
+        unsigned i = find_run(h, k, 1);
+        struct heap_arena_table *t = heap_table(h, k);
+        mark_desc(h, k, i, 1);
+        t->pool[i] = (struct heap_pooldesc){.kind = HEAP_POOL_SMALL, .cls = (uint8_t)c};
+        heap_mark_dirty(h, table_off(k) + offsetof(struct heap_arena_table, bitmap[i]),
+                        sizeof t->bitmap[i]);
+        memset(t->bitmap[i], 0, sizeof t->bitmap[i]);
+        arena_update(h, k);
+        gp = (k << (HEAP_ARENA_SHIFT - HEAP_POOL_SHIFT)) + i;
+        bitset_set(&h->usable[c], gp);
+    }
+    uint64_t k = gp / HEAP_POOLS_PER_ARENA;
+    unsigned i = (unsigned)(gp % HEAP_POOLS_PER_ARENA);
+    struct heap_arena_table *t = heap_table(h, k);
+    struct heap_pooldesc *d = &t->pool[i];
+    uint32_t nb = class_nblocks(c);
+    uint64_t *bm = t->bitmap[i];
+    unsigned w = 0;
+    while (bm[w] == ~UINT64_C(0))
+        w++;
+    unsigned b = w * 64 + (unsigned)__builtin_ctzll(~bm[w]);
+    mark_bitmap_word(h, k, i, w);
+    bm[w] |= UINT64_C(1) << (b & 63);
+    mark_desc(h, k, i, 1);
+    if (++d->nalloc == nb)
+        bitset_clear(&h->usable[c], gp);
+    *off = pool_off(k, i) + (uint64_t)b * heap_class_size(c);
+    zero_block(h, *off, heap_class_size(c));
+    return HEAP_OK;
+}
+
+static heap_status alloc_run(heap_t *h, uint64_t size, uint64_t *off)
+{
+    unsigned need = (unsigned)((size + HEAP_POOL_SIZE - 1) >> HEAP_POOL_SHIFT);
+    uint64_t k;
+    heap_status st = arena_with_room(h, need, &k);
+    if (st)
+        return st;
+    unsigned i = find_run(h, k, need);
+    struct heap_arena_table *t = heap_table(h, k);
+    mark_desc(h, k, i, need);
+    t->pool[i] = (struct heap_pooldesc){.kind = HEAP_POOL_RUN, .npools = need, .size = size};
+    for (unsigned j = 1; j < need; j++)
+        t->pool[i + j] = (struct heap_pooldesc){.kind = HEAP_POOL_RUNCONT, .npools = j};
+    arena_update(h, k);
+    *off = pool_off(k, i);
+    zero_block(h, *off, size);
+    return HEAP_OK;
+}
+
+static heap_status alloc_huge(heap_t *h, uint64_t size, uint64_t *off)
+{
+    uint64_t n = (size + HEAP_POOL_SIZE + HEAP_ARENA_SIZE - 1) >> HEAP_ARENA_SHIFT;
+    uint64_t k = 0, run = 0;
+    for (uint64_t m = 0; m < h->narenas && run < n; m++) {
+        bool free_arena = h->arena[m].state == ARENA_NORMAL &&
+                          h->arena[m].nfree == HEAP_DATA_POOLS;
+        run = free_arena ? run + 1 : 0;
+        if (run == 1)
+            k = m;
+    }
+    if (run < n) {
+        if (run == 0)
+            k = h->narenas;
+        heap_status st = heap_grow(h, k + n);
+        if (st)
+            return st;
+    }
+    struct heap_arena_table *t = heap_table(h, k);
+    mark_desc(h, k, 1, HEAP_DATA_POOLS);
+    t->pool[1] = (struct heap_pooldesc){.kind = HEAP_POOL_HUGE,
+                                        .npools = (uint32_t)(n * HEAP_POOLS_PER_ARENA - 1),
+                                        .size = size};
+    for (unsigned j = 2; j <= HEAP_DATA_POOLS; j++)
+        t->pool[j] = (struct heap_pooldesc){.kind = HEAP_POOL_RUNCONT, .npools = j - 1};
+    arena_update(h, k);
+    for (uint64_t m = 1; m < n; m++) {
+        struct heap_arena *a = &h->arena[k + m];
+        if (a->nfree)
+            bitset_clear(&h->bucket[a->nfree], k + m);
+        a->nfree = 0;
+        a->maxrun = 0;
+        a->state = ARENA_HUGE_CONT;
+    }
+    *off = pool_off(k, 1);
+    zero_block(h, *off, size);
+    return HEAP_OK;
+}
+
+heap_status heap_alloc(heap_t *h, uint64_t size, uint64_t *off)
+{
+    *off = 0;
+    if (h->failed)
+        return heap_seterr(h, HEAP_EFAILED, "%s: handle failed earlier", h->path);
+    if (heap_readonly(h))
+        return heap_seterr(h, HEAP_EREADONLY, "%s: heap is read-only", h->path);
+    if (size == 0)
+        size = 1;
+    if (size <= HEAP_SMALL_MAX)
+        return alloc_small(h, heap_size_class(size), off);
+    if (size <= HEAP_RUN_MAX)
+        return alloc_run(h, size, off);
+    if (size > h->reserve)
+        return heap_seterr(h, HEAP_ENOMEM, "%s: %llu bytes exceed the reserved range",
+                           h->path, (unsigned long long)size);
+    return alloc_huge(h, size, off);
+}
+
+/* ---- freeing ---- */
+
+heap_status heap_free(heap_t *h, uint64_t off)
+{
+    if (heap_readonly(h))
+        return heap_seterr(h, HEAP_EREADONLY, "%s: heap is read-only", h->path);
+    if (!heap_is_live(h, off))
+        return heap_seterr(h, HEAP_EBADOFF, "%s: free of offset %llu: not a live block",
+                           h->path, (unsigned long long)off);
+    uint64_t k = off >> HEAP_ARENA_SHIFT;
+    unsigned i = (unsigned)((off >> HEAP_POOL_SHIFT) & (HEAP_POOLS_PER_ARENA - 1));
+    struct heap_arena_table *t = heap_table(h, k);
+    struct heap_pooldesc *d = &t->pool[i];
+    switch (d->kind) {
+    case HEAP_POOL_SMALL: {
+        unsigned c = d->cls;
+        unsigned b = (unsigned)((off & (HEAP_POOL_SIZE - 1)) / heap_class_size(c));
+        mark_bitmap_word(h, k, i, b / 64);
+        t->bitmap[i][b / 64] &= ~(UINT64_C(1) << (b & 63));
+        mark_desc(h, k, i, 1);
+        uint64_t gp = off >> HEAP_POOL_SHIFT;
+        if (d->nalloc-- == class_nblocks(c))
+            bitset_set(&h->usable[c], gp);
+        if (d->nalloc == 0) {
+            d->kind = HEAP_POOL_FREE;
+            d->cls = 0;
+            bitset_clear(&h->usable[c], gp);
+            arena_update(h, k);
+        }
+        return HEAP_OK;
+    }
+    case HEAP_POOL_RUN: {
+        unsigned n = d->npools;
+        mark_desc(h, k, i, n);
+        memset(d, 0, (size_t)n * sizeof *d);
+        arena_update(h, k);
+        return HEAP_OK;
+    }
+    default: { /* HEAP_POOL_HUGE */
+        uint64_t n = ((uint64_t)d->npools + 1) / HEAP_POOLS_PER_ARENA;
+        mark_desc(h, k, 1, HEAP_DATA_POOLS);
+        memset(&t->pool[1], 0, HEAP_DATA_POOLS * sizeof *d);
+        arena_update(h, k);
+        for (uint64_t m = 1; m < n; m++) {
+            h->arena[k + m].state = ARENA_NORMAL;
+            heap_table_init(h, k + m);
+            arena_update(h, k + m);
+        }
+        return HEAP_OK;
+    }
+    }
+}
+
+/* ---- shrinking ---- */
+
+uint64_t heap_release_tail(heap_t *h)
+{
+    if (heap_readonly(h) || h->failed)
+        return 0;
+    uint64_t n = h->narenas;
+    while (n > 1 && h->arena[n - 1].state == ARENA_NORMAL &&
+           h->arena[n - 1].nfree == HEAP_DATA_POOLS)
+        n--;
+    uint64_t released = h->narenas - n;
+    if (!released)
+        return 0;
+    for (uint64_t k = n; k < h->narenas; k++) {
+        bitset_clear(&h->bucket[h->arena[k].nfree], k);
+        h->arena[k].nfree = 0;
+        h->arena[k].maxrun = 0;
+    }
+    h->narenas = n;
+    heap_mark_dirty(h, 0, HEAP_HEADER_SIZE);
+    heap_hdr(h)->narenas = n;
+    heap_header_seal(h);
+    return released;
+}

@@ -1,0 +1,212 @@
+/*
+ * dirty.c -- dirty tracking and the primitives of the commit protocol.
+ *
+ * The mapping is MAP_PRIVATE: a page written in RAM becomes a private copy and
+ * the file keeps the committed bytes until heap_writeback() pwrites the dirty
+ * lines.  The unit is a 64-byte line; each 4 KiB page has a 64-bit mask of
+ * its dirty lines, and the pages with a non-zero mask are listed.
+ *
+ * Rules:
+ *   D1 a clean line of a private page equals the file's bytes (the file only
+ *      changes by our own pwrite of lines we hold, or by replay, which writes
+ *      both), so write-back may cover clean lines between dirty ones.
+ *   D2 heap_discard drops every dirty page (MADV_DONTNEED), which brings the
+ *      file's bytes back, then rebuilds the allocator from them (H4).
+ *   D3 written-back pages are remembered and dropped in batches
+ *      (heap_drop_clean), so private copies do not pile up.
+ */
+#include "heap_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+heap_status heap_pwrite_span(heap_t *h, uint64_t off, uint64_t len);
+
+void heap_mark_dirty(heap_t *h, uint64_t off, uint64_t len)
+{
+    if (len == 0 || off >= h->mapped)
+        return;
+    if (len > h->mapped - off)
+        len = h->mapped - off;
+    uint64_t first = off >> HEAP_PAGE_SHIFT, last = (off + len - 1) >> HEAP_PAGE_SHIFT;
+    for (uint64_t p = first; p <= last; p++) {
+        unsigned lo = p == first ? (unsigned)((off & (HEAP_PAGE_SIZE - 1)) >> HEAP_LINE_SHIFT) : 0;
+        unsigned hi = p == last
+                          ? (unsigned)(((off + len - 1) & (HEAP_PAGE_SIZE - 1)) >> HEAP_LINE_SHIFT)
+                          : 63;
+        uint64_t mask = (hi == 63 ? ~UINT64_C(0) : (UINT64_C(1) << (hi + 1)) - 1) &
+                        (~UINT64_C(0) << lo);
+        if ((h->line_mask[p] & mask) == mask)
+            continue;
+        if (!h->line_mask[p] && !u64vec_push(&h->dirty_pages, p)) {
+            /* Out of RAM for the list: the change cannot be tracked. */
+            h->failed = true;
+            heap_seterr(h, HEAP_ENOMEM, "out of memory tracking dirty pages");
+            return;
+        }
+        h->line_mask[p] |= mask;
+        h->ranges_valid = false;
+    }
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static bool push_range(heap_t *h, uint64_t off, uint64_t len)
+{
+    if (h->nranges && h->ranges[h->nranges - 1].off + h->ranges[h->nranges - 1].len == off) {
+        h->ranges[h->nranges - 1].len += len;
+        return true;
+    }
+    if (h->nranges == h->ranges_cap) {
+        size_t cap = h->ranges_cap ? h->ranges_cap * 2 : 256;
+        heap_range *r = realloc(h->ranges, cap * sizeof *r);
+        if (!r)
+            return false;
+        h->ranges = r;
+        h->ranges_cap = cap;
+    }
+    h->ranges[h->nranges++] = (heap_range){off, len};
+    return true;
+}
+
+size_t heap_dirty_ranges(heap_t *h, const heap_range **ranges)
+{
+    if (!h->ranges_valid) {
+        qsort(h->dirty_pages.v, h->dirty_pages.n, sizeof(uint64_t), cmp_u64);
+        h->nranges = 0;
+        for (size_t i = 0; i < h->dirty_pages.n; i++) {
+            uint64_t p = h->dirty_pages.v[i], m = h->line_mask[p];
+            while (m) {
+                unsigned lo = (unsigned)__builtin_ctzll(m);
+                uint64_t rest = m >> lo;
+                unsigned n = ~rest ? (unsigned)__builtin_ctzll(~rest) : 64 - lo;
+                if (!push_range(h, (p << HEAP_PAGE_SHIFT) + ((uint64_t)lo << HEAP_LINE_SHIFT),
+                                (uint64_t)n << HEAP_LINE_SHIFT)) {
+                    h->failed = true;
+                    heap_seterr(h, HEAP_ENOMEM, "out of memory listing dirty ranges");
+                    *ranges = NULL;
+                    return 0;
+                }
+                m = (lo + n >= 64) ? 0 : m & (~UINT64_C(0) << (lo + n));
+            }
+        }
+        h->ranges_valid = true;
+    }
+    *ranges = h->ranges;
+    return h->nranges;
+}
+
+uint64_t heap_dirty_bytes(const heap_t *h)
+{
+    uint64_t lines = 0;
+    for (size_t i = 0; i < h->dirty_pages.n; i++)
+        lines += (uint64_t)__builtin_popcountll(h->line_mask[h->dirty_pages.v[i]]);
+    return lines << HEAP_LINE_SHIFT;
+}
+
+static void forget_dirty(heap_t *h, bool remember_private)
+{
+    for (size_t i = 0; i < h->dirty_pages.n; i++) {
+        h->line_mask[h->dirty_pages.v[i]] = 0;
+        if (remember_private)
+            u64vec_push(&h->priv_pages, h->dirty_pages.v[i]);
+    }
+    h->dirty_pages.n = 0;
+    h->nranges = 0;
+    h->ranges_valid = true;
+}
+
+heap_status heap_writeback(heap_t *h)
+{
+    if (h->failed)
+        return heap_seterr(h, HEAP_EFAILED, "%s: handle failed earlier", h->path);
+    if (heap_readonly(h))
+        return heap_seterr(h, HEAP_EREADONLY, "%s: heap is read-only", h->path);
+    const heap_range *r;
+    size_t n = heap_dirty_ranges(h, &r);
+    if (h->failed)
+        return HEAP_ENOMEM;
+    /* Merge ranges that share or touch a page (D1): fewer system calls. */
+    for (size_t i = 0; i < n;) {
+        uint64_t start = r[i].off, end = r[i].off + r[i].len;
+        size_t j = i + 1;
+        while (j < n && (r[j].off >> HEAP_PAGE_SHIFT) <= ((end - 1) >> HEAP_PAGE_SHIFT) + 1) {
+            end = r[j].off + r[j].len;
+            j++;
+        }
+        heap_status st = heap_pwrite_span(h, start, end - start);
+        if (st)
+            return st;
+        i = j;
+    }
+    forget_dirty(h, true);
+    return HEAP_OK;
+}
+
+/* MADV_DONTNEED over sorted pages, a call per contiguous stretch. */
+static heap_status drop_pages(heap_t *h, uint64_t *pages, size_t n, bool skip_dirty)
+{
+    qsort(pages, n, sizeof *pages, cmp_u64);
+    heap_status st = HEAP_OK;
+    for (size_t i = 0; i < n;) {
+        if ((skip_dirty && h->line_mask[pages[i]]) ||
+            (pages[i] << HEAP_PAGE_SHIFT) >= h->mapped) {
+            i++;
+            continue;
+        }
+        size_t j = i + 1;
+        while (j < n && pages[j] <= pages[j - 1] + 1 && !(skip_dirty && h->line_mask[pages[j]]) &&
+               (pages[j] << HEAP_PAGE_SHIFT) < h->mapped)
+            j++;
+        uint64_t len = (pages[j - 1] - pages[i] + 1) << HEAP_PAGE_SHIFT;
+        if (madvise(h->base + (pages[i] << HEAP_PAGE_SHIFT), len, MADV_DONTNEED) != 0) {
+            /* Locked pages refuse DONTNEED: re-mapping restores the file's bytes. */
+            uint64_t off = pages[i] << HEAP_PAGE_SHIFT;
+            if (mmap(h->base + off, len, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, h->fd, (off_t)off) == MAP_FAILED)
+                st = heap_seterr(h, HEAP_EIO, "%s: cannot drop pages at %llu: %s", h->path,
+                                 (unsigned long long)off, strerror(errno));
+        }
+        i = j;
+    }
+    return st;
+}
+
+heap_status heap_discard(heap_t *h)
+{
+    heap_status st = drop_pages(h, h->dirty_pages.v, h->dirty_pages.n, false);
+    forget_dirty(h, false);
+    if (st) {
+        h->failed = true;
+        return st;
+    }
+    /* The header is the file's again: take its length back. */
+    uint64_t n = heap_hdr(h)->narenas;
+    if (n == 0 || (n << HEAP_ARENA_SHIFT) > h->mapped) {
+        h->failed = true;
+        return heap_seterr(h, HEAP_ECORRUPT, "%s: header length %llu after discard",
+                           h->path, (unsigned long long)n);
+    }
+    h->narenas = n;
+    st = heap_rebuild(h);
+    if (st)
+        h->failed = true;
+    return st;
+}
+
+void heap_drop_clean(heap_t *h)
+{
+    drop_pages(h, h->priv_pages.v, h->priv_pages.n, true);
+    h->priv_pages.n = 0;
+}
+
+uint64_t heap_private_bytes(const heap_t *h)
+{
+    return ((uint64_t)h->priv_pages.n + h->dirty_pages.n) << HEAP_PAGE_SHIFT;
+}

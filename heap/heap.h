@@ -1,0 +1,305 @@
+/*
+ * heap.h -- the mapped heap file: the bottom layer of objstore.
+ *
+ * The heap is one file, mapped MAP_PRIVATE into a virtual range reserved once
+ * at open, so the base address never moves while the heap is open.  The file
+ * is cut into 1 MiB arenas at offsets k * 1 MiB; each arena is 64 pools of
+ * 16 KiB.  Pool 0 of every arena holds metadata (arena 0's also holds the file
+ * header); pools 1..63 hold data:
+ *
+ *   - small blocks, 16..512 bytes in 32 size classes of 16-byte steps; a pool
+ *     serves one class, a bitmap in the arena's metadata says which blocks are
+ *     allocated;
+ *   - runs of 1..63 whole pools inside one arena, for blocks of 513 bytes up to
+ *     63 * 16 KiB;
+ *   - huge runs that start at pool 1 of an arena and cover whole arenas after
+ *     it (their metadata pools included), for anything larger.
+ *
+ * Invariants the layer keeps (the file's, checked at open by heap_rebuild):
+ *   H1 every reference stored in the file is an offset from the heap's start;
+ *      0 is null and no block starts at 0.
+ *   H2 the allocator's persisted state is the arena tables (pool descriptors
+ *      and bitmaps); nothing is threaded through free blocks, so free space may
+ *      hold anything.
+ *   H3 every byte the layer or its caller changes is marked dirty (64-byte
+ *      lines) before the change; the file holds only what was written back.
+ *   H4 in-RAM allocator state (free pool lists, arena ordering) is derived from
+ *      the persisted state and can be rebuilt from it at any time.
+ *
+ * Nothing here knows of LMDB, transactions or reference counting: the store
+ * drives commit and abort through the dirty-range primitives below.
+ * Threading: a heap is used by one thread at a time (the store serialises).
+ */
+#ifndef OBJSTORE_HEAP_H
+#define OBJSTORE_HEAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+/* ---- geometry (fixed by the file format, version 1) ---- */
+#define HEAP_FORMAT_VERSION   1u
+#define HEAP_ALIGN            16u
+#define HEAP_POOL_SHIFT       14
+#define HEAP_POOL_SIZE        (1u << HEAP_POOL_SHIFT)        /* 16 KiB */
+#define HEAP_ARENA_SHIFT      20
+#define HEAP_ARENA_SIZE       (1u << HEAP_ARENA_SHIFT)       /* 1 MiB */
+#define HEAP_POOLS_PER_ARENA  (HEAP_ARENA_SIZE / HEAP_POOL_SIZE) /* 64 */
+#define HEAP_DATA_POOLS       (HEAP_POOLS_PER_ARENA - 1)     /* 63 */
+#define HEAP_NCLASSES         32u
+#define HEAP_SMALL_MAX        (HEAP_NCLASSES * HEAP_ALIGN)   /* 512 */
+#define HEAP_RUN_MAX          ((uint64_t)HEAP_DATA_POOLS * HEAP_POOL_SIZE)
+#define HEAP_LINE_SHIFT       6
+#define HEAP_LINE_SIZE        (1u << HEAP_LINE_SHIFT)        /* dirty unit */
+#define HEAP_PAGE_SHIFT       12
+#define HEAP_PAGE_SIZE        (1u << HEAP_PAGE_SHIFT)
+#define HEAP_MAX_REFCOUNT     ((UINT64_C(1) << 48) - 1)
+#define HEAP_MAX_NREFS        UINT32_MAX
+
+/* ---- status codes (the public OBJSTORE_E* codes use the same numbers) ---- */
+typedef enum heap_status {
+    HEAP_OK = 0,
+    HEAP_EINVAL = 1,      /* bad argument: size, offset, flag */
+    HEAP_ENOMEM = 2,      /* out of RAM or of reserved address space */
+    HEAP_EIO = 3,         /* a system call on the file failed */
+    HEAP_ENOSPC = 4,      /* the disk (or a file-size limit) is full */
+    HEAP_EBUSY = 5,       /* another opener holds the file's lock */
+    HEAP_EEXIST = 6,      /* create: the file already exists */
+    HEAP_ENOENT = 7,      /* open: no such file */
+    HEAP_EBADMAGIC = 8,   /* not a heap file */
+    HEAP_EVERSION = 9,    /* a format version this build cannot read */
+    HEAP_ECHECKSUM = 10,  /* the header's checksum does not match */
+    HEAP_EGEOMETRY = 11,  /* arena/pool/class geometry differs from ours */
+    HEAP_ETRUNCATED = 12, /* the file is shorter than its header says */
+    HEAP_ECORRUPT = 13,   /* allocator metadata or an object is inconsistent */
+    HEAP_EBADOFF = 14,    /* an offset is not the start of a live object */
+    HEAP_EREADONLY = 15,  /* a write on a read-only heap */
+    HEAP_EFAILED = 16,    /* the handle failed earlier; only reopen clears it */
+} heap_status;
+
+#define HEAP_MSG_MAX 256
+
+/* ---- the object header: 16 bytes at the start of every block ----
+ *
+ *   word 0: bits  0..47 reference count (persisted count, see store)
+ *           bits 48..51 tail padding of a small block (block - exact size)
+ *           bits 52..63 flags (reserved, zero in format 1)
+ *   word 1: bits  0..31 type id, bits 32..63 number of reference slots
+ *
+ * then nrefs 64-bit reference slots (heap offsets, 0 = null), then raw bytes.
+ */
+typedef struct heap_obj {
+    uint64_t rc_bits;
+    uint32_t type;
+    uint32_t nrefs;
+} heap_obj;
+
+#define HEAP_OBJ_HEADER 16u
+#define HEAP_RC_MASK    HEAP_MAX_REFCOUNT
+#define HEAP_PAD_SHIFT  48
+#define HEAP_PAD_MASK   (UINT64_C(0xF) << HEAP_PAD_SHIFT)
+
+typedef struct heap heap_t;
+
+typedef struct heap_create_opts {
+    uint64_t initial_bytes;  /* rounded up to whole arenas; 0 = 4 MiB */
+    uint64_t generation;     /* recorded in the header */
+    const uint8_t *uuid;     /* 16 bytes, or NULL for a fresh random one */
+} heap_create_opts;
+
+enum {
+    HEAP_OPEN_RDONLY = 1,    /* read lock, never writes the file */
+    HEAP_OPEN_NOLOCK = 2,    /* take no lock (tests, offline tools) */
+    HEAP_OPEN_NOREBUILD = 4, /* caller applies redo, then heap_rebuild() */
+};
+
+typedef struct heap_open_opts {
+    int flags;               /* HEAP_OPEN_* */
+    uint64_t reserve_bytes;  /* virtual range to reserve; 0 = 256 GiB */
+} heap_open_opts;
+
+/* Creates a new heap file (fails with HEAP_EEXIST if it exists), writes and
+ * fsyncs it.  Does not open it.  The caller fsyncs the directory. */
+heap_status heap_create(const char *path, const heap_create_opts *opts,
+                        char msg[HEAP_MSG_MAX]);
+
+/* Opens and maps a heap, validates its header and (unless NOREBUILD) its
+ * allocator metadata.  On failure *out is NULL and msg names the problem. */
+heap_status heap_open(const char *path, const heap_open_opts *opts,
+                      heap_t **out, char msg[HEAP_MSG_MAX]);
+
+/* Closes: unmaps, releases the lock.  Discards dirty, unwritten changes. */
+void heap_close(heap_t *h);
+
+/* Validates the arena tables and builds the in-RAM allocator state from them.
+ * Called by heap_open unless NOREBUILD; after replay; after an abort. */
+heap_status heap_rebuild(heap_t *h);
+
+/* Message of the last error on this handle. */
+const char *heap_errmsg(const heap_t *h);
+
+/* ---- addressing ---- */
+uint8_t *heap_base(const heap_t *h);
+static inline void *heap_ptr(const heap_t *h, uint64_t off)
+{
+    return heap_base(h) + off;
+}
+uint64_t heap_size(const heap_t *h);       /* bytes in use: narenas * 1 MiB */
+uint64_t heap_file_size(const heap_t *h);  /* bytes of the file on disk */
+uint64_t heap_generation(const heap_t *h);
+const uint8_t *heap_uuid(const heap_t *h); /* 16 bytes */
+bool heap_readonly(const heap_t *h);
+
+/* ---- allocation ---- */
+
+/* Allocates a zeroed block of at least size bytes (size >= 1; 0 is taken as
+ * 1), 16-byte aligned, and marks it and the allocator metadata dirty.
+ * Grows the file when needed (HEAP_ENOSPC when the disk is full). */
+heap_status heap_alloc(heap_t *h, uint64_t size, uint64_t *off);
+
+/* Frees a block that heap_alloc returned; HEAP_EBADOFF if off is not the start
+ * of a live block.  The block's bytes are left as they are. */
+heap_status heap_free(heap_t *h, uint64_t off);
+
+/* Size of the live block at off (its size class, or its run's bytes). */
+uint64_t heap_block_size(const heap_t *h, uint64_t off);
+
+/* Size the caller asked for when the block was allocated as an object, i.e.
+ * heap_obj_new's header + slots + payload (0 if off is not live). */
+uint64_t heap_obj_size(const heap_t *h, uint64_t off);
+
+/* True when off is the start of a live block: in bounds, aligned, in a data
+ * pool, its class stride and allocated bit (or the start of a run). */
+bool heap_is_live(const heap_t *h, uint64_t off);
+
+/* Checks a reference: 0 is accepted (null), otherwise heap_is_live, and the
+ * header's nrefs must fit the block.  Fills msg on failure. */
+heap_status heap_check_ref(heap_t *h, uint64_t off);
+
+/* ---- objects ---- */
+
+/* Allocates an object: header (count 0, type, nrefs), nrefs zero slots and a
+ * zeroed payload of payload bytes. */
+heap_status heap_obj_new(heap_t *h, uint32_t type, uint32_t nrefs,
+                         uint64_t payload, uint64_t *off);
+
+static inline heap_obj *heap_obj_at(const heap_t *h, uint64_t off)
+{
+    return (heap_obj *)heap_ptr(h, off);
+}
+static inline uint64_t *heap_obj_slots(const heap_t *h, uint64_t off)
+{
+    return (uint64_t *)((uint8_t *)heap_ptr(h, off) + HEAP_OBJ_HEADER);
+}
+static inline uint64_t heap_obj_refcount(const heap_obj *o)
+{
+    return o->rc_bits & HEAP_RC_MASK;
+}
+/* Payload bytes of the object at off (exact size asked at creation). */
+uint64_t heap_obj_payload_size(const heap_t *h, uint64_t off);
+static inline uint8_t *heap_obj_payload(const heap_t *h, uint64_t off)
+{
+    const heap_obj *o = heap_obj_at(h, off);
+    return (uint8_t *)heap_ptr(h, off) + HEAP_OBJ_HEADER + (uint64_t)o->nrefs * 8;
+}
+
+/* Sets the count (marks the header dirty); fails above HEAP_MAX_REFCOUNT. */
+heap_status heap_obj_set_refcount(heap_t *h, uint64_t off, uint64_t rc);
+
+/* Iterates over live blocks in address order: start with *cursor = 0; each
+ * call stores the next live block's offset in *off and returns true, or
+ * returns false at the end. */
+bool heap_next_live(const heap_t *h, uint64_t *cursor, uint64_t *off);
+
+/* ---- dirty tracking and the commit primitives ---- */
+
+/* Marks [off, off+len) dirty; must be called before the bytes change. */
+void heap_mark_dirty(heap_t *h, uint64_t off, uint64_t len);
+
+typedef struct heap_range {
+    uint64_t off;
+    uint64_t len;
+} heap_range;
+
+/* The dirty ranges, in address order, made of whole 64-byte lines and
+ * coalesced.  The array stays valid until the next call that changes the
+ * dirty set.  Returns the count. */
+size_t heap_dirty_ranges(heap_t *h, const heap_range **ranges);
+uint64_t heap_dirty_bytes(const heap_t *h);
+
+/* Writes every dirty range into the file (pwrite), then forgets the dirty
+ * set.  The written pages stay private until heap_drop_clean(). */
+heap_status heap_writeback(heap_t *h);
+
+/* Abort: drops every dirty page so the file's committed bytes come back,
+ * restores the heap length from the header and rebuilds the allocator. */
+heap_status heap_discard(heap_t *h);
+
+/* Returns the private copies of written-back pages to the page cache. */
+void heap_drop_clean(heap_t *h);
+uint64_t heap_private_bytes(const heap_t *h);
+
+/* fdatasync the file. */
+heap_status heap_sync(heap_t *h);
+
+/* Replay: copies len bytes into the heap at off.  With to_file, also pwrites
+ * them to the file (extending it if needed); without, into RAM only (a
+ * read-only opener).  Bounds are checked against the reserved range. */
+heap_status heap_apply(heap_t *h, uint64_t off, const void *data, uint64_t len,
+                       bool to_file);
+
+/* Re-reads the header after replay (the length may have changed), checks it,
+ * maps what the file now holds. */
+heap_status heap_reload_header(heap_t *h);
+
+/* ---- shrinking ---- */
+
+/* Lowers the heap length past the empty arenas at the tail (header change,
+ * marked dirty).  Returns how many arenas were released.  The file keeps its
+ * size until heap_truncate(), which the caller runs once the new header is
+ * durable. */
+uint64_t heap_release_tail(heap_t *h);
+
+/* Shrinks the file to the heap length (remaps the tail PROT_NONE first). */
+heap_status heap_truncate(heap_t *h);
+
+/* ---- statistics, in the spirit of sys._debugmallocstats ---- */
+typedef struct heap_class_stats {
+    uint32_t block_size;
+    uint64_t pools;        /* pools serving this class */
+    uint64_t blocks_used;
+    uint64_t blocks_free;  /* free blocks inside those pools */
+} heap_class_stats;
+
+typedef struct heap_stats {
+    heap_class_stats cls[HEAP_NCLASSES];
+    uint64_t arenas;            /* arenas in the heap */
+    uint64_t arenas_free;       /* arenas with no live block */
+    uint64_t pools_total;       /* data pools */
+    uint64_t pools_free;
+    uint64_t run_blocks;        /* live pool runs and huge runs */
+    uint64_t run_bytes;
+    uint64_t live_blocks;
+    uint64_t live_bytes;        /* bytes of live blocks */
+    uint64_t requested_bytes;   /* exact object sizes (heap_obj_size) */
+    uint64_t file_bytes;
+    double fragmentation;       /* 1 - live_bytes / bytes of used pools */
+} heap_stats;
+
+void heap_get_stats(const heap_t *h, heap_stats *st);
+
+/* Size class helpers. */
+static inline unsigned heap_size_class(uint64_t size)
+{
+    return size == 0 ? 0 : (unsigned)((size - 1) >> 4);
+}
+static inline uint32_t heap_class_size(unsigned cls)
+{
+    return (cls + 1) * HEAP_ALIGN;
+}
+
+/* Test-only hook: called with a name before each durability step (pwrite,
+ * fdatasync) so crash tests can stop the process there.  NULL = none. */
+extern void (*heap_crash_hook)(const char *step);
+
+#endif

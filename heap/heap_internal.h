@@ -1,0 +1,120 @@
+/*
+ * heap_internal.h -- the in-RAM state of an open heap, shared by the heap/ sources.
+ *
+ * Everything here is derived: from the file (the mapping) or rebuilt from the
+ * arena tables by heap_rebuild().  The data structures:
+ *
+ *   arena[k]         per arena: state, free data pools, longest free run
+ *   bucket[n]        bitset over arenas with n free pools (n = 0..63), so the
+ *                    fullest arena with room, lowest address first, is a scan
+ *                    for the first set bit (placement policy, ARCHITECTURE §3)
+ *   usable[c]        bitset over global pool numbers: pools of class c with a
+ *                    free block; lowest address first
+ *   cur[c]           the pool class c allocates from now (a cache of usable)
+ *   line_mask[p]     dirty 64-byte lines of 4 KiB page p (bit i = line i)
+ *   dirty_pages      the pages whose line_mask is non-zero, unsorted
+ *   priv_pages       pages written back but still private copies
+ */
+#ifndef OBJSTORE_HEAP_INTERNAL_H
+#define OBJSTORE_HEAP_INTERNAL_H
+
+#include "heap.h"
+#include "heap_format.h"
+
+enum arena_state {
+    ARENA_NORMAL = 0,
+    ARENA_HUGE_CONT = 1,  /* covered by a huge run that starts earlier */
+};
+
+struct heap_arena {
+    uint8_t state;
+    uint8_t nfree;        /* free data pools */
+    uint8_t maxrun;       /* longest run of free data pools */
+    uint8_t pad;
+};
+
+typedef struct bitset {
+    uint64_t *w;
+    uint64_t nwords;
+    uint64_t lo;          /* no set bit in words below lo */
+} bitset;
+
+struct u64vec {
+    uint64_t *v;
+    size_t n, cap;
+};
+
+struct heap {
+    int fd;
+    int flags;
+    bool failed;
+    char *path;
+    uint8_t *base;
+    uint64_t reserve;       /* bytes of the reserved virtual range */
+    uint64_t mapped;        /* bytes mapped from the file (= file size) */
+    uint64_t narenas;       /* heap length, as the in-RAM header says */
+    uint64_t uuid_gen;      /* unused */
+    char msg[HEAP_MSG_MAX];
+
+    /* allocator */
+    struct heap_arena *arena;
+    uint64_t arena_cap;
+    bitset bucket[HEAP_DATA_POOLS + 1];
+    bitset usable[HEAP_NCLASSES];
+    uint64_t cur[HEAP_NCLASSES];  /* global pool number, 0 = none */
+
+    /* dirty tracking */
+    uint64_t *line_mask;
+    uint64_t npages_cap;
+    struct u64vec dirty_pages;
+    struct u64vec priv_pages;
+    heap_range *ranges;
+    size_t nranges, ranges_cap;
+    bool ranges_valid;
+
+    /* registry of open heaps, for fork safety */
+    struct heap *next_open;
+};
+
+static inline struct heap_file_header *heap_hdr(const heap_t *h)
+{
+    return (struct heap_file_header *)h->base;
+}
+static inline struct heap_arena_table *heap_table(const heap_t *h, uint64_t k)
+{
+    return (struct heap_arena_table *)(h->base + (k << HEAP_ARENA_SHIFT) +
+                                       HEAP_TABLE_OFFSET);
+}
+
+/* file.c */
+heap_status heap_seterr(heap_t *h, heap_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+heap_status heap_grow(heap_t *h, uint64_t min_arenas);
+void heap_header_seal(heap_t *h);  /* recompute the checksum (marks dirty) */
+void heap_table_init(heap_t *h, uint64_t k);
+
+/* alloc.c */
+heap_status heap_ram_resize(heap_t *h, uint64_t narenas);
+
+/* bitsets */
+bool bitset_resize(bitset *b, uint64_t nbits);
+static inline void bitset_set(bitset *b, uint64_t i)
+{
+    b->w[i >> 6] |= UINT64_C(1) << (i & 63);
+    if ((i >> 6) < b->lo)
+        b->lo = i >> 6;
+}
+static inline void bitset_clear(bitset *b, uint64_t i)
+{
+    b->w[i >> 6] &= ~(UINT64_C(1) << (i & 63));
+}
+static inline bool bitset_test(const bitset *b, uint64_t i)
+{
+    return (b->w[i >> 6] >> (i & 63)) & 1;
+}
+/* First set bit at or after from, or UINT64_MAX. */
+uint64_t bitset_next(bitset *b, uint64_t from);
+
+bool u64vec_push(struct u64vec *v, uint64_t x);
+
+#endif

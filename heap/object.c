@@ -1,0 +1,241 @@
+/*
+ * object.c -- objects on top of blocks: the 16-byte header, the check that an
+ * offset is a live object's start, iteration in address order, statistics.
+ *
+ * Rules:
+ *   O1 an offset from the file or a caller is used only after heap_is_live:
+ *      in bounds, 16-byte aligned, in a data pool of a normal arena, on its
+ *      class stride with its bit set, or the first byte of a run.
+ *   O2 an object's reference slots fit its block: 16 + 8 * nrefs <= size
+ *      (heap_check_ref), so walking slots never leaves the block.
+ */
+#include "heap_internal.h"
+
+#include <string.h>
+
+static const struct heap_pooldesc *desc_of(const heap_t *h, uint64_t off)
+{
+    uint64_t k = off >> HEAP_ARENA_SHIFT;
+    unsigned i = (unsigned)((off >> HEAP_POOL_SHIFT) & (HEAP_POOLS_PER_ARENA - 1));
+    return &heap_table(h, k)->pool[i];
+}
+
+bool heap_is_live(const heap_t *h, uint64_t off)
+{
+    if (off == 0 || (off & (HEAP_ALIGN - 1)) || off >= (h->narenas << HEAP_ARENA_SHIFT))
+        return false;
+    uint64_t k = off >> HEAP_ARENA_SHIFT;
+    unsigned i = (unsigned)((off >> HEAP_POOL_SHIFT) & (HEAP_POOLS_PER_ARENA - 1));
+    if (i == 0 || h->arena[k].state != ARENA_NORMAL)
+        return false;
+    const struct heap_arena_table *t = heap_table(h, k);
+    const struct heap_pooldesc *d = &t->pool[i];
+    uint64_t rel = off & (HEAP_POOL_SIZE - 1);
+    switch (d->kind) {
+    case HEAP_POOL_SMALL: {
+        uint32_t sz = heap_class_size(d->cls);
+        if (rel % sz)
+            return false;
+        uint64_t b = rel / sz;
+        if (b >= HEAP_POOL_SIZE / sz)
+            return false;
+        return (t->bitmap[i][b >> 6] >> (b & 63)) & 1;
+    }
+    case HEAP_POOL_RUN:
+    case HEAP_POOL_HUGE:
+        return rel == 0;
+    default:
+        return false;
+    }
+}
+
+uint64_t heap_block_size(const heap_t *h, uint64_t off)
+{
+    if (!heap_is_live(h, off))
+        return 0;
+    const struct heap_pooldesc *d = desc_of(h, off);
+    if (d->kind == HEAP_POOL_SMALL)
+        return heap_class_size(d->cls);
+    return (uint64_t)d->npools * HEAP_POOL_SIZE;
+}
+
+uint64_t heap_obj_size(const heap_t *h, uint64_t off)
+{
+    if (!heap_is_live(h, off))
+        return 0;
+    const struct heap_pooldesc *d = desc_of(h, off);
+    if (d->kind == HEAP_POOL_SMALL) {
+        uint64_t pad = (heap_obj_at(h, off)->rc_bits & HEAP_PAD_MASK) >> HEAP_PAD_SHIFT;
+        return heap_class_size(d->cls) - pad;
+    }
+    return d->size;
+}
+
+uint64_t heap_obj_payload_size(const heap_t *h, uint64_t off)
+{
+    uint64_t size = heap_obj_size(h, off);
+    uint64_t head = HEAP_OBJ_HEADER + (uint64_t)heap_obj_at(h, off)->nrefs * 8;
+    return size > head ? size - head : 0;
+}
+
+heap_status heap_check_ref(heap_t *h, uint64_t off)
+{
+    if (off == 0)
+        return HEAP_OK;
+    if (!heap_is_live(h, off))
+        return heap_seterr(h, HEAP_EBADOFF,
+                           "%s: offset %llu is not the start of a live object", h->path,
+                           (unsigned long long)off);
+    uint64_t size = heap_obj_size(h, off);
+    const heap_obj *o = heap_obj_at(h, off);
+    if (size < HEAP_OBJ_HEADER || (uint64_t)o->nrefs * 8 > size - HEAP_OBJ_HEADER)
+        return heap_seterr(h, HEAP_ECORRUPT,
+                           "%s: object at offset %llu: %u reference slots do not fit its "
+                           "%llu bytes", h->path, (unsigned long long)off, o->nrefs,
+                           (unsigned long long)size);
+    return HEAP_OK;
+}
+
+heap_status heap_obj_new(heap_t *h, uint32_t type, uint32_t nrefs, uint64_t payload,
+                         uint64_t *off)
+{
+    *off = 0;
+    uint64_t size = HEAP_OBJ_HEADER + (uint64_t)nrefs * 8;
+    if (payload > (UINT64_C(1) << 56) - size)
+        return heap_seterr(h, HEAP_EINVAL, "%s: object payload of %llu bytes is too large",
+                           h->path, (unsigned long long)payload);
+    size += payload;
+    heap_status st = heap_alloc(h, size, off);
+    if (st)
+        return st;
+    heap_obj *o = heap_obj_at(h, *off);   /* zeroed and dirty */
+    if (size <= HEAP_SMALL_MAX)
+        o->rc_bits = (heap_class_size(heap_size_class(size)) - size) << HEAP_PAD_SHIFT;
+    o->type = type;
+    o->nrefs = nrefs;
+    return HEAP_OK;
+}
+
+heap_status heap_obj_set_refcount(heap_t *h, uint64_t off, uint64_t rc)
+{
+    if (rc > HEAP_MAX_REFCOUNT)
+        return heap_seterr(h, HEAP_EINVAL,
+                           "%s: object at offset %llu: reference count overflow", h->path,
+                           (unsigned long long)off);
+    heap_obj *o = heap_obj_at(h, off);
+    heap_mark_dirty(h, off, 8);
+    o->rc_bits = (o->rc_bits & ~HEAP_RC_MASK) | rc;
+    return HEAP_OK;
+}
+
+/* ---- iteration ---- */
+
+bool heap_next_live(const heap_t *h, uint64_t *cursor, uint64_t *off)
+{
+    uint64_t pos = *cursor;
+    uint64_t end = h->narenas << HEAP_ARENA_SHIFT;
+    while (pos < end) {
+        uint64_t k = pos >> HEAP_ARENA_SHIFT;
+        if (h->arena[k].state != ARENA_NORMAL) {
+            pos = (k + 1) << HEAP_ARENA_SHIFT;
+            continue;
+        }
+        unsigned i = (unsigned)((pos >> HEAP_POOL_SHIFT) & (HEAP_POOLS_PER_ARENA - 1));
+        if (i == 0) {
+            pos = (k << HEAP_ARENA_SHIFT) + HEAP_POOL_SIZE;
+            i = 1;
+        }
+        const struct heap_arena_table *t = heap_table(h, k);
+        const struct heap_pooldesc *d = &t->pool[i];
+        uint64_t pstart = pos & ~(uint64_t)(HEAP_POOL_SIZE - 1);
+        switch (d->kind) {
+        case HEAP_POOL_SMALL: {
+            uint32_t sz = heap_class_size(d->cls);
+            uint64_t nb = HEAP_POOL_SIZE / sz;
+            uint64_t b = (pos - pstart + sz - 1) / sz;
+            while (b < nb) {
+                uint64_t w = t->bitmap[i][b >> 6] >> (b & 63);
+                if (w) {
+                    b += (uint64_t)__builtin_ctzll(w);
+                    if (b >= nb)
+                        break;
+                    *off = pstart + b * sz;
+                    *cursor = *off + sz;
+                    return true;
+                }
+                b = (b | 63) + 1;
+            }
+            pos = pstart + HEAP_POOL_SIZE;
+            break;
+        }
+        case HEAP_POOL_RUN:
+        case HEAP_POOL_HUGE:
+            if (pos == pstart) {
+                *off = pos;
+                *cursor = pos + (uint64_t)d->npools * HEAP_POOL_SIZE;
+                return true;
+            }
+            pos = pstart + (uint64_t)d->npools * HEAP_POOL_SIZE;
+            break;
+        default:
+            pos = pstart + HEAP_POOL_SIZE;
+            break;
+        }
+    }
+    *cursor = end;
+    return false;
+}
+
+/* ---- statistics ---- */
+
+void heap_get_stats(const heap_t *h, heap_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    for (unsigned c = 0; c < HEAP_NCLASSES; c++)
+        st->cls[c].block_size = heap_class_size(c);
+    st->arenas = h->narenas;
+    st->file_bytes = h->mapped;
+    uint64_t used_pool_bytes = 0;
+    for (uint64_t k = 0; k < h->narenas; k++) {
+        if (h->arena[k].state != ARENA_NORMAL)
+            continue;
+        const struct heap_arena_table *t = heap_table(h, k);
+        st->pools_total += HEAP_DATA_POOLS;
+        st->pools_free += h->arena[k].nfree;
+        if (h->arena[k].nfree == HEAP_DATA_POOLS)
+            st->arenas_free++;
+        for (unsigned i = 1; i <= HEAP_DATA_POOLS; i++) {
+            const struct heap_pooldesc *d = &t->pool[i];
+            if (d->kind == HEAP_POOL_SMALL) {
+                heap_class_stats *cs = &st->cls[d->cls];
+                uint32_t nb = HEAP_POOL_SIZE / cs->block_size;
+                cs->pools++;
+                cs->blocks_used += d->nalloc;
+                cs->blocks_free += nb - d->nalloc;
+                st->live_blocks += d->nalloc;
+                st->live_bytes += (uint64_t)d->nalloc * cs->block_size;
+                used_pool_bytes += HEAP_POOL_SIZE;
+                uint64_t base = (k << HEAP_ARENA_SHIFT) + ((uint64_t)i << HEAP_POOL_SHIFT);
+                for (uint32_t b = 0; b < nb; b++)
+                    if ((t->bitmap[i][b >> 6] >> (b & 63)) & 1) {
+                        uint64_t pad = (heap_obj_at(h, base + (uint64_t)b * cs->block_size)
+                                            ->rc_bits & HEAP_PAD_MASK) >> HEAP_PAD_SHIFT;
+                        st->requested_bytes += cs->block_size - pad;
+                    }
+            } else if (d->kind == HEAP_POOL_RUN || d->kind == HEAP_POOL_HUGE) {
+                uint64_t bytes = (uint64_t)d->npools * HEAP_POOL_SIZE;
+                st->run_blocks++;
+                st->run_bytes += bytes;
+                st->live_blocks++;
+                st->live_bytes += bytes;
+                st->requested_bytes += d->size;
+                used_pool_bytes += bytes;
+                if (d->kind == HEAP_POOL_HUGE) {
+                    uint64_t n = ((uint64_t)d->npools + 1) / HEAP_POOLS_PER_ARENA;
+                    st->pools_total += (n - 1) * HEAP_DATA_POOLS;
+                }
+            }
+        }
+    }
+    st->fragmentation = used_pool_bytes ? 1.0 - (double)st->live_bytes / used_pool_bytes : 0;
+}

@@ -1,0 +1,80 @@
+/*
+ * support_tmp.c -- temporary directories for the test suites (support.h).
+ *
+ * ts_rmtree walks with nftw(FTW_DEPTH | FTW_PHYS): children are removed before
+ * their directory, and symbolic links are removed, never followed, so a test
+ * can never delete anything outside its own directory through a link.
+ */
+#include "support.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+char *ts_tmpdir(void)
+{
+    const char *base = getenv("TMPDIR");
+    if (base == NULL || base[0] == '\0')
+        base = "/tmp";
+    char *tmpl = ts_path(base, "objstore-test-XXXXXX");
+    if (tmpl == NULL)
+        return NULL;
+    if (mkdtemp(tmpl) == NULL) {
+        int e = errno;
+        free(tmpl);
+        errno = e;
+        return NULL;
+    }
+    return tmpl;
+}
+
+static int rmtree_err;  /* first errno met by rm_one, 0 if none */
+
+static int rm_one(const char *path, const struct stat *sb, int type,
+                  struct FTW *ftw)
+{
+    (void)sb;
+    (void)ftw;
+    int r = (type == FTW_DP || type == FTW_D) ? rmdir(path) : unlink(path);
+    if (r != 0 && errno != ENOENT && rmtree_err == 0)
+        rmtree_err = errno;
+    return 0;   /* keep going: remove what can be removed */
+}
+
+int ts_rmtree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? 0 : -1;
+    rmtree_err = 0;
+    if (nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        return -1;
+    if (rmtree_err != 0) {
+        errno = rmtree_err;
+        return -1;
+    }
+    return 0;
+}
+
+char *ts_path(const char *dir, const char *name)
+{
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/')
+        dl--;
+    while (name[0] == '/')
+        name++;
+    size_t nl = strlen(name);
+    char *p = malloc(dl + 1 + nl + 1);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, dir, dl);
+    size_t at = dl;
+    if (!(dl == 1 && dir[0] == '/'))
+        p[at++] = '/';
+    memcpy(p + at, name, nl + 1);
+    return p;
+}
