@@ -22,7 +22,6 @@
 #include <string.h>
 #include <sys/mman.h>
 
-heap_status heap_pwrite_span(heap_t *h, uint64_t off, uint64_t len);
 
 void heap_mark_dirty(heap_t *h, uint64_t off, uint64_t len)
 {
@@ -120,6 +119,23 @@ static void forget_dirty(heap_t *h, bool remember_private)
     h->dirty_pages.n = 0;
     h->nranges = 0;
     h->ranges_valid = true;
+}
+
+heap_status heap_write_range(heap_t *h, uint64_t off, uint64_t len)
+{
+    if (h->failed)
+        return heap_seterr(h, HEAP_EFAILED, "%s: handle failed earlier", h->path);
+    if (heap_readonly(h))
+        return heap_seterr(h, HEAP_EREADONLY, "%s: heap is read-only", h->path);
+    if (off > h->mapped || len > h->mapped - off)
+        return heap_seterr(h, HEAP_EINVAL, "%s: range [%llu, +%llu) outside the mapping",
+                           h->path, (unsigned long long)off, (unsigned long long)len);
+    return len ? heap_pwrite_span(h, off, len) : HEAP_OK;
+}
+
+void heap_mark_clean(heap_t *h)
+{
+    forget_dirty(h, true);
 }
 
 heap_status heap_writeback(heap_t *h)

@@ -544,7 +544,6 @@ heap_status heap_sync(heap_t *h)
     return HEAP_OK;
 }
 
-heap_status heap_pwrite_span(heap_t *h, uint64_t off, uint64_t len);
 heap_status heap_pwrite_span(heap_t *h, uint64_t off, uint64_t len)
 {
     crash_point("heap-pwrite");

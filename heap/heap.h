@@ -231,6 +231,15 @@ uint64_t heap_dirty_bytes(const heap_t *h);
  * set.  The written pages stay private until heap_drop_clean(). */
 heap_status heap_writeback(heap_t *h);
 
+/* Writes [off, off+len) of the mapping into the file (pwrite), leaving the
+ * dirty set as it is.  With heap_mark_clean, the pieces of a commit that
+ * writes some ranges before its commit point and the rest after it. */
+heap_status heap_write_range(heap_t *h, uint64_t off, uint64_t len);
+
+/* Forgets the dirty set after its ranges were written with heap_write_range;
+ * the pages stay private until heap_drop_clean(). */
+void heap_mark_clean(heap_t *h);
+
 /* Abort: drops every dirty page so the file's committed bytes come back,
  * restores the heap length from the header and rebuilds the allocator. */
 heap_status heap_discard(heap_t *h);

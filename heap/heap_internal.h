@@ -92,6 +92,7 @@ heap_status heap_seterr(heap_t *h, heap_status st, const char *fmt, ...)
 heap_status heap_grow(heap_t *h, uint64_t min_arenas);
 void heap_header_seal(heap_t *h);  /* recompute the checksum (marks dirty) */
 void heap_table_init(heap_t *h, uint64_t k);
+heap_status heap_pwrite_span(heap_t *h, uint64_t off, uint64_t len);
 
 /* alloc.c */
 heap_status heap_ram_resize(heap_t *h, uint64_t narenas);

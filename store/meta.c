@@ -1,0 +1,277 @@
+/*
+ * meta.c -- the LMDB side of a store: the environment, its named databases
+ * and the records the store keeps there (docs/FORMAT.md lists them):
+ *
+ *   meta        "format" u64, "uuid" 16 bytes, "generation" u64, "epoch" u64
+ *   roots       root name -> oid (u64, little-endian)
+ *   types       type name -> id (u32, big-endian)
+ *   typeids     id (u32, big-endian) -> type name
+ *   user        application key -> value
+ *   redo        (epoch u64 BE, seq u32 BE) -> redo record (txn.c)
+ *   zct         oid (u64 BE) -> empty: persisted count 0, not yet freed
+ *   candidates  oid (u64 BE) -> empty: cycle candidates
+ *
+ * Rules:
+ *   M1 nothing read from LMDB is trusted: sizes are checked before use, a
+ *      missing database or key makes the store "not ours" (OBJSTORE_EMETA).
+ *   M2 all writes happen inside commit's single LMDB write transaction
+ *      (txn.c); this file only reads, except at create.
+ */
+#include "store_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MAP_INITIAL (UINT64_C(1) << 30)
+
+void store_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+uint64_t store_get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+int store_env_open(objstore *s, const char *metadir, bool create)
+{
+    (void)create;
+    int rc = mdb_env_create(&s->env);
+    if (rc)
+        return store_lmdb_err(rc, metadir);
+    s->mapsize = MAP_INITIAL;
+    mdb_env_set_maxdbs(s->env, 16);
+    mdb_env_set_mapsize(s->env, s->mapsize);
+    unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
+    if (s->ro)
+        flags |= MDB_RDONLY;
+    if (s->opts.sync == OBJSTORE_SYNC_RELAXED)
+        flags |= MDB_NOSYNC;
+    rc = mdb_env_open(s->env, metadir, flags, 0644);
+    if (rc) {
+        mdb_env_close(s->env);
+        s->env = NULL;
+        if (rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH)
+            return store_err(OBJSTORE_EMETA, "%s: not an LMDB environment objstore can "
+                             "read: %s", metadir, mdb_strerror(rc));
+        return store_lmdb_err(rc, metadir);
+    }
+    MDB_envinfo info;
+    if (mdb_env_info(s->env, &info) == 0 && info.me_mapsize > s->mapsize)
+        s->mapsize = info.me_mapsize;
+    return OBJSTORE_OK;
+}
+
+int store_grow_map(objstore *s)
+{
+    uint64_t size = s->mapsize * 2;
+    int rc = mdb_env_set_mapsize(s->env, size);
+    if (rc)
+        return store_lmdb_err(rc, "grow meta/ map");
+    s->mapsize = size;
+    return OBJSTORE_OK;
+}
+
+int store_dbs_open(objstore *s, MDB_txn *txn, bool create)
+{
+    static const char *names[] = {"meta", "roots", "types", "typeids",
+                                  "user", "redo", "zct", "candidates"};
+    MDB_dbi *dbis[] = {&s->db_meta, &s->db_roots, &s->db_types, &s->db_typeids,
+                       &s->db_user, &s->db_redo, &s->db_zct, &s->db_cand};
+    for (unsigned i = 0; i < sizeof names / sizeof *names; i++) {
+        int rc = mdb_dbi_open(txn, names[i], create ? MDB_CREATE : 0, dbis[i]);
+        if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE)
+            return store_err(OBJSTORE_EMETA, "%s: meta/ has no '%s' database: not an "
+                             "objstore store", s->dir, names[i]);
+        if (rc)
+            return store_lmdb_err(rc, "meta/: open database");
+    }
+    return OBJSTORE_OK;
+}
+
+int store_put_u64(MDB_txn *txn, MDB_dbi db, const char *key, uint64_t v)
+{
+    MDB_val k = {strlen(key), (void *)key}, d = {8, &v};
+    int rc = mdb_put(txn, db, &k, &d, 0);
+    return rc ? store_lmdb_err(rc, "meta/: put") : OBJSTORE_OK;
+}
+
+static int get_exact(objstore *s, MDB_txn *txn, const char *key, void *out, size_t len)
+{
+    MDB_val k = {strlen(key), (void *)key}, d;
+    int rc = mdb_get(txn, s->db_meta, &k, &d);
+    if (rc == MDB_NOTFOUND)
+        return store_err(OBJSTORE_EMETA, "%s: meta/ lacks the '%s' key: not an objstore "
+                         "store", s->dir, key);
+    if (rc)
+        return store_lmdb_err(rc, "meta/: get");
+    if (d.mv_size != len)
+        return store_err(OBJSTORE_EMETA, "%s: meta/ key '%s' has %zu bytes, expected %zu",
+                         s->dir, key, d.mv_size, len);
+    memcpy(out, d.mv_data, len);
+    return OBJSTORE_OK;
+}
+
+int store_meta_load(objstore *s, MDB_txn *txn)
+{
+    uint64_t format;
+    int rc;
+    if ((rc = get_exact(s, txn, "format", &format, 8)) ||
+        (rc = get_exact(s, txn, "uuid", s->uuid, 16)) ||
+        (rc = get_exact(s, txn, "generation", &s->generation, 8)) ||
+        (rc = get_exact(s, txn, "epoch", &s->epoch, 8)))
+        return rc;
+    if (format != STORE_FORMAT_VERSION)
+        return store_err(OBJSTORE_EVERSION, "%s: store format %llu, this build reads %u",
+                         s->dir, (unsigned long long)format, STORE_FORMAT_VERSION);
+    if (s->generation == 0 || s->generation > (UINT64_C(1) << 48))
+        return store_err(OBJSTORE_EMETA, "%s: meta/ names heap generation %llu", s->dir,
+                         (unsigned long long)s->generation);
+    s->synced_epoch = s->deleted_upto = 0;
+    return OBJSTORE_OK;
+}
+
+/* Adds a type to the RAM tables (ids are dense: id = count + 1). */
+int store_type_add(objstore *s, const char *name, size_t len, uint32_t id);
+int store_type_add(objstore *s, const char *name, size_t len, uint32_t id)
+{
+    if (id != s->ntypes + 1)
+        return store_err(OBJSTORE_EMETA, "%s: type ids are not dense (id %u after %u)",
+                         s->dir, id, s->ntypes);
+    if (s->ntypes == s->types_cap) {
+        uint32_t cap = s->types_cap ? s->types_cap * 2 : 16;
+        char **p = realloc(s->type_names, cap * sizeof *p);
+        if (!p)
+            return store_err(OBJSTORE_ENOMEM, "out of memory");
+        s->type_names = p;
+        s->types_cap = cap;
+    }
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return store_err(OBJSTORE_ENOMEM, "out of memory");
+    memcpy(copy, name, len);
+    copy[len] = 0;
+    if (kvmap_put(&s->type_ids, name, len, &id, sizeof id, false)) {
+        free(copy);
+        return store_err(OBJSTORE_ENOMEM, "out of memory");
+    }
+    s->type_names[s->ntypes++] = copy;
+    return OBJSTORE_OK;
+}
+
+int store_types_load(objstore *s, MDB_txn *txn)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, s->db_typeids, &c);
+    if (rc)
+        return store_lmdb_err(rc, "meta/: types");
+    MDB_val k, v;
+    int err = OBJSTORE_OK;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && !err;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 4 || v.mv_size < 1 || v.mv_size > STORE_TYPE_NAME_MAX ||
+            memchr(v.mv_data, 0, v.mv_size)) {
+            err = store_err(OBJSTORE_EMETA, "%s: meta/ typeids holds a malformed entry",
+                            s->dir);
+            break;
+        }
+        const uint8_t *p = k.mv_data;
+        uint32_t id = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+        err = store_type_add(s, v.mv_data, v.mv_size, id);
+    }
+    mdb_cursor_close(c);
+    if (!err && rc != MDB_NOTFOUND && rc != 0)
+        err = store_lmdb_err(rc, "meta/: types");
+    s->ntypes_committed = s->ntypes;
+    return err;
+}
+
+static int load_set(objstore *s, MDB_txn *txn, MDB_dbi db, u64map *m, const char *what)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, db, &c);
+    if (rc)
+        return store_lmdb_err(rc, what);
+    MDB_val k, v;
+    int err = OBJSTORE_OK;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        uint64_t oid = k.mv_size == 8 ? store_get_be64(k.mv_data) : 0;
+        if (!oid || !heap_is_live(s->heap, oid)) {
+            /* A stale entry names no object: nothing to free or scan. */
+            continue;
+        }
+        if (!u64map_upsert(m, oid, NULL)) {
+            err = store_err(OBJSTORE_ENOMEM, "out of memory");
+            break;
+        }
+    }
+    mdb_cursor_close(c);
+    return err;
+}
+
+int store_sets_load(objstore *s, MDB_txn *txn)
+{
+    int rc = load_set(s, txn, s->db_zct, &s->zct.committed, "meta/: zct");
+    return rc ? rc : load_set(s, txn, s->db_cand, &s->cand.committed, "meta/: candidates");
+}
+
+/* ---- oidset ---- */
+
+bool oidset_has(const oidset *o, uint64_t oid)
+{
+    if (u64map_find(&o->added, oid))
+        return true;
+    return u64map_find(&o->committed, oid) && !u64map_find(&o->removed, oid);
+}
+
+int oidset_add(oidset *o, uint64_t oid)
+{
+    if (u64map_find(&o->committed, oid)) {
+        u64map_del(&o->removed, oid);
+        return OBJSTORE_OK;
+    }
+    return u64map_upsert(&o->added, oid, NULL) ? OBJSTORE_OK
+                                               : store_err(OBJSTORE_ENOMEM, "out of memory");
+}
+
+void oidset_remove(oidset *o, uint64_t oid)
+{
+    if (u64map_del(&o->added, oid))
+        return;
+    if (u64map_find(&o->committed, oid))
+        u64map_upsert(&o->removed, oid, NULL);
+}
+
+void oidset_rollback(oidset *o)
+{
+    u64map_clear(&o->added);
+    u64map_clear(&o->removed);
+}
+
+void oidset_fold(oidset *o)
+{
+    uint64_t k;
+    for (size_t i = 0; u64map_next(&o->removed, &i, &k, NULL);)
+        u64map_del(&o->committed, k);
+    for (size_t i = 0; u64map_next(&o->added, &i, &k, NULL);)
+        u64map_upsert(&o->committed, k, NULL);
+    oidset_rollback(o);
+}
+
+size_t oidset_count(const oidset *o)
+{
+    return o->committed.n - o->removed.n + o->added.n;
+}
+
+void oidset_free(oidset *o)
+{
+    u64map_free(&o->committed);
+    u64map_free(&o->added);
+    u64map_free(&o->removed);
+}

@@ -1,0 +1,354 @@
+/*
+ * object.c -- objects and reference counting (ARCHITECTURE §6).
+ *
+ * Rules:
+ *   R1 an object's persisted count = roots naming it + slots of live objects
+ *      pointing at it; handles and pins are not in it.
+ *   R2 a count that reaches 0 puts the object in the zero-count table (zct);
+ *      a decrement that leaves it above 0 makes it a cycle candidate.
+ *   R3 at commit, zct members still at 0 and not pinned are freed, their
+ *      slots released, iteratively from a work list (never by recursion),
+ *      at most free_budget of them; the rest wait in the persisted zct.
+ *   R4 every oid from a caller or a slot is checked (heap_check_ref) before
+ *      it is used; a bad slot found while freeing is ECORRUPT, not a crash.
+ */
+#include "store_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int check_oid(objstore *s, uint64_t oid)
+{
+    if (oid == 0)
+        return store_err(OBJSTORE_EBADOID, "%s: null oid", s->dir);
+    heap_status hs = heap_check_ref(s->heap, oid);
+    if (hs == HEAP_EBADOFF)
+        return store_err(OBJSTORE_EBADOID, "%s: oid %llu is not a live object", s->dir,
+                         (unsigned long long)oid);
+    return store_heap_err(s, hs);
+}
+
+/* ---- counts ---- */
+
+int store_incref(objstore *s, uint64_t oid)
+{
+    heap_obj *o = heap_obj_at(s->heap, oid);
+    uint64_t rc = heap_obj_refcount(o);
+    if (rc >= HEAP_MAX_REFCOUNT)
+        return store_err(OBJSTORE_EOVERFLOW, "%s: object %llu: reference count overflow",
+                         s->dir, (unsigned long long)oid);
+    heap_obj_set_refcount(s->heap, oid, rc + 1);
+    return OBJSTORE_OK;
+}
+
+int store_decref(objstore *s, uint64_t oid)
+{
+    heap_obj *o = heap_obj_at(s->heap, oid);
+    uint64_t rc = heap_obj_refcount(o);
+    if (rc == 0)
+        return store_err(OBJSTORE_ECORRUPT, "%s: object %llu: count already 0 when a "
+                         "reference to it goes", s->dir, (unsigned long long)oid);
+    heap_obj_set_refcount(s->heap, oid, rc - 1);
+    return rc - 1 == 0 ? oidset_add(&s->zct, oid) : oidset_add(&s->cand, oid);
+}
+
+static bool pinned(objstore *s, uint64_t oid)
+{
+    pthread_mutex_lock(&s->pin_lock);
+    bool p = u64map_find(&s->pins, oid) != NULL;
+    pthread_mutex_unlock(&s->pin_lock);
+    return p;
+}
+
+struct worklist {
+    uint64_t *v;
+    size_t n, cap;
+};
+
+static int push(struct worklist *w, uint64_t x)
+{
+    if (w->n == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 1024;
+        uint64_t *p = realloc(w->v, cap * sizeof *p);
+        if (!p)
+            return store_err(OBJSTORE_ENOMEM, "out of memory freeing objects");
+        w->v = p;
+        w->cap = cap;
+    }
+    w->v[w->n++] = x;
+    return OBJSTORE_OK;
+}
+
+int store_drain_zct(objstore *s, uint64_t budget)
+{
+    if (!oidset_count(&s->zct))
+        return OBJSTORE_OK;
+    struct worklist w = {0};
+    uint64_t oid;
+    int rc = OBJSTORE_OK;
+    for (size_t i = 0; !rc && u64map_next(&s->zct.added, &i, &oid, NULL);)
+        rc = push(&w, oid);
+    for (size_t i = 0; !rc && u64map_next(&s->zct.committed, &i, &oid, NULL);)
+        if (!u64map_find(&s->zct.removed, oid))
+            rc = push(&w, oid);
+    uint64_t freed = 0;
+    while (!rc && w.n && freed < budget) {
+        oid = w.v[--w.n];
+        if (!oidset_has(&s->zct, oid))
+            continue;
+        if (!heap_is_live(s->heap, oid)) {
+            oidset_remove(&s->zct, oid);
+            continue;
+        }
+        if (heap_obj_refcount(heap_obj_at(s->heap, oid)) != 0) {
+            oidset_remove(&s->zct, oid);   /* relinked in this transaction */
+            continue;
+        }
+        if (pinned(s, oid))
+            continue;
+        if ((rc = check_oid(s, oid)))
+            break;
+        uint32_t nrefs = heap_obj_at(s->heap, oid)->nrefs;
+        const uint64_t *slot = heap_obj_slots(s->heap, oid);
+        for (uint32_t i = 0; i < nrefs && !rc; i++) {
+            uint64_t child = slot[i];
+            if (!child)
+                continue;
+            if (heap_check_ref(s->heap, child) != HEAP_OK) {
+                rc = store_err(OBJSTORE_ECORRUPT, "%s: object %llu slot %u points at "
+                               "%llu, not a live object", s->dir, (unsigned long long)oid,
+                               i, (unsigned long long)child);
+                break;
+            }
+            if ((rc = store_decref(s, child)))
+                break;
+            if (heap_obj_refcount(heap_obj_at(s->heap, child)) == 0)
+                rc = push(&w, child);
+        }
+        if (rc)
+            break;
+        oidset_remove(&s->zct, oid);
+        oidset_remove(&s->cand, oid);
+        heap_status hs = heap_free(s->heap, oid);
+        if (hs) {
+            rc = store_heap_err(s, hs);
+            break;
+        }
+        freed++;
+    }
+    free(w.v);
+    s->st_freed += freed;
+    return rc;
+}
+
+/* ---- object calls ---- */
+
+int objstore_new(objstore_txn *t, uint32_t type, uint32_t nrefs, uint64_t size,
+                 objstore_oid *oid)
+{
+    *oid = 0;
+    int rc = store_check_txn(t, true);
+    if (rc)
+        return rc;
+    objstore *s = t->s;
+    if (type > s->ntypes)
+        return store_err(OBJSTORE_EINVAL, "%s: new object: type id %u is not registered",
+                         s->dir, type);
+    uint64_t off;
+    heap_status hs = heap_obj_new(s->heap, type, nrefs, size, &off);
+    if (hs)
+        return store_heap_err(s, hs);
+    if ((rc = oidset_add(&s->zct, off)))
+        return rc;
+    *oid = off;
+    return OBJSTORE_OK;
+}
+
+static int prepare(objstore_txn *t, objstore_oid oid, bool write)
+{
+    int rc = store_check_txn(t, write);
+    return rc ? rc : check_oid(t->s, oid);
+}
+
+int objstore_get(objstore_txn *t, objstore_oid oid, const void **payload, uint64_t *size)
+{
+    int rc = prepare(t, oid, false);
+    if (rc)
+        return rc;
+    *payload = heap_obj_payload(t->s->heap, oid);
+    if (size)
+        *size = heap_obj_payload_size(t->s->heap, oid);
+    return OBJSTORE_OK;
+}
+
+int objstore_edit(objstore_txn *t, objstore_oid oid, void **payload, uint64_t *size)
+{
+    int rc = prepare(t, oid, true);
+    if (rc)
+        return rc;
+    heap_t *h = t->s->heap;
+    uint64_t n = heap_obj_payload_size(h, oid);
+    uint8_t *p = heap_obj_payload(h, oid);
+    heap_mark_dirty(h, (uint64_t)(p - heap_base(h)), n);
+    *payload = p;
+    if (size)
+        *size = n;
+    return OBJSTORE_OK;
+}
+
+int objstore_write(objstore_txn *t, objstore_oid oid, uint64_t off, const void *buf,
+                   uint64_t len)
+{
+    int rc = prepare(t, oid, true);
+    if (rc)
+        return rc;
+    heap_t *h = t->s->heap;
+    uint64_t n = heap_obj_payload_size(h, oid);
+    if (off > n || len > n - off)
+        return store_err(OBJSTORE_EINVAL, "%s: object %llu: write of %llu bytes at %llu "
+                         "past its %llu-byte payload", t->s->dir, (unsigned long long)oid,
+                         (unsigned long long)len, (unsigned long long)off,
+                         (unsigned long long)n);
+    uint8_t *p = heap_obj_payload(h, oid) + off;
+    heap_mark_dirty(h, (uint64_t)(p - heap_base(h)), len);
+    if (len)
+        memcpy(p, buf, len);
+    return OBJSTORE_OK;
+}
+
+static int check_slot(objstore *s, objstore_oid oid, uint32_t slot)
+{
+    uint32_t nrefs = heap_obj_at(s->heap, oid)->nrefs;
+    if (slot >= nrefs)
+        return store_err(OBJSTORE_EINVAL, "%s: object %llu has %u slots, not slot %u",
+                         s->dir, (unsigned long long)oid, nrefs, slot);
+    return OBJSTORE_OK;
+}
+
+int objstore_set_ref(objstore_txn *t, objstore_oid oid, uint32_t slot, objstore_oid target)
+{
+    int rc = prepare(t, oid, true);
+    objstore *s = t->s;
+    if (rc || (rc = check_slot(s, oid, slot)) || (target && (rc = check_oid(s, target))))
+        return rc;
+    uint64_t *slots = heap_obj_slots(s->heap, oid);
+    uint64_t old = slots[slot];
+    if (old == target)
+        return OBJSTORE_OK;
+    if (old && heap_check_ref(s->heap, old) != HEAP_OK)
+        return store_err(OBJSTORE_ECORRUPT, "%s: object %llu slot %u holds %llu, not a "
+                         "live object", s->dir, (unsigned long long)oid, slot,
+                         (unsigned long long)old);
+    if (target && (rc = store_incref(s, target)))
+        return rc;
+    heap_mark_dirty(s->heap, oid + HEAP_OBJ_HEADER + (uint64_t)slot * 8, 8);
+    slots[slot] = target;
+    return old ? store_decref(s, old) : OBJSTORE_OK;
+}
+
+int objstore_get_ref(objstore_txn *t, objstore_oid oid, uint32_t slot, objstore_oid *target)
+{
+    *target = 0;
+    int rc = prepare(t, oid, false);
+    if (rc || (rc = check_slot(t->s, oid, slot)))
+        return rc;
+    *target = heap_obj_slots(t->s->heap, oid)[slot];
+    return OBJSTORE_OK;
+}
+
+int objstore_info(objstore_txn *t, objstore_oid oid, objstore_objinfo *info)
+{
+    int rc = prepare(t, oid, false);
+    if (rc)
+        return rc;
+    heap_t *h = t->s->heap;
+    const heap_obj *o = heap_obj_at(h, oid);
+    info->type = o->type;
+    info->nrefs = o->nrefs;
+    info->size = heap_obj_payload_size(h, oid);
+    info->refcount = heap_obj_refcount(o);
+    info->sizeof_ = heap_obj_size(h, oid);
+    return OBJSTORE_OK;
+}
+
+int objstore_getsizeof(objstore_txn *t, objstore_oid oid, uint64_t *bytes)
+{
+    objstore_objinfo info;
+    int rc = objstore_info(t, oid, &info);
+    *bytes = rc ? 0 : info.sizeof_;
+    return rc;
+}
+
+int objstore_getrefcount(objstore_txn *t, objstore_oid oid, uint64_t *count)
+{
+    objstore_objinfo info;
+    int rc = objstore_info(t, oid, &info);
+    *count = rc ? 0 : info.refcount;
+    return rc;
+}
+
+/* ---- pins ---- */
+
+static int log_pin(objstore *s, uint64_t oid, int8_t delta)
+{
+    struct pinlog *l = &s->pinlog;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        uint64_t *o = realloc(l->oid, cap * sizeof *o);
+        if (!o)
+            return store_err(OBJSTORE_ENOMEM, "out of memory");
+        l->oid = o;
+        int8_t *d = realloc(l->delta, cap * sizeof *d);
+        if (!d)
+            return store_err(OBJSTORE_ENOMEM, "out of memory");
+        l->delta = d;
+        l->cap = cap;
+    }
+    l->oid[l->n] = oid;
+    l->delta[l->n++] = delta;
+    return OBJSTORE_OK;
+}
+
+int objstore_pin(objstore_txn *t, objstore_oid oid)
+{
+    int rc = prepare(t, oid, false);
+    if (rc)
+        return rc;
+    objstore *s = t->s;
+    if (t->write && (rc = log_pin(s, oid, 1)))
+        return rc;
+    pthread_mutex_lock(&s->pin_lock);
+    uint64_t *v = u64map_upsert(&s->pins, oid, NULL);
+    if (v)
+        ++*v;
+    pthread_mutex_unlock(&s->pin_lock);
+    if (!v) {
+        if (t->write)
+            s->pinlog.n--;
+        return store_err(OBJSTORE_ENOMEM, "out of memory");
+    }
+    return OBJSTORE_OK;
+}
+
+int objstore_unpin(objstore_txn *t, objstore_oid oid)
+{
+    int rc = store_check_txn(t, false);
+    if (rc)
+        return rc;
+    objstore *s = t->s;
+    pthread_mutex_lock(&s->pin_lock);
+    uint64_t *v = u64map_find(&s->pins, oid);
+    if (!v) {
+        pthread_mutex_unlock(&s->pin_lock);
+        return store_err(OBJSTORE_EINVAL, "%s: object %llu is not pinned", s->dir,
+                         (unsigned long long)oid);
+    }
+    if (t->write && (rc = log_pin(s, oid, -1))) {
+        pthread_mutex_unlock(&s->pin_lock);
+        return rc;
+    }
+    if (--*v == 0)
+        u64map_del(&s->pins, oid);
+    pthread_mutex_unlock(&s->pin_lock);
+    return OBJSTORE_OK;
+}

@@ -1,0 +1,260 @@
+/*
+ * objstore.h -- the public API of objstore, a persistent, reference-counted
+ * object store backed by a memory-mapped file.
+ *
+ * A store is a directory holding a heap file (the objects) and an LMDB
+ * environment (roots, types, user metadata, the redo log).  Objects live in
+ * the heap; each has a type id, a fixed number of reference slots and a
+ * payload of raw bytes:
+ *
+ *     header (16 bytes) | nrefs x 64-bit reference slots | payload
+ *
+ * An object is named by its objstore_oid, its offset in the heap (0 = null).
+ * An oid stays the same while the object lives, across closes and crashes;
+ * once the object is freed, its oid may name a later object.
+ *
+ * Reference counting (as CPython's, made durable): an object's count is the
+ * number of roots naming it plus the number of reference slots of live
+ * objects pointing at it.  Handles (oids in your variables) are not counted.
+ * When a commit ends with an object's count at 0 and the object is not
+ * pinned, the object is freed and its slots released, which may free more
+ * (iteratively: a chain of any length frees without recursion).  So a new
+ * object must be linked from a root or a slot, or pinned, before commit, or
+ * the commit frees it.
+ *
+ * Transactions: one write transaction at a time per store; any number of read
+ * transactions, which wait while a write transaction is open and never see
+ * one half-applied.  Every object access happens inside a transaction.
+ * commit is durable (it survives kill -9 and power loss) when it returns
+ * OBJSTORE_OK, unless the store was opened with OBJSTORE_SYNC_RELAXED.
+ *
+ * Errors: every fallible call returns an objstore_status; objstore_errmsg()
+ * gives the calling thread's last message, naming the file, offset or object.
+ * Nothing a damaged file holds makes the library crash or abort.
+ *
+ * Thread safety: a store handle and its transactions may be used from any
+ * thread; a single transaction must not be used by two threads at once.
+ */
+#ifndef OBJSTORE_H
+#define OBJSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef uint64_t objstore_oid;            /* 0 is null */
+typedef struct objstore objstore;
+typedef struct objstore_txn objstore_txn;
+
+/* Status codes.  1..16 are shared with the heap layer. */
+typedef enum objstore_status {
+    OBJSTORE_OK = 0,
+    OBJSTORE_EINVAL = 1,       /* bad argument (slot index, size, name...) */
+    OBJSTORE_ENOMEM = 2,       /* out of memory or address space */
+    OBJSTORE_EIO = 3,          /* a system call on a store file failed */
+    OBJSTORE_ENOSPC = 4,       /* the disk is full */
+    OBJSTORE_EBUSY = 5,        /* the store is open elsewhere (locked) */
+    OBJSTORE_EEXIST = 6,       /* create: the store already exists */
+    OBJSTORE_ENOENT = 7,       /* open: no such store or heap file */
+    OBJSTORE_EBADMAGIC = 8,    /* the heap file is not a heap */
+    OBJSTORE_EVERSION = 9,     /* a format version this build cannot read */
+    OBJSTORE_ECHECKSUM = 10,   /* the heap header's checksum is wrong */
+    OBJSTORE_EGEOMETRY = 11,   /* heap geometry differs from this build's */
+    OBJSTORE_ETRUNCATED = 12,  /* the heap file is shorter than it says */
+    OBJSTORE_ECORRUPT = 13,    /* heap metadata or an object is inconsistent */
+    OBJSTORE_EBADOID = 14,     /* not the oid of a live object */
+    OBJSTORE_EREADONLY = 15,   /* a write in a read-only store or transaction */
+    OBJSTORE_EFAILED = 16,     /* the handle failed; close and reopen */
+    OBJSTORE_ENOTFOUND = 20,   /* no such root, type or metadata key */
+    OBJSTORE_EMETA = 21,       /* meta/ is missing, not LMDB, or not ours */
+    OBJSTORE_EMISMATCH = 22,   /* heap file and meta/ belong to different stores */
+    OBJSTORE_EREDO = 23,       /* a redo record is damaged: open refused */
+    OBJSTORE_ELMDB = 24,       /* LMDB returned an error (see the message) */
+    OBJSTORE_ETXN = 25,        /* transaction misuse (e.g. a second writer
+                                  from the thread that holds the first) */
+    OBJSTORE_EOVERFLOW = 26,   /* a reference count would exceed 2^48-1 */
+} objstore_status;
+
+/* A static description of a status code. */
+const char *objstore_strerror(int status);
+
+/* The calling thread's last error message ("" if none).  Valid until the
+ * thread's next objstore call. */
+const char *objstore_errmsg(void);
+
+/* ---- stores ---- */
+
+enum objstore_sync {
+    OBJSTORE_SYNC_DURABLE = 0,  /* commit survives power loss (default) */
+    OBJSTORE_SYNC_RELAXED = 1,  /* commit survives a crash of the process,
+                                   not of the machine; close makes all durable */
+};
+
+enum objstore_open_flags {
+    OBJSTORE_RDONLY = 1,        /* read-only: shared lock, writes nothing */
+};
+
+typedef struct objstore_options {
+    uint64_t initial_size;      /* create: heap bytes to start with (0 = 4 MiB) */
+    int sync;                   /* enum objstore_sync */
+    int flags;                  /* enum objstore_open_flags */
+    uint64_t free_budget;       /* objects a commit may free (0 = 1,000,000);
+                                   the rest is freed by later commits */
+    uint64_t checkpoint_bytes;  /* redo bytes between checkpoints (0 = 64 MiB) */
+} objstore_options;
+
+/* Creates a store in directory dir, which must not exist or be empty.  The
+ * store is durable when this returns OBJSTORE_OK.  opts may be NULL. */
+int objstore_create(const char *dir, const objstore_options *opts);
+
+/* Opens a store.  Replays what a crash left, frees what a crash left
+ * unreachable at count 0, checks the heap file against meta/.  A second
+ * opener (this process or another) gets OBJSTORE_EBUSY, except that several
+ * OBJSTORE_RDONLY openers in different processes may share a store.
+ * opts may be NULL. */
+int objstore_open(const char *dir, const objstore_options *opts, objstore **out);
+
+/* Closes the store: checkpoints (so the next open replays nothing) and frees
+ * the handle.  No transaction may be open.  Returns the checkpoint's status;
+ * the handle is freed either way. */
+int objstore_close(objstore *s);
+
+/* ---- transactions ---- */
+
+enum objstore_txn_flags {
+    OBJSTORE_TXN_RDONLY = 1,
+};
+
+/* Begins a transaction.  A write transaction waits for the current writer
+ * and for readers to finish; a read transaction waits for the writer.
+ * Returns OBJSTORE_ETXN if this thread already holds the write transaction. */
+int objstore_begin(objstore *s, int flags, objstore_txn **txn);
+
+/* Commits a write transaction (ends a read one) and frees txn.  On an error
+ * other than OBJSTORE_EFAILED the transaction was rolled back as by abort.
+ * OBJSTORE_EFAILED means the outcome is unknown or the store could not
+ * write its heap after a durable commit; the message says which, and the
+ * handle accepts only objstore_close. */
+int objstore_commit(objstore_txn *txn);
+
+/* Rolls back everything the transaction did (objects, counts, roots, types,
+ * metadata, pins) and frees txn. */
+void objstore_abort(objstore_txn *txn);
+
+/* ---- objects ----
+ * oid arguments are checked: a value that is not a live object's start gives
+ * OBJSTORE_EBADOID.  Pointers handed out stay valid until the transaction
+ * ends; write through a pointer only from objstore_edit. */
+
+/* Creates an object with count 0: nrefs null slots, a zeroed payload of size
+ * bytes.  type is 0 or an id from objstore_type_register. */
+int objstore_new(objstore_txn *t, uint32_t type, uint32_t nrefs, uint64_t size,
+                 objstore_oid *oid);
+
+/* Read access to the payload and its exact size. */
+int objstore_get(objstore_txn *t, objstore_oid oid, const void **payload,
+                 uint64_t *size);
+
+/* Write access to the whole payload (marks it dirty). */
+int objstore_edit(objstore_txn *t, objstore_oid oid, void **payload, uint64_t *size);
+
+/* Writes len bytes at offset off of the payload (marks just those). */
+int objstore_write(objstore_txn *t, objstore_oid oid, uint64_t off, const void *buf,
+                   uint64_t len);
+
+/* Sets reference slot slot of oid to target (0 = null): target's count goes
+ * up, the old target's down. */
+int objstore_set_ref(objstore_txn *t, objstore_oid oid, uint32_t slot,
+                     objstore_oid target);
+int objstore_get_ref(objstore_txn *t, objstore_oid oid, uint32_t slot,
+                     objstore_oid *target);
+
+typedef struct objstore_objinfo {
+    uint32_t type;
+    uint32_t nrefs;
+    uint64_t size;       /* payload bytes */
+    uint64_t refcount;   /* persisted count: roots + slots */
+    uint64_t sizeof_;    /* bytes taken in the heap, as getsizeof */
+} objstore_objinfo;
+
+int objstore_info(objstore_txn *t, objstore_oid oid, objstore_objinfo *info);
+
+/* Bytes the object takes: header, slots, payload (sys.getsizeof). */
+int objstore_getsizeof(objstore_txn *t, objstore_oid oid, uint64_t *bytes);
+
+/* The persisted count: roots naming oid + slots pointing at it.  (Unlike
+ * sys.getrefcount there is no temporary reference to add.) */
+int objstore_getrefcount(objstore_txn *t, objstore_oid oid, uint64_t *count);
+
+/* Pins keep an object alive at count 0 while this process holds them (they
+ * are not persisted).  A pin taken in a transaction that aborts is undone. */
+int objstore_pin(objstore_txn *t, objstore_oid oid);
+int objstore_unpin(objstore_txn *t, objstore_oid oid);
+
+/* ---- roots: names (1..511 bytes, no NUL) -> objects, counted ---- */
+
+int objstore_root_set(objstore_txn *t, const char *name, objstore_oid oid);
+int objstore_root_get(objstore_txn *t, const char *name, objstore_oid *oid);
+int objstore_root_del(objstore_txn *t, const char *name);
+
+/* Calls fn for each root in name order; stops early when fn returns non-zero
+ * and returns that value. */
+typedef int (*objstore_root_fn)(void *arg, const char *name, objstore_oid oid);
+int objstore_root_iter(objstore_txn *t, objstore_root_fn fn, void *arg);
+
+/* ---- types: names (1..255 bytes) -> stable ids (1, 2, ...) ---- */
+
+/* Returns the id of name, registering it if new (write transaction). */
+int objstore_type_register(objstore_txn *t, const char *name, uint32_t *id);
+int objstore_type_id(objstore_txn *t, const char *name, uint32_t *id);
+/* The name of id; the string stays valid while the store is open. */
+int objstore_type_name(objstore_txn *t, uint32_t id, const char **name);
+
+/* ---- user metadata: key (1..511 bytes) -> value (up to 64 MiB) ---- */
+
+int objstore_meta_set(objstore_txn *t, const void *key, size_t klen, const void *val,
+                      size_t vlen);
+/* *val stays valid until the transaction ends. */
+int objstore_meta_get(objstore_txn *t, const void *key, size_t klen, const void **val,
+                      size_t *vlen);
+int objstore_meta_del(objstore_txn *t, const void *key, size_t klen);
+
+/* ---- statistics ---- */
+
+typedef struct objstore_stats {
+    /* heap */
+    uint64_t heap_file_bytes;
+    uint64_t heap_arenas;
+    uint64_t heap_arenas_free;
+    uint64_t heap_pools_total;
+    uint64_t heap_pools_free;
+    uint64_t live_objects;
+    uint64_t live_bytes;        /* bytes of live blocks */
+    double fragmentation;       /* 1 - live bytes / bytes of pools in use */
+    struct {
+        uint32_t block_size;
+        uint64_t pools, blocks_used, blocks_free;
+    } size_class[32];
+    /* store, since open */
+    uint64_t commits;
+    uint64_t aborts;
+    uint64_t redo_bytes;        /* heap bytes committed through the redo log */
+    uint64_t direct_bytes;      /* heap bytes of bulk commits written directly */
+    uint64_t checkpoints;
+    uint64_t objects_freed;
+    uint64_t epoch;             /* commits in the store's life */
+    uint64_t zct_entries;       /* objects waiting at count 0 (pinned, budget) */
+    uint64_t cycle_candidates;
+    uint64_t roots;
+    uint64_t types;
+} objstore_stats;
+
+int objstore_get_stats(objstore *s, objstore_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

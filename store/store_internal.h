@@ -1,0 +1,152 @@
+/*
+ * store_internal.h -- the store layer's shared state and internal calls.
+ *
+ * The pieces of an open store:
+ *
+ *   lock_fd       STORE/lock, holding an OFD write (or read) lock
+ *   heap          the mapped heap file, STORE/heap.<generation>
+ *   env, db_*     the LMDB environment STORE/meta and its named databases
+ *   rw            readers hold it shared for a read transaction, the writer
+ *                 exclusively for its whole transaction (ARCHITECTURE §9)
+ *
+ * Committed state is the heap file plus LMDB.  A write transaction's changes
+ * live only in RAM until commit: dirty private pages of the heap, and the
+ * pending maps below.  Sets that mirror an LMDB database (zct, candidates)
+ * are kept as committed + this transaction's additions and removals, so
+ * that abort is "forget the deltas" and commit writes only the deltas.
+ */
+#ifndef OBJSTORE_STORE_INTERNAL_H
+#define OBJSTORE_STORE_INTERNAL_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "heap.h"
+#include "kvmap.h"
+#include "objstore.h"
+#include "objstore_admin.h"
+#include "u64map.h"
+
+#define STORE_FORMAT_VERSION 1u
+#define STORE_NAME_MAX 511
+#define STORE_TYPE_NAME_MAX 255
+#define STORE_META_VALUE_MAX (UINT64_C(64) << 20)
+#define STORE_REDO_CHUNK (UINT64_C(1) << 20)   /* data bytes per redo value */
+#define STORE_DIRECT_MIN (UINT64_C(1) << 20)   /* bulk path from this size */
+#define STORE_CKPT_COMMITS 10000u              /* or after this many commits */
+#define STORE_DROP_PRIVATE (UINT64_C(64) << 20)
+
+/* A set that mirrors an LMDB database of oids: committed + deltas. */
+typedef struct oidset {
+    u64map committed;
+    u64map added;      /* in this transaction, not in committed */
+    u64map removed;    /* in committed, removed in this transaction */
+} oidset;
+
+bool oidset_has(const oidset *o, uint64_t oid);
+int oidset_add(oidset *o, uint64_t oid);
+void oidset_remove(oidset *o, uint64_t oid);
+void oidset_rollback(oidset *o);
+void oidset_fold(oidset *o);   /* after commit: deltas into committed */
+size_t oidset_count(const oidset *o);
+void oidset_free(oidset *o);
+
+struct pinlog {
+    uint64_t *oid;
+    int8_t *delta;
+    size_t n, cap;
+};
+
+struct objstore {
+    char *dir;
+    int lock_fd;
+    dev_t dev;
+    ino_t ino;
+    bool ro;
+    bool failed;
+    objstore_options opts;
+
+    heap_t *heap;
+    MDB_env *env;
+    MDB_dbi db_meta, db_roots, db_types, db_typeids, db_user, db_redo, db_zct, db_cand;
+    uint64_t mapsize;
+
+    uint8_t uuid[16];
+    uint64_t generation;
+    uint64_t epoch;            /* last committed */
+    uint64_t synced_epoch;     /* redo records <= this are in the synced heap */
+    uint64_t deleted_upto;     /* redo records <= this are deleted */
+    uint64_t redo_high;        /* highest end of a redo range newer than synced */
+    uint64_t redo_since_ckpt;
+    uint64_t commits_since_ckpt;
+
+    pthread_rwlock_t rw;
+    pthread_mutex_t pin_lock;
+    pthread_t writer;
+    bool has_writer;
+
+    /* types: id i+1 is type_names[i] */
+    char **type_names;
+    uint32_t ntypes, ntypes_committed, types_cap;
+    kvmap type_ids;            /* name -> id (4 bytes); deleted = rolled back */
+    char **dead_names;         /* rolled-back names, freed at close */
+    size_t ndead;
+
+    oidset zct;                /* persisted count 0, not yet freed */
+    oidset cand;               /* cycle candidates */
+    u64map pins;               /* oid -> pin count (RAM only) */
+    struct pinlog pinlog;      /* this write transaction's pins, for abort */
+
+    /* this write transaction */
+    kvmap roots_pending;
+    kvmap user_pending;
+    uint64_t tx_heap_len;      /* committed heap length at begin */
+
+    /* statistics since open */
+    uint64_t st_commits, st_aborts, st_redo_bytes, st_direct_bytes, st_checkpoints,
+        st_freed;
+
+    struct objstore *next_open;
+};
+
+struct objstore_txn {
+    objstore *s;
+    bool write;
+    MDB_txn *rtxn;             /* LMDB read snapshot of the committed state */
+};
+
+/* store.c */
+int store_err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int store_heap_err(objstore *s, heap_status st);
+int store_lmdb_err(int rc, const char *what);
+void store_hook(const char *step);
+/* Takes the read side unless this thread holds the write transaction;
+ * returns whether it took it. */
+bool store_read_lock(objstore *s);
+
+/* meta.c */
+int store_env_open(objstore *s, const char *metadir, bool create);
+int store_dbs_open(objstore *s, MDB_txn *txn, bool create);
+int store_meta_load(objstore *s, MDB_txn *txn);
+int store_types_load(objstore *s, MDB_txn *txn);
+int store_sets_load(objstore *s, MDB_txn *txn);
+int store_root_lookup(objstore_txn *t, const char *name, size_t len, uint64_t *oid);
+int store_put_u64(MDB_txn *txn, MDB_dbi db, const char *key, uint64_t v);
+void store_be64(uint8_t *p, uint64_t v);
+uint64_t store_get_be64(const uint8_t *p);
+int store_grow_map(objstore *s);
+
+/* txn.c */
+int store_replay(objstore *s);
+int store_checkpoint_all(objstore *s);
+int store_write_begin(objstore *s, objstore_txn **out);
+
+/* object.c */
+int store_incref(objstore *s, uint64_t oid);
+int store_decref(objstore *s, uint64_t oid);
+int store_drain_zct(objstore *s, uint64_t budget);
+int store_check_txn(objstore_txn *t, bool write);
+
+#endif

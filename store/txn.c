@@ -1,0 +1,668 @@
+/*
+ * txn.c -- transactions and the commit protocol (ARCHITECTURE §5).
+ *
+ * A write transaction changes heap bytes in place in the private mapping
+ * (dirty-tracked) and keeps roots, types, metadata and set changes in RAM.
+ * Commit:
+ *
+ *   1. free what sits at count 0 (object.c), within the free budget;
+ *   2. bulk path: dirty ranges above the direct floor are pwritten and
+ *      fdatasynced now, when there are at least STORE_DIRECT_MIN bytes of
+ *      them; the direct floor is the committed heap length at begin, raised
+ *      past every range of a redo record that will still exist after this
+ *      commit, so no replay can ever write over these bytes;
+ *   3. one LMDB write transaction: redo records for the other ranges, root,
+ *      type, metadata and set changes, the deletion of checkpointed redo,
+ *      the new epoch.  mdb_txn_commit is the single commit point;
+ *   4. pwrite the redo ranges into the heap file;
+ *   5. now and then, fdatasync the heap: the records up to this epoch may go
+ *      (their deletion rides in the next commit, or runs at close).
+ *
+ * Rules:
+ *   T1 the heap file only ever holds committed bytes, or bytes above the
+ *      committed length that nothing committed refers to (bulk path).
+ *   T2 a redo record is validated whole (checksum, bounds, uuid, generation,
+ *      epoch) before replay applies any record; a bad one refuses the open.
+ *   T3 when the heap cannot be written after a durable commit, the commit
+ *      reports success and the handle fails: the redo log still holds it.
+ *   T4 abort restores every RAM structure: heap pages and allocator, pending
+ *      maps, set deltas, types, pins.
+ */
+#include "store_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define REDO_MAGIC 0x4F444552u   /* "REDO" */
+#define REDO_VERSION 1u
+#define REDO_RANGE_LIMIT (UINT64_C(1) << 46)
+
+struct redo_hdr {
+    uint32_t magic;
+    uint32_t version;
+    uint64_t epoch;
+    uint32_t seq;
+    uint32_t nranges;
+    uint8_t uuid[16];
+    uint64_t generation;
+    uint64_t data_bytes;
+    uint64_t checksum;       /* XXH3_64bits of the record, this field zero */
+};
+_Static_assert(sizeof(struct redo_hdr) == 64, "redo header");
+
+struct redo_range {
+    uint64_t off;
+    uint64_t len;
+};
+
+static void redo_key(uint8_t key[12], uint64_t epoch, uint32_t seq)
+{
+    store_be64(key, epoch);
+    key[8] = (uint8_t)(seq >> 24);
+    key[9] = (uint8_t)(seq >> 16);
+    key[10] = (uint8_t)(seq >> 8);
+    key[11] = (uint8_t)seq;
+}
+
+/* XXH3 of the header (checksum field zero), seeding XXH3 of the rest. */
+static uint64_t redo_sum(const uint8_t *rec, size_t len)
+{
+    struct redo_hdr h;
+    memcpy(&h, rec, sizeof h);
+    h.checksum = 0;
+    return XXH3_64bits_withSeed(rec + sizeof h, len - sizeof h, XXH3_64bits(&h, sizeof h));
+}
+
+/* ---- begin ---- */
+
+int store_check_txn(objstore_txn *t, bool write)
+{
+    if (!t || !t->s)
+        return store_err(OBJSTORE_EINVAL, "no transaction");
+    if (t->s->failed)
+        return store_err(OBJSTORE_EFAILED, "%s: the store handle failed earlier; reopen it",
+                         t->s->dir);
+    if (write && !t->write)
+        return store_err(OBJSTORE_EREADONLY, "%s: a write in a read-only transaction",
+                         t->s->dir);
+    return OBJSTORE_OK;
+}
+
+int store_write_begin(objstore *s, objstore_txn **out)
+{
+    objstore_txn *t = calloc(1, sizeof *t);
+    if (!t)
+        return store_err(OBJSTORE_ENOMEM, "out of memory");
+    pthread_rwlock_wrlock(&s->rw);
+    s->writer = pthread_self();
+    s->has_writer = true;
+    t->s = s;
+    t->write = true;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t->rtxn);
+    if (rc) {
+        s->has_writer = false;
+        pthread_rwlock_unlock(&s->rw);
+        free(t);
+        return store_lmdb_err(rc, "begin");
+    }
+    s->tx_heap_len = heap_size(s->heap);
+    *out = t;
+    return OBJSTORE_OK;
+}
+
+int objstore_begin(objstore *s, int flags, objstore_txn **txn)
+{
+    *txn = NULL;
+    if (!s)
+        return store_err(OBJSTORE_EINVAL, "begin: no store");
+    if (s->failed)
+        return store_err(OBJSTORE_EFAILED, "%s: the store handle failed earlier; reopen it",
+                         s->dir);
+    if (s->has_writer && pthread_equal(s->writer, pthread_self()))
+        return store_err(OBJSTORE_ETXN, "%s: this thread already holds the write "
+                         "transaction", s->dir);
+    if (!(flags & OBJSTORE_TXN_RDONLY)) {
+        if (s->ro)
+            return store_err(OBJSTORE_EREADONLY, "%s: store opened read-only", s->dir);
+        return store_write_begin(s, txn);
+    }
+    objstore_txn *t = calloc(1, sizeof *t);
+    if (!t)
+        return store_err(OBJSTORE_ENOMEM, "out of memory");
+    pthread_rwlock_rdlock(&s->rw);
+    t->s = s;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t->rtxn);
+    if (rc) {
+        pthread_rwlock_unlock(&s->rw);
+        free(t);
+        return store_lmdb_err(rc, "begin");
+    }
+    *txn = t;
+    return OBJSTORE_OK;
+}
+
+static void txn_end(objstore_txn *t)
+{
+    objstore *s = t->s;
+    if (t->rtxn)
+        mdb_txn_abort(t->rtxn);
+    if (t->write)
+        s->has_writer = false;
+    pthread_rwlock_unlock(&s->rw);
+    free(t);
+}
+
+/* ---- abort ---- */
+
+static void rollback(objstore *s)
+{
+    heap_status hs = heap_discard(s->heap);
+    if (hs) {
+        store_heap_err(s, hs);
+        s->failed = true;
+    }
+    kvmap_clear(&s->roots_pending);
+    kvmap_clear(&s->user_pending);
+    oidset_rollback(&s->zct);
+    oidset_rollback(&s->cand);
+    while (s->ntypes > s->ntypes_committed) {
+        char *name = s->type_names[--s->ntypes];
+        kvmap_put(&s->type_ids, name, strlen(name), NULL, 0, true);
+        char **d = realloc(s->dead_names, (s->ndead + 1) * sizeof *d);
+        if (d) {
+            s->dead_names = d;
+            d[s->ndead++] = name;
+        } else {
+            free(name);
+        }
+    }
+    pthread_mutex_lock(&s->pin_lock);
+    for (size_t i = s->pinlog.n; i-- > 0;) {
+        uint64_t *v = u64map_find(&s->pins, s->pinlog.oid[i]);
+        if (s->pinlog.delta[i] > 0) {
+            if (v && --*v == 0)
+                u64map_del(&s->pins, s->pinlog.oid[i]);
+        } else {
+            uint64_t *p = u64map_upsert(&s->pins, s->pinlog.oid[i], NULL);
+            if (p)
+                ++*p;
+        }
+    }
+    s->pinlog.n = 0;
+    pthread_mutex_unlock(&s->pin_lock);
+    s->st_aborts++;
+}
+
+void objstore_abort(objstore_txn *t)
+{
+    if (!t)
+        return;
+    if (t->write)
+        rollback(t->s);
+    txn_end(t);
+}
+
+/* ---- the LMDB half of commit ---- */
+
+/* Writes the redo records for ranges r[0..n) (as pieces of at most
+ * STORE_REDO_CHUNK data bytes each). */
+static int put_redo(objstore *s, MDB_txn *w, uint64_t epoch, const heap_range *r, size_t n)
+{
+    uint32_t seq = 0;
+    size_t i = 0;
+    uint64_t done = 0;   /* bytes of r[i] already placed */
+    uint8_t *base = heap_base(s->heap);
+    while (i < n) {
+        /* Which pieces go in this record. */
+        size_t j = i;
+        uint64_t d = done, bytes = 0;
+        uint32_t nr = 0;
+        while (j < n && bytes < STORE_REDO_CHUNK) {
+            uint64_t take = r[j].len - d;
+            if (take > STORE_REDO_CHUNK - bytes)
+                take = STORE_REDO_CHUNK - bytes;
+            bytes += take;
+            nr++;
+            d += take;
+            if (d == r[j].len) {
+                j++;
+                d = 0;
+            }
+        }
+        size_t size = sizeof(struct redo_hdr) + (size_t)nr * sizeof(struct redo_range) + bytes;
+        uint8_t key[12];
+        redo_key(key, epoch, seq);
+        MDB_val k = {sizeof key, key}, v = {size, NULL};
+        int rc = mdb_put(w, s->db_redo, &k, &v, MDB_RESERVE);
+        if (rc)
+            return rc;
+        uint8_t *rec = v.mv_data;
+        struct redo_hdr h = {.magic = REDO_MAGIC, .version = REDO_VERSION, .epoch = epoch,
+                             .seq = seq, .nranges = nr, .generation = s->generation,
+                             .data_bytes = bytes};
+        memcpy(h.uuid, s->uuid, 16);
+        memcpy(rec, &h, sizeof h);
+        struct redo_range *rr = (struct redo_range *)(rec + sizeof h);
+        uint8_t *data = (uint8_t *)(rr + nr);
+        for (uint32_t q = 0; q < nr; q++) {
+            uint64_t take = r[i].len - done;
+            if (take > STORE_REDO_CHUNK - (uint64_t)(data - (uint8_t *)(rr + nr)))
+                take = STORE_REDO_CHUNK - (uint64_t)(data - (uint8_t *)(rr + nr));
+            struct redo_range one = {r[i].off + done, take};
+            memcpy(&rr[q], &one, sizeof one);
+            memcpy(data, base + one.off, take);
+            data += take;
+            done += take;
+            if (done == r[i].len) {
+                i++;
+                done = 0;
+            }
+        }
+        h.checksum = redo_sum(rec, size);
+        memcpy(rec + offsetof(struct redo_hdr, checksum), &h.checksum, 8);
+        seq++;
+    }
+    return 0;
+}
+
+/* Deletes redo records with epoch <= upto. */
+static int del_redo(objstore *s, MDB_txn *w, uint64_t upto)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(w, s->db_redo, &c);
+    if (rc)
+        return rc;
+    MDB_val k, v;
+    while ((rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0) {
+        if (k.mv_size != 12 || store_get_be64(k.mv_data) > upto)
+            break;
+        if ((rc = mdb_cursor_del(c, 0)))
+            break;
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int put_set_delta(MDB_txn *w, MDB_dbi db, oidset *o)
+{
+    uint8_t key[8];
+    MDB_val k = {8, key}, v = {0, ""};
+    uint64_t oid;
+    int rc;
+    for (size_t i = 0; u64map_next(&o->removed, &i, &oid, NULL);) {
+        store_be64(key, oid);
+        if ((rc = mdb_del(w, db, &k, NULL)) && rc != MDB_NOTFOUND)
+            return rc;
+    }
+    for (size_t i = 0; u64map_next(&o->added, &i, &oid, NULL);) {
+        store_be64(key, oid);
+        if ((rc = mdb_put(w, db, &k, &v, 0)))
+            return rc;
+    }
+    return 0;
+}
+
+static int put_pending(MDB_txn *w, MDB_dbi db, kvmap *m)
+{
+    kv_entry **e = kvmap_sorted(m);
+    if (m->n && !e)
+        return ENOMEM;
+    for (size_t i = 0; i < m->n; i++) {
+        MDB_val k = {e[i]->klen, e[i]->key}, v = {e[i]->vlen, e[i]->val};
+        int rc = e[i]->deleted ? mdb_del(w, db, &k, NULL) : mdb_put(w, db, &k, &v, 0);
+        if (rc && !(e[i]->deleted && rc == MDB_NOTFOUND))
+            return rc;
+    }
+    return 0;
+}
+
+static int put_types(objstore *s, MDB_txn *w)
+{
+    for (uint32_t id = s->ntypes_committed + 1; id <= s->ntypes; id++) {
+        const char *name = s->type_names[id - 1];
+        uint8_t key[4] = {(uint8_t)(id >> 24), (uint8_t)(id >> 16), (uint8_t)(id >> 8),
+                          (uint8_t)id};
+        MDB_val kn = {strlen(name), (void *)name}, vi = {4, key};
+        MDB_val ki = {4, key}, vn = {strlen(name), (void *)name};
+        int rc = mdb_put(w, s->db_types, &kn, &vi, 0);
+        if (rc || (rc = mdb_put(w, s->db_typeids, &ki, &vn, 0)))
+            return rc;
+    }
+    return 0;
+}
+
+/* One try at the LMDB transaction; returns an LMDB code. */
+static int lmdb_commit(objstore *s, uint64_t epoch, const heap_range *redo, size_t nredo,
+                       bool *unknown)
+{
+    MDB_txn *w;
+    *unknown = false;
+    MDB_val ek = {5, "epoch"}, ev = {8, &epoch};
+    int rc = mdb_txn_begin(s->env, NULL, 0, &w);
+    if (rc)
+        return rc;
+    if ((rc = put_redo(s, w, epoch, redo, nredo)) ||
+        (rc = put_pending(w, s->db_roots, &s->roots_pending)) ||
+        (rc = put_pending(w, s->db_user, &s->user_pending)) || (rc = put_types(s, w)) ||
+        (rc = put_set_delta(w, s->db_zct, &s->zct)) ||
+        (rc = put_set_delta(w, s->db_cand, &s->cand)) ||
+        (s->synced_epoch > s->deleted_upto && (rc = del_redo(s, w, s->synced_epoch))) ||
+        (rc = mdb_put(w, s->db_meta, &ek, &ev, 0))) {
+        mdb_txn_abort(w);
+        return rc;
+    }
+    store_hook("lmdb-commit");
+    rc = mdb_txn_commit(w);
+    /* Errors LMDB reports before it writes the meta page leave nothing
+     * committed; an I/O error may come after: the outcome is unknown. */
+    if (rc == EIO)
+        *unknown = true;
+    return rc;
+}
+
+/* ---- commit ---- */
+
+static int commit_write(objstore_txn *t)
+{
+    objstore *s = t->s;
+    int rc = store_drain_zct(s, s->opts.free_budget);
+    if (rc)
+        return rc;
+    mdb_txn_abort(t->rtxn);
+    t->rtxn = NULL;
+
+    const heap_range *r;
+    size_t n = heap_dirty_ranges(s->heap, &r);
+    if (heap_dirty_bytes(s->heap) && !n)
+        return store_heap_err(s, HEAP_ENOMEM);
+
+    /* Split at the direct floor (bulk path). */
+    uint64_t floor = s->tx_heap_len > s->redo_high ? s->tx_heap_len : s->redo_high;
+    size_t first_direct = n;
+    uint64_t direct = 0;
+    for (size_t i = 0; i < n; i++)
+        if (r[i].off + r[i].len > floor) {
+            if (first_direct == n)
+                first_direct = i;
+            direct += r[i].off + r[i].len - (r[i].off > floor ? r[i].off : floor);
+        }
+    heap_range *redo = malloc((n + 1) * sizeof *redo);
+    if (!redo)
+        return store_err(OBJSTORE_ENOMEM, "out of memory");
+    size_t nredo = 0;
+    bool use_direct = direct >= STORE_DIRECT_MIN && !s->ro;
+    for (size_t i = 0; i < n; i++) {
+        if (!use_direct || r[i].off + r[i].len <= floor)
+            redo[nredo++] = r[i];
+        else if (r[i].off < floor)
+            redo[nredo++] = (heap_range){r[i].off, floor - r[i].off};
+    }
+    if (use_direct) {
+        for (size_t i = first_direct; i < n; i++) {
+            uint64_t off = r[i].off > floor ? r[i].off : floor;
+            store_hook("direct-pwrite");
+            heap_status hs = heap_write_range(s->heap, off, r[i].off + r[i].len - off);
+            if (hs) {
+                free(redo);
+                return store_heap_err(s, hs);
+            }
+        }
+        store_hook("direct-fdatasync");
+        heap_status hs = heap_sync(s->heap);
+        if (hs) {
+            free(redo);
+            return store_heap_err(s, hs);
+        }
+    }
+
+    uint64_t epoch = s->epoch + 1, redo_bytes = 0, high = 0;
+    for (size_t i = 0; i < nredo; i++) {
+        redo_bytes += redo[i].len;
+        if (redo[i].off + redo[i].len > high)
+            high = redo[i].off + redo[i].len;
+    }
+    bool unknown;
+    for (;;) {
+        rc = lmdb_commit(s, epoch, redo, nredo, &unknown);
+        if (rc != MDB_MAP_FULL)
+            break;
+        if ((rc = store_grow_map(s))) {
+            free(redo);
+            return rc;
+        }
+    }
+    if (rc) {
+        free(redo);
+        if (unknown) {
+            s->failed = true;
+            return store_err(OBJSTORE_EFAILED, "%s: commit outcome unknown (LMDB: %s); "
+                             "reopen the store to find out", s->dir, mdb_strerror(rc));
+        }
+        return store_lmdb_err(rc, "commit");
+    }
+    store_hook("lmdb-committed");
+
+    /* Committed.  From here on nothing may report failure (T3). */
+    s->epoch = epoch;
+    if (s->synced_epoch > s->deleted_upto) {
+        s->deleted_upto = s->synced_epoch;
+        s->redo_high = 0;
+    }
+    if (high > s->redo_high)
+        s->redo_high = high;
+    s->st_commits++;
+    s->st_redo_bytes += redo_bytes;
+    s->st_direct_bytes += use_direct ? direct : 0;
+    s->redo_since_ckpt += redo_bytes;
+    kvmap_clear(&s->roots_pending);
+    kvmap_clear(&s->user_pending);
+    oidset_fold(&s->zct);
+    oidset_fold(&s->cand);
+    s->ntypes_committed = s->ntypes;
+    s->pinlog.n = 0;
+
+    heap_status hs = HEAP_OK;
+    for (size_t i = 0; i < nredo && !hs; i++)
+        hs = heap_write_range(s->heap, redo[i].off, redo[i].len);
+    free(redo);
+    if (hs) {
+        store_heap_err(s, hs);
+        s->failed = true;
+        return OBJSTORE_OK;   /* durable in the redo log; the handle is failed */
+    }
+    heap_mark_clean(s->heap);
+    s->commits_since_ckpt++;
+    if (nredo && (s->redo_since_ckpt >= s->opts.checkpoint_bytes ||
+                  s->commits_since_ckpt >= STORE_CKPT_COMMITS)) {
+        store_hook("checkpoint-fdatasync");
+        if (heap_sync(s->heap) == HEAP_OK) {
+            s->synced_epoch = epoch;
+            s->redo_since_ckpt = 0;
+            s->commits_since_ckpt = 0;
+            s->st_checkpoints++;
+        } else {
+            s->failed = true;
+        }
+    }
+    if (heap_private_bytes(s->heap) > STORE_DROP_PRIVATE)
+        heap_drop_clean(s->heap);
+    return OBJSTORE_OK;
+}
+
+int objstore_commit(objstore_txn *t)
+{
+    if (!t)
+        return store_err(OBJSTORE_EINVAL, "commit: no transaction");
+    if (!t->write) {
+        txn_end(t);
+        return OBJSTORE_OK;
+    }
+    objstore *s = t->s;
+    int rc = s->failed ? store_err(OBJSTORE_EFAILED, "%s: the store handle failed earlier",
+                                   s->dir)
+                       : commit_write(t);
+    if (rc && !s->failed) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", objstore_errmsg());
+        rollback(s);
+        store_err(rc, "%s (transaction rolled back)", msg);
+    }
+    txn_end(t);
+    return rc;
+}
+
+/* ---- checkpoint ---- */
+
+/* fdatasync the heap, then delete every redo record (caller holds rw). */
+int store_checkpoint_all(objstore *s)
+{
+    if (s->epoch <= s->deleted_upto)
+        return OBJSTORE_OK;
+    store_hook("checkpoint-fdatasync");
+    heap_status hs = heap_sync(s->heap);
+    if (hs)
+        return store_heap_err(s, hs);
+    s->synced_epoch = s->epoch;
+    MDB_txn *w;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &w);
+    if (!rc && (rc = del_redo(s, w, s->epoch)))
+        mdb_txn_abort(w);
+    if (!rc) {
+        store_hook("checkpoint-commit");
+        rc = mdb_txn_commit(w);
+    }
+    if (rc)
+        return store_lmdb_err(rc, "checkpoint");
+    s->deleted_upto = s->epoch;
+    s->redo_high = 0;
+    s->redo_since_ckpt = 0;
+    s->st_checkpoints++;
+    return OBJSTORE_OK;
+}
+
+int objstore_checkpoint(objstore *s)
+{
+    if (s->ro)
+        return store_err(OBJSTORE_EREADONLY, "%s: store opened read-only", s->dir);
+    if (s->failed)
+        return store_err(OBJSTORE_EFAILED, "%s: the store handle failed earlier", s->dir);
+    if (s->has_writer && pthread_equal(s->writer, pthread_self()))
+        return store_err(OBJSTORE_ETXN, "%s: checkpoint inside a write transaction", s->dir);
+    pthread_rwlock_wrlock(&s->rw);
+    int rc = store_checkpoint_all(s);
+    pthread_rwlock_unlock(&s->rw);
+    return rc;
+}
+
+/* ---- replay (open) ---- */
+
+static int check_record(objstore *s, const MDB_val *k, const MDB_val *v)
+{
+    if (k->mv_size != 12)
+        return store_err(OBJSTORE_EREDO, "%s: redo key of %zu bytes", s->dir, k->mv_size);
+    const uint8_t *kp = k->mv_data;
+    uint64_t epoch = store_get_be64(kp);
+    uint32_t seq = (uint32_t)kp[8] << 24 | (uint32_t)kp[9] << 16 | (uint32_t)kp[10] << 8 | kp[11];
+    struct redo_hdr h;
+    if (v->mv_size < sizeof h)
+        return store_err(OBJSTORE_EREDO, "%s: redo record (epoch %llu, seq %u) is %zu bytes, "
+                         "shorter than its header", s->dir, (unsigned long long)epoch, seq,
+                         v->mv_size);
+    memcpy(&h, v->mv_data, sizeof h);
+    const char *why = NULL;
+    if (h.magic != REDO_MAGIC || h.version != REDO_VERSION)
+        why = "bad magic or version";
+    else if (h.epoch != epoch || h.seq != seq)
+        why = "header does not match its key";
+    else if (memcmp(h.uuid, s->uuid, 16) || h.generation != s->generation)
+        why = "written for another heap (uuid or generation)";
+    else if (epoch > s->epoch)
+        why = "epoch newer than the store's";
+    else if (h.nranges > v->mv_size / sizeof(struct redo_range) ||
+             h.data_bytes != v->mv_size - sizeof h - (uint64_t)h.nranges * sizeof(struct redo_range))
+        why = "sizes do not add up";
+    else if (redo_sum(v->mv_data, v->mv_size) != h.checksum)
+        why = "checksum mismatch";
+    if (!why) {
+        const uint8_t *rp = (const uint8_t *)v->mv_data + sizeof h;
+        uint64_t sum = 0;
+        for (uint32_t i = 0; i < h.nranges && !why; i++) {
+            struct redo_range r;
+            memcpy(&r, rp + (size_t)i * sizeof r, sizeof r);
+            if (r.len == 0 || r.off >= REDO_RANGE_LIMIT || r.len > REDO_RANGE_LIMIT - r.off)
+                why = "a range lies outside any heap";
+            sum += r.len;
+        }
+        if (!why && sum != h.data_bytes)
+            why = "range lengths do not match the data";
+    }
+    if (why)
+        return store_err(OBJSTORE_EREDO, "%s: meta/ redo record (epoch %llu, seq %u): %s; "
+                         "open refused, nothing changed", s->dir, (unsigned long long)epoch,
+                         seq, why);
+    return OBJSTORE_OK;
+}
+
+static int apply_record(objstore *s, const MDB_val *v)
+{
+    struct redo_hdr h;
+    memcpy(&h, v->mv_data, sizeof h);
+    const uint8_t *rp = (const uint8_t *)v->mv_data + sizeof h;
+    const uint8_t *data = rp + (size_t)h.nranges * sizeof(struct redo_range);
+    for (uint32_t i = 0; i < h.nranges; i++) {
+        struct redo_range r;
+        memcpy(&r, rp + (size_t)i * sizeof r, sizeof r);
+        heap_status hs = heap_apply(s->heap, r.off, data, r.len, !s->ro);
+        if (hs)
+            return store_heap_err(s, hs);
+        data += r.len;
+    }
+    return OBJSTORE_OK;
+}
+
+int store_replay(objstore *s)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc)
+        return store_lmdb_err(rc, "replay");
+    MDB_cursor *c;
+    if ((rc = mdb_cursor_open(txn, s->db_redo, &c))) {
+        mdb_txn_abort(txn);
+        return store_lmdb_err(rc, "replay");
+    }
+    MDB_val k, v;
+    int err = OBJSTORE_OK;
+    uint64_t nrec = 0;
+    /* Pass 1 checks every record (T2); pass 2 applies them in key order. */
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && !err;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT), nrec++)
+        err = check_record(s, &k, &v);
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && !err;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+        err = apply_record(s, &v);
+    mdb_cursor_close(c);
+    mdb_txn_abort(txn);
+    if (err || !nrec || s->ro)
+        return err;
+    /* The replayed bytes are in the file: make them durable, drop the log. */
+    store_hook("replay-fdatasync");
+    heap_status hs = heap_sync(s->heap);
+    if (hs)
+        return store_heap_err(s, hs);
+    MDB_txn *w;
+    if ((rc = mdb_txn_begin(s->env, NULL, 0, &w)))
+        return store_lmdb_err(rc, "replay");
+    if ((rc = del_redo(s, w, UINT64_MAX))) {
+        mdb_txn_abort(w);
+        return store_lmdb_err(rc, "replay");
+    }
+    store_hook("replay-commit");
+    if ((rc = mdb_txn_commit(w)))
+        return store_lmdb_err(rc, "replay");
+    s->deleted_upto = s->synced_epoch = s->epoch;
+    return OBJSTORE_OK;
+}
