@@ -29,6 +29,25 @@ void heap_mark_dirty(heap_t *h, uint64_t off, uint64_t len)
         return;
     if (len > h->mapped - off)
         len = h->mapped - off;
+    uint64_t end = off + len - 1;
+    if ((off >> HEAP_PAGE_SHIFT) == (end >> HEAP_PAGE_SHIFT)) {
+        /* Fast path: one page, often with its lines already marked. */
+        uint64_t p = off >> HEAP_PAGE_SHIFT;
+        unsigned lo = (unsigned)(off >> HEAP_LINE_SHIFT) & 63;
+        unsigned hi = (unsigned)(end >> HEAP_LINE_SHIFT) & 63;
+        uint64_t mask = (~UINT64_C(0) >> (63 - hi)) & (~UINT64_C(0) << lo);
+        uint64_t m = h->line_mask[p];
+        if ((m & mask) == mask)
+            return;
+        if (!m && !u64vec_push(&h->dirty_pages, p)) {
+            h->failed = true;
+            heap_seterr(h, HEAP_ENOMEM, "out of memory tracking dirty pages");
+            return;
+        }
+        h->line_mask[p] = m | mask;
+        h->ranges_valid = false;
+        return;
+    }
     uint64_t first = off >> HEAP_PAGE_SHIFT, last = (off + len - 1) >> HEAP_PAGE_SHIFT;
     for (uint64_t p = first; p <= last; p++) {
         unsigned lo = p == first ? (unsigned)((off & (HEAP_PAGE_SIZE - 1)) >> HEAP_LINE_SHIFT) : 0;

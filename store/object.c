@@ -11,6 +11,12 @@
  *      at most free_budget of them; the rest wait in the persisted zct.
  *   R4 every oid from a caller or a slot is checked (heap_check_ref) before
  *      it is used; a bad slot found while freeing is ECORRUPT, not a crash.
+ *   R5 a count that drops to 0 is written in RAM without marking it dirty;
+ *      the drain marks the header of every zct member that survives the
+ *      commit.  A freed block's header may so differ from the file's: free
+ *      space may hold anything (H2).  Abort marks those headers dirty
+ *      first, so that dropping the dirty pages restores them.  New objects are not put in the zct
+ *      but listed (created[]); the drain looks at those still at 0.
  */
 #include "store_internal.h"
 
@@ -48,8 +54,24 @@ int store_decref(objstore *s, uint64_t oid)
     if (rc == 0)
         return store_err(OBJSTORE_ECORRUPT, "%s: object %llu: count already 0 when a "
                          "reference to it goes", s->dir, (unsigned long long)oid);
-    heap_obj_set_refcount(s->heap, oid, rc - 1);
-    return rc - 1 == 0 ? oidset_add(&s->zct, oid) : oidset_add(&s->cand, oid);
+    if (rc > 1) {
+        heap_obj_set_refcount(s->heap, oid, rc - 1);
+        return oidset_add(&s->cand, oid);
+    }
+    /* To 0: most such objects are freed by this commit, and writing their
+     * count would only fill the redo log.  So the header changes in RAM
+     * only; store_drain_zct marks it dirty if the object survives (R5). */
+    if (s->nrc0 == s->rc0_cap) {
+        size_t cap = s->rc0_cap ? s->rc0_cap * 2 : 1024;
+        uint64_t *p = realloc(s->rc0, cap * sizeof *p);
+        if (!p)
+            return store_err(OBJSTORE_ENOMEM, "out of memory");
+        s->rc0 = p;
+        s->rc0_cap = cap;
+    }
+    s->rc0[s->nrc0++] = oid;   /* abort must bring the file's count back */
+    o->rc_bits &= ~HEAP_RC_MASK;
+    return oidset_add(&s->zct, oid);
 }
 
 static bool pinned(objstore *s, uint64_t oid)
@@ -79,33 +101,41 @@ static int push(struct worklist *w, uint64_t x)
     return OBJSTORE_OK;
 }
 
+/* Keeps oid in the zero-count table, its count of 0 written (R5). */
+static int keep_in_zct(objstore *s, uint64_t oid)
+{
+    heap_mark_dirty(s->heap, oid, 8);
+    return oidset_add(&s->zct, oid);
+}
+
 int store_drain_zct(objstore *s, uint64_t budget)
 {
-    if (!oidset_count(&s->zct))
-        return OBJSTORE_OK;
     struct worklist w = {0};
     uint64_t oid;
     int rc = OBJSTORE_OK;
+    for (size_t i = 0; !rc && i < s->ncreated; i++)
+        if (heap_obj_refcount(heap_obj_at(s->heap, s->created[i])) == 0)
+            rc = push(&w, s->created[i]);
     for (size_t i = 0; !rc && u64map_next(&s->zct.added, &i, &oid, NULL);)
         rc = push(&w, oid);
     for (size_t i = 0; !rc && u64map_next(&s->zct.committed, &i, &oid, NULL);)
         if (!u64map_find(&s->zct.removed, oid))
             rc = push(&w, oid);
     uint64_t freed = 0;
-    while (!rc && w.n && freed < budget) {
+    while (!rc && w.n) {
         oid = w.v[--w.n];
-        if (!oidset_has(&s->zct, oid))
-            continue;
         if (!heap_is_live(s->heap, oid)) {
-            oidset_remove(&s->zct, oid);
+            oidset_remove(&s->zct, oid);   /* freed already, or a stale entry */
             continue;
         }
         if (heap_obj_refcount(heap_obj_at(s->heap, oid)) != 0) {
             oidset_remove(&s->zct, oid);   /* relinked in this transaction */
             continue;
         }
-        if (pinned(s, oid))
+        if (freed >= budget || pinned(s, oid)) {
+            rc = keep_in_zct(s, oid);
             continue;
+        }
         if ((rc = check_oid(s, oid)))
             break;
         uint32_t nrefs = heap_obj_at(s->heap, oid)->nrefs;
@@ -138,6 +168,7 @@ int store_drain_zct(objstore *s, uint64_t budget)
     }
     free(w.v);
     s->st_freed += freed;
+    s->ncreated = 0;
     return rc;
 }
 
@@ -158,8 +189,17 @@ int objstore_new(objstore_txn *t, uint32_t type, uint32_t nrefs, uint64_t size,
     heap_status hs = heap_obj_new(s->heap, type, nrefs, size, &off);
     if (hs)
         return store_heap_err(s, hs);
-    if ((rc = oidset_add(&s->zct, off)))
-        return rc;
+    if (s->ncreated == s->created_cap) {
+        size_t cap = s->created_cap ? s->created_cap * 2 : 1024;
+        uint64_t *p = realloc(s->created, cap * sizeof *p);
+        if (!p) {
+            heap_free(s->heap, off);
+            return store_err(OBJSTORE_ENOMEM, "out of memory");
+        }
+        s->created = p;
+        s->created_cap = cap;
+    }
+    s->created[s->ncreated++] = off;
     *oid = off;
     return OBJSTORE_OK;
 }
@@ -340,6 +380,8 @@ int objstore_unpin(objstore_txn *t, objstore_oid oid)
     uint64_t *v = u64map_find(&s->pins, oid);
     if (!v) {
         pthread_mutex_unlock(&s->pin_lock);
+        if ((rc = check_oid(s, oid)))
+            return rc;
         return store_err(OBJSTORE_EINVAL, "%s: object %llu is not pinned", s->dir,
                          (unsigned long long)oid);
     }

@@ -57,6 +57,11 @@ uint64_t objstore_epoch(objstore *s);
  * are written back.  No transaction may be open. */
 int objstore_checkpoint(objstore *s);
 
+/* Releases the empty arenas at the heap's tail and shrinks the file: one
+ * commit (it counts as an epoch), a checkpoint, then the file is cut.  No
+ * transaction may be open. */
+int objstore_shrink(objstore *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -117,12 +117,16 @@ static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
 
 static void reg_atfork_child(void)
 {
+    /* The child inherits handles it must not use (S4): it may open the store
+     * itself once the parent lets go, so they leave the registry too. */
     for (objstore *s = reg_list; s; s = s->next_open) {
         if (s->lock_fd >= 0)
             close(s->lock_fd);
         s->lock_fd = -1;
         s->failed = true;
+        s->forked = true;
     }
+    reg_list = NULL;
     pthread_mutex_init(&reg_lock, NULL);
 }
 
@@ -332,7 +336,10 @@ static void store_free(objstore *s)
 {
     if (s->heap)
         heap_close(s->heap);
-    if (s->env)
+    /* In a forked child, closing the parent's LMDB environment would drop
+     * the POSIX locks of any environment the child opened on the same files:
+     * LMDB's rule is not to touch it after fork.  Its memory is left. */
+    if (s->env && !s->forked)
         mdb_env_close(s->env);
     if (s->lock_fd >= 0)
         close(s->lock_fd);
@@ -348,6 +355,8 @@ static void store_free(objstore *s)
     oidset_free(&s->zct);
     oidset_free(&s->cand);
     u64map_free(&s->pins);
+    free(s->created);
+    free(s->rc0);
     free(s->pinlog.oid);
     free(s->pinlog.delta);
     pthread_rwlock_destroy(&s->rw);
@@ -407,7 +416,12 @@ int objstore_open(const char *dir, const objstore_options *opts, objstore **out)
     if (!s->opts.checkpoint_bytes)
         s->opts.checkpoint_bytes = UINT64_C(64) << 20;
     s->ro = s->opts.flags & OBJSTORE_RDONLY;
-    pthread_rwlock_init(&s->rw, NULL);
+    /* Writers first: a stream of readers must not starve a writer. */
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&s->rw, &ra);
+    pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&s->pin_lock, NULL);
 
     int rc;
@@ -467,6 +481,7 @@ int objstore_open(const char *dir, const objstore_options *opts, objstore **out)
         goto fail_reg;
     /* No pin survives a process: what the zero-count table holds is freed. */
     if (!s->ro && oidset_count(&s->zct)) {
+        /* (The drain runs inside commit.) */
         objstore_txn *t;
         if ((rc = store_write_begin(s, &t)) || (rc = objstore_commit(t)))
             goto fail_reg;
@@ -507,6 +522,20 @@ int objstore_close(objstore *s)
 }
 
 uint64_t objstore_epoch(objstore *s) { return s->epoch; }
+
+int objstore_shrink(objstore *s)
+{
+    if (s->ro)
+        return store_err(OBJSTORE_EREADONLY, "%s: store opened read-only", s->dir);
+    if (s->failed)
+        return store_err(OBJSTORE_EFAILED, "%s: the store handle failed earlier", s->dir);
+    if (s->has_writer && pthread_equal(s->writer, pthread_self()))
+        return store_err(OBJSTORE_ETXN, "%s: shrink inside a write transaction", s->dir);
+    pthread_rwlock_wrlock(&s->rw);
+    int rc = store_shrink(s);
+    pthread_rwlock_unlock(&s->rw);
+    return rc;
+}
 
 bool store_read_lock(objstore *s)
 {

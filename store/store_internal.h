@@ -66,6 +66,7 @@ struct objstore {
     ino_t ino;
     bool ro;
     bool failed;
+    bool forked;               /* inherited by fork: unusable, not closable */
     objstore_options opts;
 
     heap_t *heap;
@@ -100,6 +101,10 @@ struct objstore {
     struct pinlog pinlog;      /* this write transaction's pins, for abort */
 
     /* this write transaction */
+    uint64_t *created;         /* objects created: freed at commit if still 0 */
+    size_t ncreated, created_cap;
+    uint64_t *rc0;             /* counts set to 0 in RAM only (object.c R5) */
+    size_t nrc0, rc0_cap;
     kvmap roots_pending;
     kvmap user_pending;
     uint64_t tx_heap_len;      /* committed heap length at begin */
@@ -141,6 +146,7 @@ int store_grow_map(objstore *s);
 /* txn.c */
 int store_replay(objstore *s);
 int store_checkpoint_all(objstore *s);
+int store_shrink(objstore *s);
 int store_write_begin(objstore *s, objstore_txn **out);
 
 /* object.c */

@@ -159,6 +159,9 @@ static void txn_end(objstore_txn *t)
 
 static void rollback(objstore *s)
 {
+    for (size_t i = 0; i < s->nrc0; i++)
+        heap_mark_dirty(s->heap, s->rc0[i], 8);
+    s->nrc0 = 0;
     heap_status hs = heap_discard(s->heap);
     if (hs) {
         store_heap_err(s, hs);
@@ -166,6 +169,7 @@ static void rollback(objstore *s)
     }
     kvmap_clear(&s->roots_pending);
     kvmap_clear(&s->user_pending);
+    s->ncreated = 0;
     oidset_rollback(&s->zct);
     oidset_rollback(&s->cand);
     while (s->ntypes > s->ntypes_committed) {
@@ -365,13 +369,33 @@ static int lmdb_commit(objstore *s, uint64_t epoch, const heap_range *redo, size
 
 /* ---- commit ---- */
 
+/* pwrites ranges, merging those that share or touch a page: the clean lines
+ * between them hold the file's bytes already (heap rule D1). */
+static heap_status write_spans(objstore *s, const heap_range *r, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        uint64_t start = r[i].off, end = r[i].off + r[i].len;
+        size_t j = i + 1;
+        while (j < n && (r[j].off >> HEAP_PAGE_SHIFT) <= ((end - 1) >> HEAP_PAGE_SHIFT) + 1) {
+            end = r[j].off + r[j].len;
+            j++;
+        }
+        heap_status hs = heap_write_range(s->heap, start, end - start);
+        if (hs)
+            return hs;
+        i = j;
+    }
+    return HEAP_OK;
+}
+
 static int commit_write(objstore_txn *t)
 {
     objstore *s = t->s;
     int rc = store_drain_zct(s, s->opts.free_budget);
     if (rc)
         return rc;
-    mdb_txn_abort(t->rtxn);
+    if (t->rtxn)
+        mdb_txn_abort(t->rtxn);
     t->rtxn = NULL;
 
     const heap_range *r;
@@ -401,17 +425,21 @@ static int commit_write(objstore_txn *t)
             redo[nredo++] = (heap_range){r[i].off, floor - r[i].off};
     }
     if (use_direct) {
-        for (size_t i = first_direct; i < n; i++) {
+        heap_range *d = malloc((n - first_direct + 1) * sizeof *d);
+        size_t nd = 0;
+        for (size_t i = first_direct; d && i < n; i++) {
             uint64_t off = r[i].off > floor ? r[i].off : floor;
-            store_hook("direct-pwrite");
-            heap_status hs = heap_write_range(s->heap, off, r[i].off + r[i].len - off);
-            if (hs) {
-                free(redo);
-                return store_heap_err(s, hs);
-            }
+            d[nd++] = (heap_range){off, r[i].off + r[i].len - off};
+        }
+        store_hook("direct-pwrite");
+        heap_status hs = d ? write_spans(s, d, nd) : HEAP_ENOMEM;
+        free(d);
+        if (hs) {
+            free(redo);
+            return store_heap_err(s, hs);
         }
         store_hook("direct-fdatasync");
-        heap_status hs = heap_sync(s->heap);
+        hs = heap_sync(s->heap);
         if (hs) {
             free(redo);
             return store_heap_err(s, hs);
@@ -461,12 +489,11 @@ static int commit_write(objstore_txn *t)
     kvmap_clear(&s->user_pending);
     oidset_fold(&s->zct);
     oidset_fold(&s->cand);
+    s->nrc0 = 0;
     s->ntypes_committed = s->ntypes;
     s->pinlog.n = 0;
 
-    heap_status hs = HEAP_OK;
-    for (size_t i = 0; i < nredo && !hs; i++)
-        hs = heap_write_range(s->heap, redo[i].off, redo[i].len);
+    heap_status hs = write_spans(s, redo, nredo);
     free(redo);
     if (hs) {
         store_heap_err(s, hs);
@@ -665,4 +692,28 @@ int store_replay(objstore *s)
         return store_lmdb_err(rc, "replay");
     s->deleted_upto = s->synced_epoch = s->epoch;
     return OBJSTORE_OK;
+}
+
+/* ---- shrinking (close) ---- */
+
+/* Releases the empty arenas at the heap's tail and shrinks the file, in the
+ * order of ARCHITECTURE §10: the new length is committed (redo) and made
+ * durable by a checkpoint before the file is cut.  Caller holds rw, no
+ * transaction is open. */
+int store_shrink(objstore *s)
+{
+    s->tx_heap_len = heap_size(s->heap);
+    if (!heap_release_tail(s->heap))
+        return OBJSTORE_OK;
+    objstore_txn t = {.s = s, .write = true};
+    int rc = commit_write(&t);
+    if (rc) {
+        if (!s->failed)
+            rollback(s);
+        return rc;
+    }
+    if ((rc = store_checkpoint_all(s)))
+        return rc;
+    heap_status hs = heap_truncate(s->heap);
+    return hs ? store_heap_err(s, hs) : OBJSTORE_OK;
 }
