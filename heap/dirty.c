@@ -96,7 +96,8 @@ static bool push_range(heap_t *h, uint64_t off, uint64_t len)
 size_t heap_dirty_ranges(heap_t *h, const heap_range **ranges)
 {
     if (!h->ranges_valid) {
-        qsort(h->dirty_pages.v, h->dirty_pages.n, sizeof(uint64_t), cmp_u64);
+        if (h->dirty_pages.n)
+            qsort(h->dirty_pages.v, h->dirty_pages.n, sizeof(uint64_t), cmp_u64);
         h->nranges = 0;
         for (size_t i = 0; i < h->dirty_pages.n; i++) {
             uint64_t p = h->dirty_pages.v[i], m = h->line_mask[p];
@@ -187,7 +188,8 @@ heap_status heap_writeback(heap_t *h)
 /* MADV_DONTNEED over sorted pages, a call per contiguous stretch. */
 static heap_status drop_pages(heap_t *h, uint64_t *pages, size_t n, bool skip_dirty)
 {
-    qsort(pages, n, sizeof *pages, cmp_u64);
+    if (n)
+        qsort(pages, n, sizeof *pages, cmp_u64);
     heap_status st = HEAP_OK;
     for (size_t i = 0; i < n;) {
         if ((skip_dirty && h->line_mask[pages[i]]) ||

@@ -152,8 +152,10 @@ bool heap_readonly(const heap_t *h);
 
 /* ---- allocation ---- */
 
-/* Allocates a zeroed block of at least size bytes (size >= 1; 0 is taken as
- * 1), 16-byte aligned, and marks it and the allocator metadata dirty.
+/* Allocates a block of at least size bytes (size >= 1; 0 is taken as 1),
+ * 16-byte aligned, with its first size bytes zeroed (a small block: all of
+ * it; the rest of a run is unspecified), and marks those bytes and the
+ * allocator metadata dirty.
  * Grows the file when needed (HEAP_ENOSPC when the disk is full). */
 heap_status heap_alloc(heap_t *h, uint64_t size, uint64_t *off);
 
