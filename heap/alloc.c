@@ -159,6 +159,42 @@ static void arena_update(heap_t *h, uint64_t k)
         bitset_set(&h->bucket[nfree], k);
 }
 
+/* New, empty arenas [from, to): free, in the emptiest bucket. */
+bool heap_arena_grow_ram(heap_t *h, uint64_t from, uint64_t to)
+{
+    for (uint64_t k = from; k < to; k++) {
+        h->arena[k] = (struct heap_arena){.state = ARENA_NORMAL, .nfree = HEAP_DATA_POOLS,
+                                          .maxrun = HEAP_DATA_POOLS};
+        bitset_set(&h->bucket[HEAP_DATA_POOLS], k);
+    }
+    return true;
+}
+
+/* Popcount of a pool bitmap, with the CPU's instruction where it has one. */
+__attribute__((target("popcnt"))) static unsigned popcount_hw(const uint64_t *w)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < HEAP_BITMAP_WORDS; i++)
+        n += (unsigned)__builtin_popcountll(w[i]);
+    return n;
+}
+
+static unsigned popcount_sw(const uint64_t *w)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < HEAP_BITMAP_WORDS; i++)
+        n += (unsigned)__builtin_popcountll(w[i]);
+    return n;
+}
+
+static unsigned bitmap_count(const uint64_t *w)
+{
+    static int hw = -1;
+    if (hw < 0)
+        hw = __builtin_cpu_supports("popcnt") ? 1 : 0;
+    return hw ? popcount_hw(w) : popcount_sw(w);
+}
+
 /* ---- rebuild (A3) ---- */
 
 heap_status heap_rebuild(heap_t *h)
@@ -197,19 +233,19 @@ heap_status heap_rebuild(heap_t *h)
                                        "%s: pool at offset %llu: size class %u out of range",
                                        h->path, (unsigned long long)at, d->cls);
                 uint32_t nb = class_nblocks(d->cls);
-                unsigned count = 0;
-                for (unsigned w = 0; w < HEAP_BITMAP_WORDS; w++) {
-                    uint64_t bits = t->bitmap[i][w];
-                    uint64_t valid = (uint64_t)w * 64 >= nb ? 0
-                                     : nb - (uint64_t)w * 64 >= 64 ? ~UINT64_C(0)
-                                     : (UINT64_C(1) << (nb - w * 64)) - 1;
-                    if (bits & ~valid)
-                        return heap_seterr(h, HEAP_ECORRUPT,
-                                           "%s: pool at offset %llu: bitmap marks blocks "
-                                           "past the pool's %u", h->path,
-                                           (unsigned long long)at, nb);
-                    count += (unsigned)__builtin_popcountll(bits);
-                }
+                /* Only the last word that holds blocks can have bits past
+                 * them; the words after it must be zero. */
+                unsigned lastw = (nb - 1) / 64;
+                uint64_t tail = nb % 64 ? ~((UINT64_C(1) << (nb % 64)) - 1) : 0;
+                bool stray = t->bitmap[i][lastw] & tail;
+                for (unsigned w = lastw + 1; w < HEAP_BITMAP_WORDS; w++)
+                    stray |= t->bitmap[i][w] != 0;
+                if (stray)
+                    return heap_seterr(h, HEAP_ECORRUPT,
+                                       "%s: pool at offset %llu: bitmap marks blocks "
+                                       "past the pool's %u", h->path,
+                                       (unsigned long long)at, nb);
+                unsigned count = bitmap_count(t->bitmap[i]);
                 if (count != d->nalloc)
                     return heap_seterr(h, HEAP_ECORRUPT,
                                        "%s: pool at offset %llu: count %u but bitmap "

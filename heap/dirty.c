@@ -156,6 +156,7 @@ heap_status heap_write_range(heap_t *h, uint64_t off, uint64_t len)
 void heap_mark_clean(heap_t *h)
 {
     forget_dirty(h, true);
+    heap_unanon(h);
 }
 
 heap_status heap_writeback(heap_t *h)
@@ -182,7 +183,7 @@ heap_status heap_writeback(heap_t *h)
         i = j;
     }
     forget_dirty(h, true);
-    return HEAP_OK;
+    return heap_unanon(h);
 }
 
 /* MADV_DONTNEED over sorted pages, a call per contiguous stretch. */
@@ -209,6 +210,8 @@ static heap_status drop_pages(heap_t *h, uint64_t *pages, size_t n, bool skip_di
                      MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, h->fd, (off_t)off) == MAP_FAILED)
                 st = heap_seterr(h, HEAP_EIO, "%s: cannot drop pages at %llu: %s", h->path,
                                  (unsigned long long)off, strerror(errno));
+            else
+                madvise(h->base + off, len, MADV_DONTFORK);
         }
         i = j;
     }
@@ -219,6 +222,8 @@ heap_status heap_discard(heap_t *h)
 {
     heap_status st = drop_pages(h, h->dirty_pages.v, h->dirty_pages.n, false);
     forget_dirty(h, false);
+    if (!st)
+        st = heap_unanon(h);
     if (st) {
         h->failed = true;
         return st;

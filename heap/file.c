@@ -293,8 +293,9 @@ static heap_status check_header(const struct heap_file_header *hd, uint64_t fsiz
 
 /* ---- mapping ---- */
 
-/* Maps file bytes [h->mapped, upto) at the same place in the range (F1). */
-static heap_status map_more(heap_t *h, uint64_t upto)
+/* Maps file bytes [h->mapped, upto) at the same place in the range (F1);
+ * anonymously (fresh, zero-filled arenas) when anon is set. */
+static heap_status map_region(heap_t *h, uint64_t upto, bool anon)
 {
     if (upto <= h->mapped)
         return HEAP_OK;
@@ -303,21 +304,52 @@ static heap_status map_more(heap_t *h, uint64_t upto)
                            "%s: heap of %llu bytes exceeds the reserved range (%llu)",
                            h->path, (unsigned long long)upto,
                            (unsigned long long)h->reserve);
-    void *p = mmap(h->base + h->mapped, upto - h->mapped, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, h->fd, (off_t)h->mapped);
+    void *p = anon ? mmap(h->base + h->mapped, upto - h->mapped, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
+                   : mmap(h->base + h->mapped, upto - h->mapped, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, h->fd, (off_t)h->mapped);
     if (p == MAP_FAILED)
         return heap_seterr(h, HEAP_ENOMEM, "%s: mmap: %s", h->path, strerror(errno));
     madvise(p, upto - h->mapped, MADV_DONTFORK);
-    uint64_t npages = upto >> HEAP_PAGE_SHIFT;
-    if (npages > h->npages_cap) {
-        uint64_t *m = realloc(h->line_mask, npages * sizeof *m);
-        if (!m)
-            return heap_seterr(h, HEAP_ENOMEM, "out of memory for dirty tracking");
-        memset(m + h->npages_cap, 0, (npages - h->npages_cap) * sizeof *m);
-        h->line_mask = m;
-        h->npages_cap = npages;
-    }
+    if (anon && h->anon_from == UINT64_MAX)
+        h->anon_from = h->mapped;
     h->mapped = upto;
+    return HEAP_OK;
+}
+
+static heap_status map_more(heap_t *h, uint64_t upto)
+{
+    return map_region(h, upto, false);
+}
+
+heap_status heap_unanon(heap_t *h)
+{
+    if (h->anon_from == UINT64_MAX)
+        return HEAP_OK;
+    uint64_t from = h->anon_from;
+    void *p = mmap(h->base + from, h->mapped - from, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, h->fd, (off_t)from);
+    if (p == MAP_FAILED) {
+        h->failed = true;
+        return heap_seterr(h, HEAP_ENOMEM, "%s: mmap: %s", h->path, strerror(errno));
+    }
+    madvise(p, h->mapped - from, MADV_DONTFORK);
+    h->anon_from = UINT64_MAX;
+    return HEAP_OK;
+}
+
+/* The dirty-line masks cover the whole reserved range; the kernel hands out
+ * zero pages as they are touched, so their cost follows the heap's size. */
+static heap_status alloc_line_masks(heap_t *h)
+{
+    h->npages_cap = h->reserve >> HEAP_PAGE_SHIFT;
+    void *m = mmap(NULL, h->npages_cap * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) {
+        h->npages_cap = 0;
+        return heap_seterr(h, HEAP_ENOMEM, "cannot reserve dirty-tracking space");
+    }
+    h->line_mask = m;
     return HEAP_OK;
 }
 
@@ -386,7 +418,13 @@ heap_status heap_open(const char *path, const heap_open_opts *opts, heap_t **out
         goto fail_fd;
     }
     h->base = base;
+    h->anon_from = UINT64_MAX;
     madvise(base, h->reserve, MADV_DONTFORK);
+    if ((st = alloc_line_masks(h))) {
+        msgerr(msg, st, "%s", h->msg);
+        heap_close(h);
+        return st;
+    }
     uint64_t fmap = (uint64_t)sb.st_size & ~(uint64_t)(HEAP_ARENA_SIZE - 1);
     if ((st = map_more(h, fmap < h->reserve ? fmap : h->reserve)) ||
         (h->narenas = hd.narenas, st = heap_ram_resize(h, h->narenas))) {
@@ -426,7 +464,8 @@ void heap_close(heap_t *h)
         free(h->bucket[i].w);
     for (unsigned c = 0; c < HEAP_NCLASSES; c++)
         free(h->usable[c].w);
-    free(h->line_mask);
+    if (h->line_mask)
+        munmap(h->line_mask, h->npages_cap * sizeof(uint64_t));
     free(h->dirty_pages.v);
     free(h->priv_pages.v);
     free(h->ranges);
@@ -462,7 +501,8 @@ heap_status heap_grow(heap_t *h, uint64_t min_arenas)
         return heap_seterr(h, HEAP_EFAILED, "%s: handle failed earlier", h->path);
     if (heap_readonly(h))
         return heap_seterr(h, HEAP_EREADONLY, "%s: heap is read-only", h->path);
-    uint64_t step = h->narenas;
+    /* Steps of an eighth: the file stays within 12.5% (+4 MiB) of its use. */
+    uint64_t step = h->narenas / 8;
     if (step < GROW_MIN_ARENAS)
         step = GROW_MIN_ARENAS;
     if (step > GROW_MAX_ARENAS)
@@ -491,11 +531,10 @@ heap_status heap_grow(heap_t *h, uint64_t min_arenas)
             return heap_seterr(h, st, "%s: cannot grow the heap to %llu bytes: %s",
                                h->path, (unsigned long long)bytes,
                                st == HEAP_ENOSPC ? "disk full" : strerror(errno));
-        /* The new length must be durable before any commit records it. */
-        crash_point("heap-grow-fdatasync");
-        if (fdatasync(h->fd) != 0)
-            return heap_seterr(h, HEAP_EIO, "%s: fdatasync: %s", h->path, strerror(errno));
-        if ((st = map_more(h, bytes)))
+        /* The new length must be durable before a commit records it: the
+         * store calls heap_sync before its commit point (heap_size_unsynced). */
+        h->grown_unsynced = true;
+        if ((st = map_region(h, bytes, true)))
             return st;
     }
     heap_status st = heap_ram_resize(h, n);
@@ -505,10 +544,15 @@ heap_status heap_grow(heap_t *h, uint64_t min_arenas)
     h->narenas = n;
     for (uint64_t k = old; k < n; k++)
         heap_table_init(h, k);
-    heap_mark_dirty(h, 0, HEAP_HEADER_SIZE);
+    heap_arena_grow_ram(h, old, n);
     heap_hdr(h)->narenas = n;
     heap_header_seal(h);
-    return heap_rebuild(h);
+    return HEAP_OK;
+}
+
+bool heap_size_unsynced(const heap_t *h)
+{
+    return h->grown_unsynced;
 }
 
 heap_status heap_truncate(heap_t *h)
@@ -521,9 +565,11 @@ heap_status heap_truncate(heap_t *h)
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED)
             return heap_seterr(h, HEAP_ENOMEM, "mmap: %s", strerror(errno));
-        for (uint64_t pg = len >> HEAP_PAGE_SHIFT; pg < h->npages_cap; pg++)
+        for (uint64_t pg = len >> HEAP_PAGE_SHIFT; pg < (h->mapped >> HEAP_PAGE_SHIFT); pg++)
             h->line_mask[pg] = 0;
         h->mapped = len;
+        if (h->anon_from >= len)
+            h->anon_from = UINT64_MAX;
     }
     if (ftruncate(h->fd, (off_t)len) != 0)
         return heap_seterr(h, HEAP_EIO, "%s: ftruncate: %s", h->path, strerror(errno));
@@ -538,9 +584,10 @@ heap_status heap_sync(heap_t *h)
         return heap_seterr(h, HEAP_EFAILED, "%s: handle failed earlier", h->path);
     if (heap_readonly(h))
         return HEAP_OK;
-    crash_point("heap-fdatasync");
+    crash_point(h->grown_unsynced ? "heap-grow-fdatasync" : "heap-fdatasync");
     if (fdatasync(h->fd) != 0)
         return heap_seterr(h, HEAP_EIO, "%s: fdatasync: %s", h->path, strerror(errno));
+    h->grown_unsynced = false;
     return HEAP_OK;
 }
 

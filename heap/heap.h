@@ -253,6 +253,10 @@ uint64_t heap_private_bytes(const heap_t *h);
 /* fdatasync the file. */
 heap_status heap_sync(heap_t *h);
 
+/* True when the file grew since the last heap_sync: its new length must be
+ * made durable (heap_sync) before a commit records it. */
+bool heap_size_unsynced(const heap_t *h);
+
 /* Replay: copies len bytes into the heap at off.  With to_file, also pwrites
  * them to the file (extending it if needed); without, into RAM only (a
  * read-only opener).  Bounds are checked against the reserved range. */

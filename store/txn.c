@@ -446,6 +446,15 @@ static int commit_write(objstore_txn *t)
         }
     }
 
+    if (heap_size_unsynced(s->heap)) {
+        /* The heap grew: its length must be durable before LMDB records it. */
+        heap_status hs = heap_sync(s->heap);
+        if (hs) {
+            free(redo);
+            return store_heap_err(s, hs);
+        }
+    }
+
     uint64_t epoch = s->epoch + 1, redo_bytes = 0, high = 0;
     for (size_t i = 0; i < nredo; i++) {
         redo_bytes += redo[i].len;
