@@ -43,7 +43,11 @@ int store_root_lookup(objstore_txn *t, const char *name, size_t len, uint64_t *o
         }
     }
     MDB_val k = {len, (void *)name}, v;
-    int rc = mdb_get(t->rtxn, s->db_roots, &k, &v);
+    int rc;
+    MDB_txn *rt = store_rtxn(t, &rc);
+    if (!rt)
+        return rc;
+    rc = mdb_get(rt, s->db_roots, &k, &v);
     if (rc == MDB_NOTFOUND)
         return store_err(OBJSTORE_ENOTFOUND, "%s: no root '%s'", s->dir, name);
     if (rc)
@@ -129,7 +133,10 @@ int objstore_root_iter(objstore_txn *t, objstore_root_fn fn, void *arg)
         np = s->roots_pending.n;
     }
     MDB_cursor *c;
-    if ((rc = mdb_cursor_open(t->rtxn, s->db_roots, &c)))
+    MDB_txn *rt = store_rtxn(t, &rc);
+    if (!rt)
+        return rc;
+    if ((rc = mdb_cursor_open(rt, s->db_roots, &c)))
         return store_lmdb_err(rc, "root iteration");
     MDB_val k, v;
     int mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
@@ -263,7 +270,10 @@ int objstore_meta_get(objstore_txn *t, const void *key, size_t klen, const void 
         }
     }
     MDB_val k = {klen, (void *)key}, v;
-    rc = mdb_get(t->rtxn, s->db_user, &k, &v);
+    MDB_txn *rt = store_rtxn(t, &rc);
+    if (!rt)
+        return rc;
+    rc = mdb_get(rt, s->db_user, &k, &v);
     if (rc == MDB_NOTFOUND)
         return store_err(OBJSTORE_ENOTFOUND, "%s: no such metadata key", s->dir);
     if (rc)

@@ -148,6 +148,8 @@ int store_replay(objstore *s);
 int store_checkpoint_all(objstore *s);
 int store_shrink(objstore *s);
 int store_write_begin(objstore *s, objstore_txn **out);
+/* The transaction's LMDB read snapshot, begun on first use. */
+MDB_txn *store_rtxn(objstore_txn *t, int *rc);
 
 /* object.c */
 int store_incref(objstore *s, uint64_t oid);

@@ -13,7 +13,9 @@
  *      commit, so no replay can ever write over these bytes;
  *   3. one LMDB write transaction: redo records for the other ranges, root,
  *      type, metadata and set changes, the deletion of checkpointed redo,
- *      the new epoch.  mdb_txn_commit is the single commit point;
+ *      the new epoch (in meta/epoch only when no redo record carries it in
+ *      its key, or when records are deleted).  mdb_txn_commit is the single
+ *      commit point;
  *   4. pwrite the redo ranges into the heap file;
  *   5. now and then, fdatasync the heap: the records up to this epoch may go
  *      (their deletion rides in the next commit, or runs at close).
@@ -78,6 +80,19 @@ static uint64_t redo_sum(const uint8_t *rec, size_t len)
 
 /* ---- begin ---- */
 
+MDB_txn *store_rtxn(objstore_txn *t, int *rc)
+{
+    *rc = OBJSTORE_OK;
+    if (!t->rtxn) {
+        int mrc = mdb_txn_begin(t->s->env, NULL, MDB_RDONLY, &t->rtxn);
+        if (mrc) {
+            t->rtxn = NULL;
+            *rc = store_lmdb_err(mrc, "read snapshot");
+        }
+    }
+    return t->rtxn;
+}
+
 int store_check_txn(objstore_txn *t, bool write)
 {
     if (!t || !t->s)
@@ -101,13 +116,7 @@ int store_write_begin(objstore *s, objstore_txn **out)
     s->has_writer = true;
     t->s = s;
     t->write = true;
-    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t->rtxn);
-    if (rc) {
-        s->has_writer = false;
-        pthread_rwlock_unlock(&s->rw);
-        free(t);
-        return store_lmdb_err(rc, "begin");
-    }
+    /* The LMDB read snapshot is taken when first needed (store_rtxn). */
     s->tx_heap_len = heap_size(s->heap);
     *out = t;
     return OBJSTORE_OK;
@@ -354,7 +363,8 @@ static int lmdb_commit(objstore *s, uint64_t epoch, const heap_range *redo, size
         (rc = put_set_delta(w, s->db_zct, &s->zct)) ||
         (rc = put_set_delta(w, s->db_cand, &s->cand)) ||
         (s->synced_epoch > s->deleted_upto && (rc = del_redo(s, w, s->synced_epoch))) ||
-        (rc = mdb_put(w, s->db_meta, &ek, &ev, 0))) {
+        ((nredo == 0 || s->synced_epoch > s->deleted_upto) &&
+         (rc = mdb_put(w, s->db_meta, &ek, &ev, 0)))) {
         mdb_txn_abort(w);
         return rc;
     }
@@ -369,14 +379,16 @@ static int lmdb_commit(objstore *s, uint64_t epoch, const heap_range *redo, size
 
 /* ---- commit ---- */
 
-/* pwrites ranges, merging those that share or touch a page: the clean lines
+/* pwrites ranges, merging those less than SPAN_GAP apart: the clean lines
  * between them hold the file's bytes already (heap rule D1). */
+#define SPAN_GAP (UINT64_C(16) << 10)   /* a system call costs more than this copy */
+
 static heap_status write_spans(objstore *s, const heap_range *r, size_t n)
 {
     for (size_t i = 0; i < n;) {
         uint64_t start = r[i].off, end = r[i].off + r[i].len;
         size_t j = i + 1;
-        while (j < n && (r[j].off >> HEAP_PAGE_SHIFT) <= ((end - 1) >> HEAP_PAGE_SHIFT) + 1) {
+        while (j < n && r[j].off - end <= SPAN_GAP) {
             end = r[j].off + r[j].len;
             j++;
         }
@@ -564,7 +576,8 @@ int store_checkpoint_all(objstore *s)
     s->synced_epoch = s->epoch;
     MDB_txn *w;
     int rc = mdb_txn_begin(s->env, NULL, 0, &w);
-    if (!rc && (rc = del_redo(s, w, s->epoch)))
+    if (!rc && ((rc = del_redo(s, w, s->epoch)) ||
+                (rc = store_put_u64(w, s->db_meta, "epoch", s->epoch) ? EIO : 0)))
         mdb_txn_abort(w);
     if (!rc) {
         store_hook("checkpoint-commit");
@@ -615,8 +628,6 @@ static int check_record(objstore *s, const MDB_val *k, const MDB_val *v)
         why = "header does not match its key";
     else if (memcmp(h.uuid, s->uuid, 16) || h.generation != s->generation)
         why = "written for another heap (uuid or generation)";
-    else if (epoch > s->epoch)
-        why = "epoch newer than the store's";
     else if (h.nranges > v->mv_size / sizeof(struct redo_range) ||
              h.data_bytes != v->mv_size - sizeof h - (uint64_t)h.nranges * sizeof(struct redo_range))
         why = "sizes do not add up";
@@ -674,9 +685,15 @@ int store_replay(objstore *s)
     int err = OBJSTORE_OK;
     uint64_t nrec = 0;
     /* Pass 1 checks every record (T2); pass 2 applies them in key order. */
+    uint64_t last = 0;
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && !err;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT), nrec++)
-        err = check_record(s, &k, &v);
+        if (!(err = check_record(s, &k, &v)))
+            last = store_get_be64(k.mv_data);
+    /* A commit that writes redo records does not write meta/epoch: its
+     * record's key holds the epoch (one database page less per commit). */
+    if (!err && last > s->epoch)
+        s->epoch = last;
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && !err;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
         err = apply_record(s, &v);
@@ -692,7 +709,8 @@ int store_replay(objstore *s)
     MDB_txn *w;
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &w)))
         return store_lmdb_err(rc, "replay");
-    if ((rc = del_redo(s, w, UINT64_MAX))) {
+    if ((rc = del_redo(s, w, UINT64_MAX)) ||
+        (rc = store_put_u64(w, s->db_meta, "epoch", s->epoch) ? EIO : 0)) {
         mdb_txn_abort(w);
         return store_lmdb_err(rc, "replay");
     }
