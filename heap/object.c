@@ -13,62 +13,74 @@
 
 #include <string.h>
 
-static const struct heap_pooldesc *desc_of(const heap_t *h, uint64_t off)
+/* 2^20 / (c + 1), rounded up: (x * recip[c]) >> 20 == x / (c + 1) exactly
+ * for every x < 1024 (a pool holds 1024 16-byte units). */
+static const uint32_t recip[HEAP_NCLASSES] = {
+#define R(c) (uint32_t)(((UINT32_C(1) << 20) + (c)) / ((c) + 1))
+    R(0), R(1), R(2), R(3), R(4), R(5), R(6), R(7), R(8), R(9), R(10),
+    R(11), R(12), R(13), R(14), R(15), R(16), R(17), R(18), R(19), R(20),
+    R(21), R(22), R(23), R(24), R(25), R(26), R(27), R(28), R(29), R(30), R(31),
+#undef R
+};
+
+/* The descriptor of the pool holding the live block that starts at off, or
+ * NULL when off is not a live block's start (O1). */
+static inline const struct heap_pooldesc *live_desc(const heap_t *h, uint64_t off)
 {
+    if (off == 0 || (off & (HEAP_ALIGN - 1)) || off >= (h->narenas << HEAP_ARENA_SHIFT))
+        return NULL;
     uint64_t k = off >> HEAP_ARENA_SHIFT;
     unsigned i = (unsigned)((off >> HEAP_POOL_SHIFT) & (HEAP_POOLS_PER_ARENA - 1));
-    return &heap_table(h, k)->pool[i];
+    if (i == 0 || h->arena[k].state != ARENA_NORMAL)
+        return NULL;
+    const struct heap_arena_table *t = heap_table(h, k);
+    const struct heap_pooldesc *d = &t->pool[i];
+    uint32_t units = (uint32_t)((off & (HEAP_POOL_SIZE - 1)) >> 4);   /* 16-byte units */
+    switch (d->kind) {
+    case HEAP_POOL_SMALL: {
+        unsigned c = d->cls & (HEAP_NCLASSES - 1);
+        uint32_t b = (uint32_t)(((uint64_t)units * recip[c]) >> 20);
+        if (b * (c + 1) != units || b >= HEAP_POOL_SIZE / heap_class_size(c))
+            return NULL;
+        return (t->bitmap[i][b >> 6] >> (b & 63)) & 1 ? d : NULL;
+    }
+    case HEAP_POOL_RUN:
+    case HEAP_POOL_HUGE:
+        return units == 0 ? d : NULL;
+    default:
+        return NULL;
+    }
 }
 
 bool heap_is_live(const heap_t *h, uint64_t off)
 {
-    if (off == 0 || (off & (HEAP_ALIGN - 1)) || off >= (h->narenas << HEAP_ARENA_SHIFT))
-        return false;
-    uint64_t k = off >> HEAP_ARENA_SHIFT;
-    unsigned i = (unsigned)((off >> HEAP_POOL_SHIFT) & (HEAP_POOLS_PER_ARENA - 1));
-    if (i == 0 || h->arena[k].state != ARENA_NORMAL)
-        return false;
-    const struct heap_arena_table *t = heap_table(h, k);
-    const struct heap_pooldesc *d = &t->pool[i];
-    uint64_t rel = off & (HEAP_POOL_SIZE - 1);
-    switch (d->kind) {
-    case HEAP_POOL_SMALL: {
-        uint32_t sz = heap_class_size(d->cls);
-        if (rel % sz)
-            return false;
-        uint64_t b = rel / sz;
-        if (b >= HEAP_POOL_SIZE / sz)
-            return false;
-        return (t->bitmap[i][b >> 6] >> (b & 63)) & 1;
-    }
-    case HEAP_POOL_RUN:
-    case HEAP_POOL_HUGE:
-        return rel == 0;
-    default:
-        return false;
-    }
+    return live_desc(h, off) != NULL;
 }
 
 uint64_t heap_block_size(const heap_t *h, uint64_t off)
 {
-    if (!heap_is_live(h, off))
+    const struct heap_pooldesc *d = live_desc(h, off);
+    if (!d)
         return 0;
-    const struct heap_pooldesc *d = desc_of(h, off);
     if (d->kind == HEAP_POOL_SMALL)
         return heap_class_size(d->cls);
     return (uint64_t)d->npools * HEAP_POOL_SIZE;
 }
 
-uint64_t heap_obj_size(const heap_t *h, uint64_t off)
+static inline uint64_t exact_size(const heap_t *h, uint64_t off,
+                                  const struct heap_pooldesc *d)
 {
-    if (!heap_is_live(h, off))
-        return 0;
-    const struct heap_pooldesc *d = desc_of(h, off);
     if (d->kind == HEAP_POOL_SMALL) {
         uint64_t pad = (heap_obj_at(h, off)->rc_bits & HEAP_PAD_MASK) >> HEAP_PAD_SHIFT;
         return heap_class_size(d->cls) - pad;
     }
     return d->size;
+}
+
+uint64_t heap_obj_size(const heap_t *h, uint64_t off)
+{
+    const struct heap_pooldesc *d = live_desc(h, off);
+    return d ? exact_size(h, off, d) : 0;
 }
 
 uint64_t heap_obj_payload_size(const heap_t *h, uint64_t off)
@@ -82,11 +94,12 @@ heap_status heap_check_ref(heap_t *h, uint64_t off)
 {
     if (off == 0)
         return HEAP_OK;
-    if (!heap_is_live(h, off))
+    const struct heap_pooldesc *d = live_desc(h, off);
+    if (!d)
         return heap_seterr(h, HEAP_EBADOFF,
                            "%s: offset %llu is not the start of a live object", h->path,
                            (unsigned long long)off);
-    uint64_t size = heap_obj_size(h, off);
+    uint64_t size = exact_size(h, off, d);
     const heap_obj *o = heap_obj_at(h, off);
     if (size < HEAP_OBJ_HEADER || (uint64_t)o->nrefs * 8 > size - HEAP_OBJ_HEADER)
         return heap_seterr(h, HEAP_ECORRUPT,
