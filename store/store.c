@@ -32,6 +32,7 @@
 /* ---- errors ---- */
 
 static _Thread_local char tl_msg[512];
+_Thread_local objstore *store_tl_writer;
 
 const char *objstore_errmsg(void) { return tl_msg; }
 
@@ -529,7 +530,7 @@ int objstore_shrink(objstore *s)
         return store_err(OBJSTORE_EREADONLY, "%s: store opened read-only", s->dir);
     if (s->failed)
         return store_err(OBJSTORE_EFAILED, "%s: the store handle failed earlier", s->dir);
-    if (s->has_writer && pthread_equal(s->writer, pthread_self()))
+    if (store_is_writer(s))
         return store_err(OBJSTORE_ETXN, "%s: shrink inside a write transaction", s->dir);
     pthread_rwlock_wrlock(&s->rw);
     int rc = store_shrink(s);
@@ -539,7 +540,7 @@ int objstore_shrink(objstore *s)
 
 bool store_read_lock(objstore *s)
 {
-    if (s->has_writer && pthread_equal(s->writer, pthread_self()))
+    if (store_is_writer(s))
         return false;   /* this thread's own write transaction excludes the rest */
     pthread_rwlock_rdlock(&s->rw);
     return true;

@@ -85,8 +85,6 @@ struct objstore {
 
     pthread_rwlock_t rw;
     pthread_mutex_t pin_lock;
-    pthread_t writer;
-    bool has_writer;
 
     /* types: id i+1 is type_names[i] */
     char **type_names;
@@ -121,6 +119,14 @@ struct objstore_txn {
     bool write;
     MDB_txn *rtxn;             /* LMDB read snapshot of the committed state */
 };
+
+/* The store whose write transaction this thread holds, if any: a
+ * thread-local, so no other thread reads it. */
+extern _Thread_local objstore *store_tl_writer;
+static inline bool store_is_writer(const objstore *s)
+{
+    return store_tl_writer == s;
+}
 
 /* store.c */
 int store_err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

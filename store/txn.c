@@ -112,8 +112,7 @@ int store_write_begin(objstore *s, objstore_txn **out)
     if (!t)
         return store_err(OBJSTORE_ENOMEM, "out of memory");
     pthread_rwlock_wrlock(&s->rw);
-    s->writer = pthread_self();
-    s->has_writer = true;
+    store_tl_writer = s;
     t->s = s;
     t->write = true;
     /* The LMDB read snapshot is taken when first needed (store_rtxn). */
@@ -130,7 +129,7 @@ int objstore_begin(objstore *s, int flags, objstore_txn **txn)
     if (s->failed)
         return store_err(OBJSTORE_EFAILED, "%s: the store handle failed earlier; reopen it",
                          s->dir);
-    if (s->has_writer && pthread_equal(s->writer, pthread_self()))
+    if (store_is_writer(s))
         return store_err(OBJSTORE_ETXN, "%s: this thread already holds the write "
                          "transaction", s->dir);
     if (!(flags & OBJSTORE_TXN_RDONLY)) {
@@ -159,7 +158,7 @@ static void txn_end(objstore_txn *t)
     if (t->rtxn)
         mdb_txn_abort(t->rtxn);
     if (t->write)
-        s->has_writer = false;
+        store_tl_writer = NULL;
     pthread_rwlock_unlock(&s->rw);
     free(t);
 }
@@ -598,7 +597,7 @@ int objstore_checkpoint(objstore *s)
         return store_err(OBJSTORE_EREADONLY, "%s: store opened read-only", s->dir);
     if (s->failed)
         return store_err(OBJSTORE_EFAILED, "%s: the store handle failed earlier", s->dir);
-    if (s->has_writer && pthread_equal(s->writer, pthread_self()))
+    if (store_is_writer(s))
         return store_err(OBJSTORE_ETXN, "%s: checkpoint inside a write transaction", s->dir);
     pthread_rwlock_wrlock(&s->rw);
     int rc = store_checkpoint_all(s);

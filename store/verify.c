@@ -232,7 +232,7 @@ static void check_sets(struct vctx *v, MDB_txn *txn)
 int objstore_verify(objstore *s, objstore_verify_report *r)
 {
     memset(r, 0, sizeof *r);
-    if (s->has_writer && pthread_equal(s->writer, pthread_self()))
+    if (store_is_writer(s))
         return store_err(OBJSTORE_ETXN, "%s: verify inside a write transaction", s->dir);
     if (s->failed)
         return store_err(OBJSTORE_EFAILED, "%s: the store handle failed earlier", s->dir);
