@@ -23,6 +23,7 @@
  */
 #include "heap_internal.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -195,13 +196,20 @@ static unsigned bitmap_count(const uint64_t *w)
     return hw ? popcount_hw(w) : popcount_sw(w);
 }
 
-/* ---- rebuild (A3) ---- */
+/* ---- rebuild (A3), lazily ----
+ *
+ * Arenas are validated in address order: [0, valid_upto) are checked and
+ * have their in-RAM state; the rest are looked at when first needed (an
+ * address in them, or an allocation that finds no room below).  Address
+ * order matters: only the arena where a huge run starts says that the
+ * following arenas are its continuation.  Open validates a bounded prefix, so
+ * opening costs the same for a 64 MiB heap as for a 1 TiB one.
+ */
 
-heap_status heap_rebuild(heap_t *h)
+#define EAGER_ARENAS 64u
+
+static void ram_reset(heap_t *h)
 {
-    heap_status st = heap_ram_resize(h, h->narenas);
-    if (st)
-        return st;
     for (unsigned i = 0; i <= HEAP_DATA_POOLS; i++) {
         memset(h->bucket[i].w, 0, h->bucket[i].nwords * 8);
         h->bucket[i].lo = 0;
@@ -211,10 +219,14 @@ heap_status heap_rebuild(heap_t *h)
         h->usable[c].lo = 0;
     }
     memset(h->arena, 0, h->arena_cap * sizeof *h->arena);
+    atomic_store_explicit(&h->valid_upto, 0, memory_order_release);
+}
 
-    for (uint64_t k = 0; k < h->narenas; k++) {
-        if (h->arena[k].state == ARENA_HUGE_CONT)
-            continue;
+/* Checks arena k (the first not yet valid) and derives its RAM state. */
+static heap_status validate_arena(heap_t *h, uint64_t k)
+{
+    uint64_t next = k + 1;
+    {
         const struct heap_arena_table *t = heap_table(h, k);
         if (t->magic != HEAP_ARENA_MAGIC || t->index != (uint32_t)k)
             return heap_seterr(h, HEAP_ECORRUPT,
@@ -288,6 +300,7 @@ heap_status heap_rebuild(heap_t *h)
                                            (unsigned long long)at, j);
                 for (uint64_t m = 1; m < n; m++)
                     h->arena[k + m].state = ARENA_HUGE_CONT;
+                next = k + n;
                 i = HEAP_DATA_POOLS;
                 break;
             }
@@ -301,7 +314,47 @@ heap_status heap_rebuild(heap_t *h)
         }
         arena_update(h, k);
     }
+    atomic_store_explicit(&h->valid_upto, next, memory_order_release);
     return HEAP_OK;
+}
+
+/* Validates every arena up to and including k (or to the end). */
+heap_status heap_validate_upto(heap_t *h, uint64_t k)
+{
+    heap_status st = heap_ram_resize(h, h->narenas);
+    uint64_t v = atomic_load_explicit(&h->valid_upto, memory_order_relaxed);
+    while (!st && v <= k && v < h->narenas) {
+        st = validate_arena(h, v);
+        v = atomic_load_explicit(&h->valid_upto, memory_order_relaxed);
+    }
+    return st;
+}
+
+bool heap_arena_ready_slow(const heap_t *h, uint64_t k)
+{
+    heap_t *m = (heap_t *)h;   /* derived state only: see heap_internal.h */
+    pthread_mutex_lock(&m->lazy_lock);
+    heap_status st = heap_validate_upto(m, k);
+    pthread_mutex_unlock(&m->lazy_lock);
+    return st == HEAP_OK && k < atomic_load_explicit(&h->valid_upto, memory_order_acquire);
+}
+
+heap_status heap_rebuild(heap_t *h)
+{
+    heap_status st = heap_ram_resize(h, h->narenas);
+    if (st)
+        return st;
+    ram_reset(h);
+    return heap_validate_upto(h, EAGER_ARENAS - 1);
+}
+
+heap_status heap_rebuild_full(heap_t *h)
+{
+    heap_status st = heap_ram_resize(h, h->narenas);
+    if (st)
+        return st;
+    ram_reset(h);
+    return heap_validate_upto(h, UINT64_MAX);
 }
 
 /* ---- placement ---- */
@@ -338,6 +391,14 @@ static heap_status arena_with_room(heap_t *h, unsigned need, uint64_t *k)
     *k = pick_arena(h, need);
     if (*k != UINT64_MAX)
         return HEAP_OK;
+    if (atomic_load(&h->valid_upto) < h->narenas) {
+        /* Room may wait in arenas not looked at yet. */
+        heap_status st = heap_validate_upto(h, UINT64_MAX);
+        if (st)
+            return st;
+        if ((*k = pick_arena(h, need)) != UINT64_MAX)
+            return HEAP_OK;
+    }
     uint64_t first_new = h->narenas;
     heap_status st = heap_grow(h, h->narenas + 1);
     if (st)
@@ -414,6 +475,9 @@ static heap_status alloc_run(heap_t *h, uint64_t size, uint64_t *off)
 static heap_status alloc_huge(heap_t *h, uint64_t size, uint64_t *off)
 {
     uint64_t n = (size + HEAP_POOL_SIZE + HEAP_ARENA_SIZE - 1) >> HEAP_ARENA_SHIFT;
+    heap_status vst = heap_validate_upto(h, UINT64_MAX);
+    if (vst)
+        return vst;
     uint64_t k = 0, run = 0;
     for (uint64_t m = 0; m < h->narenas && run < n; m++) {
         bool free_arena = h->arena[m].state == ARENA_NORMAL &&
@@ -526,7 +590,7 @@ heap_status heap_free(heap_t *h, uint64_t off)
 
 uint64_t heap_release_tail(heap_t *h)
 {
-    if (heap_readonly(h) || h->failed)
+    if (heap_readonly(h) || h->failed || heap_validate_upto(h, UINT64_MAX))
         return 0;
     uint64_t n = h->narenas;
     while (n > 1 && h->arena[n - 1].state == ARENA_NORMAL &&

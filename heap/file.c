@@ -407,6 +407,7 @@ heap_status heap_open(const char *path, const heap_open_opts *opts, heap_t **out
     }
     h->fd = fd;
     h->flags = o.flags;
+    pthread_mutex_init(&h->lazy_lock, NULL);
     h->reserve = o.reserve_bytes & ~(uint64_t)(HEAP_ARENA_SIZE - 1);
     void *base = mmap(NULL, h->reserve, PROT_NONE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -470,6 +471,7 @@ void heap_close(heap_t *h)
     free(h->priv_pages.v);
     free(h->ranges);
     free(h->path);
+    pthread_mutex_destroy(&h->lazy_lock);
     free(h);
 }
 
@@ -518,6 +520,10 @@ heap_status heap_grow(heap_t *h, uint64_t min_arenas)
                                h->path, (unsigned long long)h->reserve);
     }
     uint64_t bytes = n << HEAP_ARENA_SHIFT;
+    /* New arenas join the validated prefix: everything below must be in it. */
+    heap_status vst = heap_validate_upto(h, UINT64_MAX);
+    if (vst)
+        return vst;
     if (bytes > h->mapped) {
         heap_status st = allocate_blocks(h->fd, h->mapped, bytes - h->mapped);
         if (st == HEAP_ENOSPC && n > min_arenas) {
@@ -545,6 +551,7 @@ heap_status heap_grow(heap_t *h, uint64_t min_arenas)
     for (uint64_t k = old; k < n; k++)
         heap_table_init(h, k);
     heap_arena_grow_ram(h, old, n);
+    atomic_store_explicit(&h->valid_upto, n, memory_order_release);
     heap_hdr(h)->narenas = n;
     heap_header_seal(h);
     return HEAP_OK;

@@ -131,9 +131,16 @@ heap_status heap_open(const char *path, const heap_open_opts *opts,
 /* Closes: unmaps, releases the lock.  Discards dirty, unwritten changes. */
 void heap_close(heap_t *h);
 
-/* Validates the arena tables and builds the in-RAM allocator state from them.
- * Called by heap_open unless NOREBUILD; after replay; after an abort. */
+/* Rebuilds the in-RAM allocator state from the arena tables, validating the
+ * first 64 arenas now and the others when first touched (an address in them,
+ * an allocation that needs them): open costs the same for any heap size.  A
+ * damaged table found later makes the call that touched it fail with
+ * HEAP_ECORRUPT.  Called by heap_open unless NOREBUILD; after replay; after an
+ * abort. */
 heap_status heap_rebuild(heap_t *h);
+
+/* The same, validating every arena now (verification). */
+heap_status heap_rebuild_full(heap_t *h);
 
 /* Message of the last error on this handle. */
 const char *heap_errmsg(const heap_t *h);

@@ -22,6 +22,9 @@
 #ifndef OBJSTORE_HEAP_INTERNAL_H
 #define OBJSTORE_HEAP_INTERNAL_H
 
+#include <pthread.h>
+#include <stdatomic.h>
+
 #include "heap.h"
 #include "heap_format.h"
 
@@ -60,7 +63,9 @@ struct heap {
     uint64_t uuid_gen;      /* unused */
     char msg[HEAP_MSG_MAX];
 
-    /* allocator */
+    /* allocator; arenas [0, valid_upto) are validated (alloc.c) */
+    _Atomic uint64_t valid_upto;
+    pthread_mutex_t lazy_lock;  /* readers validating more arenas */
     struct heap_arena *arena;
     uint64_t arena_cap;
     bitset bucket[HEAP_DATA_POOLS + 1];
@@ -104,6 +109,16 @@ bool heap_arena_grow_ram(heap_t *h, uint64_t from, uint64_t to);
 
 /* alloc.c */
 heap_status heap_ram_resize(heap_t *h, uint64_t narenas);
+heap_status heap_validate_upto(heap_t *h, uint64_t k);
+bool heap_arena_ready_slow(const heap_t *h, uint64_t k);
+
+/* True when arena k is validated, validating up to it if needed (readers may
+ * race here: the slow path is serialised by lazy_lock). */
+static inline bool heap_arena_ready(const heap_t *h, uint64_t k)
+{
+    return k < atomic_load_explicit(&((heap_t *)h)->valid_upto, memory_order_acquire) ||
+           heap_arena_ready_slow(h, k);
+}
 
 /* bitsets */
 bool bitset_resize(bitset *b, uint64_t nbits);

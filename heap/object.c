@@ -31,7 +31,7 @@ static inline const struct heap_pooldesc *live_desc(const heap_t *h, uint64_t of
         return NULL;
     uint64_t k = off >> HEAP_ARENA_SHIFT;
     unsigned i = (unsigned)((off >> HEAP_POOL_SHIFT) & (HEAP_POOLS_PER_ARENA - 1));
-    if (i == 0 || h->arena[k].state != ARENA_NORMAL)
+    if (i == 0 || !heap_arena_ready(h, k) || h->arena[k].state != ARENA_NORMAL)
         return NULL;
     const struct heap_arena_table *t = heap_table(h, k);
     const struct heap_pooldesc *d = &t->pool[i];
@@ -95,6 +95,9 @@ heap_status heap_check_ref(heap_t *h, uint64_t off)
     if (off == 0)
         return HEAP_OK;
     const struct heap_pooldesc *d = live_desc(h, off);
+    if (!d && off < (h->narenas << HEAP_ARENA_SHIFT) &&
+        !heap_arena_ready(h, off >> HEAP_ARENA_SHIFT))
+        return HEAP_ECORRUPT;   /* the arena's table is damaged: h->msg says how */
     if (!d)
         return heap_seterr(h, HEAP_EBADOFF,
                            "%s: offset %llu is not the start of a live object", h->path,
@@ -149,6 +152,8 @@ bool heap_next_live(const heap_t *h, uint64_t *cursor, uint64_t *off)
     uint64_t end = h->narenas << HEAP_ARENA_SHIFT;
     while (pos < end) {
         uint64_t k = pos >> HEAP_ARENA_SHIFT;
+        if (!heap_arena_ready(h, k))
+            break;   /* a damaged table ends the walk; h->msg says where */
         if (h->arena[k].state != ARENA_NORMAL) {
             pos = (k + 1) << HEAP_ARENA_SHIFT;
             continue;
@@ -208,8 +213,11 @@ void heap_get_stats(const heap_t *h, heap_stats *st)
         st->cls[c].block_size = heap_class_size(c);
     st->arenas = h->narenas;
     st->file_bytes = h->mapped;
+    if (h->narenas)
+        heap_arena_ready(h, h->narenas - 1);   /* statistics cover every arena */
     uint64_t used_pool_bytes = 0;
-    for (uint64_t k = 0; k < h->narenas; k++) {
+    uint64_t valid = atomic_load(&((heap_t *)h)->valid_upto);
+    for (uint64_t k = 0; k < valid && k < h->narenas; k++) {
         if (h->arena[k].state != ARENA_NORMAL)
             continue;
         const struct heap_arena_table *t = heap_table(h, k);

@@ -240,7 +240,7 @@ int objstore_verify(objstore *s, objstore_verify_report *r)
     pthread_rwlock_wrlock(&s->rw);
     struct vctx v = {.s = s, .r = r};
     int rc = OBJSTORE_OK;
-    heap_status hs = heap_rebuild(s->heap);
+    heap_status hs = heap_rebuild_full(s->heap);
     if (hs) {
         problem(&v, OBJSTORE_P_HEAP, "%s", heap_errmsg(s->heap));
         s->failed = true;   /* the allocator cannot be trusted any more */

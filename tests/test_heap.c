@@ -1769,6 +1769,37 @@ START_TEST(test_corrupt_arena_metadata_is_refused_with_ecorrupt)
 }
 END_TEST
 
+/* Open validates a bounded prefix of arenas (so it costs the same for any
+ * heap size); a damaged table further on is found when first touched, and is
+ * an error there, never a wild access. */
+START_TEST(test_a_damaged_arena_past_the_prefix_is_refused_when_touched)
+{
+    create_heap(g_path, 80 * MiB);
+    heap_t *h = open_heap(g_path);
+    uint64_t keep = must_alloc(h, 100);      /* arena 0 */
+    fill(h, keep, 100, 5);
+    commit(h);
+    heap_close(h);
+
+    /* Break arena 70's table magic on disk. */
+    int fd = open(g_path, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    uint32_t junk = 0xdeadbeef;
+    ck_assert_int_eq(pwrite(fd, &junk, 4, (off_t)(70 * MiB + HEAP_TABLE_OFFSET)), 4);
+    close(fd);
+
+    h = open_heap(g_path);                   /* the prefix is sound */
+    must_hold(h, keep, 100, 5);
+    uint64_t inside = 70 * MiB + 3 * HEAP_POOL_SIZE;
+    ck_assert(!heap_is_live(h, inside));
+    heap_status s = heap_check_ref(h, inside);
+    ck_assert_msg(s == HEAP_ECORRUPT, "check_ref in the damaged arena = %d", s);
+    ck_assert_msg(strstr(heap_errmsg(h), "arena 70"), "message: %s", heap_errmsg(h));
+    ck_assert_int_eq(heap_rebuild_full(h), HEAP_ECORRUPT);
+    heap_close(h);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* locking and the disk                                                 */
 
@@ -1932,6 +1963,7 @@ static Suite *heap_suite(void)
     tcase_add_test(tc, test_a_missing_file_is_refused_with_enoent);
     tcase_add_loop_test(tc, test_corrupt_arena_metadata_is_refused_with_ecorrupt,
                         0, N_TABLE_DAMAGE);
+    tcase_add_test(tc, test_a_damaged_arena_past_the_prefix_is_refused_when_touched);
     tcase_add_test(tc, test_a_second_opener_is_refused_while_a_writer_holds_the_file);
     tcase_add_test(tc, test_a_full_disk_is_an_error_not_a_signal);
     return s;
