@@ -253,6 +253,10 @@ void heap_mark_clean(heap_t *h);
  * restores the heap length from the header and rebuilds the allocator. */
 heap_status heap_discard(heap_t *h);
 
+/* Notes that the page holding off was written without being marked dirty
+ * (a freed block's header): it joins the written-back pages, to be dropped. */
+void heap_note_private(heap_t *h, uint64_t off);
+
 /* Returns the private copies of written-back pages to the page cache. */
 void heap_drop_clean(heap_t *h);
 uint64_t heap_private_bytes(const heap_t *h);

@@ -509,6 +509,8 @@ static int commit_write(objstore_txn *t)
     kvmap_clear(&s->user_pending);
     oidset_fold(&s->zct);
     oidset_fold(&s->cand);
+    for (size_t i = 0; i < s->nrc0; i++)   /* freed blocks' private pages */
+        heap_note_private(s->heap, s->rc0[i]);
     s->nrc0 = 0;
     s->ntypes_committed = s->ntypes;
     s->pinlog.n = 0;
