@@ -18,6 +18,8 @@
 #include "heap_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -257,4 +259,55 @@ void heap_drop_clean(heap_t *h)
 uint64_t heap_private_bytes(const heap_t *h)
 {
     return ((uint64_t)h->priv_pages.n + h->dirty_pages.n) << HEAP_PAGE_SHIFT;
+}
+
+/* ---- the unmarked-write check ---- */
+
+#define PM_PRESENT (UINT64_C(1) << 63)
+#define PM_FILE    (UINT64_C(1) << 61)   /* file page or shared: not a private copy */
+
+static bool in_sorted(const uint64_t *v, size_t n, uint64_t x)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (v[mid] < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && v[lo] == x;
+}
+
+heap_status heap_check_unmarked(heap_t *h)
+{
+    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return HEAP_OK;   /* no pagemap here: nothing to check with */
+    if (h->priv_pages.n)
+        qsort(h->priv_pages.v, h->priv_pages.n, sizeof(uint64_t), cmp_u64);
+    uint64_t first = (uint64_t)(uintptr_t)h->base >> HEAP_PAGE_SHIFT;
+    uint64_t npages = h->mapped >> HEAP_PAGE_SHIFT;
+    uint64_t anon = h->anon_from == UINT64_MAX ? npages : h->anon_from >> HEAP_PAGE_SHIFT;
+    uint64_t buf[512];
+    heap_status st = HEAP_OK;
+    for (uint64_t p = 0; p < anon && !st; p += 512) {
+        uint64_t n = anon - p < 512 ? anon - p : 512;
+        ssize_t got = pread(fd, buf, n * 8, (off_t)((first + p) * 8));
+        if (got != (ssize_t)(n * 8))
+            break;
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t pg = p + i;
+            if ((buf[i] & PM_PRESENT) && !(buf[i] & PM_FILE) && !h->line_mask[pg] &&
+                !in_sorted(h->priv_pages.v, h->priv_pages.n, pg)) {
+                st = heap_seterr(h, HEAP_ECORRUPT,
+                                 "%s: the page at heap offset %llu was written but none of "
+                                 "its lines was marked dirty (a write through an unmarked "
+                                 "pointer)", h->path, (unsigned long long)(pg << HEAP_PAGE_SHIFT));
+                break;
+            }
+        }
+    }
+    close(fd);
+    return st;
 }

@@ -405,6 +405,15 @@ static int commit_write(objstore_txn *t)
     int rc = store_drain_zct(s, s->opts.free_budget);
     if (rc)
         return rc;
+    /* Freed blocks' counts changed in RAM only (object.c R5): their pages
+     * are private copies to drop later, not unmarked writes. */
+    for (size_t i = 0; i < s->nrc0; i++)
+        heap_note_private(s->heap, s->rc0[i]);
+#ifdef OBJSTORE_CHECK_WRITES
+    heap_status cs = heap_check_unmarked(s->heap);
+    if (cs)
+        return store_heap_err(s, cs);
+#endif
     if (t->rtxn)
         mdb_txn_abort(t->rtxn);
     t->rtxn = NULL;
@@ -509,8 +518,6 @@ static int commit_write(objstore_txn *t)
     kvmap_clear(&s->user_pending);
     oidset_fold(&s->zct);
     oidset_fold(&s->cand);
-    for (size_t i = 0; i < s->nrc0; i++)   /* freed blocks' private pages */
-        heap_note_private(s->heap, s->rc0[i]);
     s->nrc0 = 0;
     s->ntypes_committed = s->ntypes;
     s->pinlog.n = 0;

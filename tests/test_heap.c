@@ -1769,6 +1769,28 @@ START_TEST(test_corrupt_arena_metadata_is_refused_with_ecorrupt)
 }
 END_TEST
 
+/* ARCHITECTURE §10: a write through a pointer nobody marked would never
+ * reach the file; the debug check finds the page it landed on. */
+START_TEST(test_a_write_through_an_unmarked_pointer_is_caught)
+{
+    heap_t *h = new_heap(0);
+    uint64_t a = must_alloc(h, 64), b = must_alloc(h, 64 * 1024);
+    commit(h);
+    heap_drop_clean(h);
+    ck_assert_int_eq(heap_check_unmarked(h), HEAP_OK);
+
+    heap_mark_dirty(h, a, 8);                 /* marked: fine */
+    memset(heap_ptr(h, a), 1, 8);
+    ck_assert_int_eq(heap_check_unmarked(h), HEAP_OK);
+
+    ((uint8_t *)heap_ptr(h, b))[40000] = 7;   /* not marked */
+    heap_status s = heap_check_unmarked(h);
+    ck_assert_msg(s == HEAP_ECORRUPT, "unmarked write not caught: %d", s);
+    ck_assert_msg(strstr(heap_errmsg(h), "unmarked"), "message: %s", heap_errmsg(h));
+    heap_close(h);
+}
+END_TEST
+
 /* Open validates a bounded prefix of arenas (so it costs the same for any
  * heap size); a damaged table further on is found when first touched, and is
  * an error there, never a wild access. */
@@ -1964,6 +1986,7 @@ static Suite *heap_suite(void)
     tcase_add_loop_test(tc, test_corrupt_arena_metadata_is_refused_with_ecorrupt,
                         0, N_TABLE_DAMAGE);
     tcase_add_test(tc, test_a_damaged_arena_past_the_prefix_is_refused_when_touched);
+    tcase_add_test(tc, test_a_write_through_an_unmarked_pointer_is_caught);
     tcase_add_test(tc, test_a_second_opener_is_refused_while_a_writer_holds_the_file);
     tcase_add_test(tc, test_a_full_disk_is_an_error_not_a_signal);
     return s;
