@@ -244,12 +244,6 @@ heap_status heap_discard(heap_t *h)
     return st;
 }
 
-void heap_note_private(heap_t *h, uint64_t off)
-{
-    if (off < h->mapped)
-        u64vec_push(&h->priv_pages, off >> HEAP_PAGE_SHIFT);
-}
-
 void heap_drop_clean(heap_t *h)
 {
     drop_pages(h, h->priv_pages.v, h->priv_pages.n, true);

@@ -253,10 +253,6 @@ void heap_mark_clean(heap_t *h);
  * restores the heap length from the header and rebuilds the allocator. */
 heap_status heap_discard(heap_t *h);
 
-/* Notes that the page holding off was written without being marked dirty
- * (a freed block's header): it joins the written-back pages, to be dropped. */
-void heap_note_private(heap_t *h, uint64_t off);
-
 /* Debug check (ARCHITECTURE §10): finds a page of the mapping that was
  * written (it is a private copy, per /proc/self/pagemap) although none of its
  * lines is dirty and it is not a written-back page: a write through a pointer

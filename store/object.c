@@ -11,12 +11,14 @@
  *      at most free_budget of them; the rest wait in the persisted zct.
  *   R4 every oid from a caller or a slot is checked (heap_check_ref) before
  *      it is used; a bad slot found while freeing is ECORRUPT, not a crash.
- *   R5 a count that drops to 0 is written in RAM without marking it dirty;
- *      the drain marks the header of every zct member that survives the
- *      commit.  A freed block's header may so differ from the file's: free
- *      space may hold anything (H2).  Abort marks those headers dirty
- *      first, so that dropping the dirty pages restores them.  New objects are not put in the zct
- *      but listed (created[]); the drain looks at those still at 0.
+ *   R5 a count that drops to 0 from 1 is not written: the object joins the
+ *      transaction's `zeroed` set and its header keeps 1, so an object the
+ *      commit frees costs no write (no private page, no redo) to its block.
+ *      Its count is 0 for every reader (store_refcount).  The drain writes 0
+ *      into the header of each zeroed object that survives the commit
+ *      (pinned, over budget); an increment just takes it out of the set.
+ *      New objects are not put in the zct but listed (created[]); the drain
+ *      looks at those still at 0.
  */
 #include "store_internal.h"
 
@@ -36,10 +38,17 @@ static int check_oid(objstore *s, uint64_t oid)
 
 /* ---- counts ---- */
 
+uint64_t store_refcount(objstore *s, uint64_t oid)
+{
+    uint64_t rc = heap_obj_refcount(heap_obj_at(s->heap, oid));
+    return rc == 1 && s->zeroed.n && u64map_find(&s->zeroed, oid) ? 0 : rc;
+}
+
 int store_incref(objstore *s, uint64_t oid)
 {
-    heap_obj *o = heap_obj_at(s->heap, oid);
-    uint64_t rc = heap_obj_refcount(o);
+    uint64_t rc = heap_obj_refcount(heap_obj_at(s->heap, oid));
+    if (rc == 1 && s->zeroed.n && u64map_del(&s->zeroed, oid))
+        return OBJSTORE_OK;   /* from 0 back to the 1 its header still holds (R5) */
     if (rc >= HEAP_MAX_REFCOUNT)
         return store_err(OBJSTORE_EOVERFLOW, "%s: object %llu: reference count overflow",
                          s->dir, (unsigned long long)oid);
@@ -49,8 +58,7 @@ int store_incref(objstore *s, uint64_t oid)
 
 int store_decref(objstore *s, uint64_t oid)
 {
-    heap_obj *o = heap_obj_at(s->heap, oid);
-    uint64_t rc = heap_obj_refcount(o);
+    uint64_t rc = store_refcount(s, oid);
     if (rc == 0)
         return store_err(OBJSTORE_ECORRUPT, "%s: object %llu: count already 0 when a "
                          "reference to it goes", s->dir, (unsigned long long)oid);
@@ -58,19 +66,8 @@ int store_decref(objstore *s, uint64_t oid)
         heap_obj_set_refcount(s->heap, oid, rc - 1);
         return oidset_add(&s->cand, oid);
     }
-    /* To 0: most such objects are freed by this commit, and writing their
-     * count would only fill the redo log.  So the header changes in RAM
-     * only; store_drain_zct marks it dirty if the object survives (R5). */
-    if (s->nrc0 == s->rc0_cap) {
-        size_t cap = s->rc0_cap ? s->rc0_cap * 2 : 1024;
-        uint64_t *p = realloc(s->rc0, cap * sizeof *p);
-        if (!p)
-            return store_err(OBJSTORE_ENOMEM, "out of memory");
-        s->rc0 = p;
-        s->rc0_cap = cap;
-    }
-    s->rc0[s->nrc0++] = oid;   /* abort must bring the file's count back */
-    o->rc_bits &= ~HEAP_RC_MASK;
+    if (!u64map_upsert(&s->zeroed, oid, NULL))   /* to 0, unwritten (R5) */
+        return store_err(OBJSTORE_ENOMEM, "out of memory");
     return oidset_add(&s->zct, oid);
 }
 
@@ -104,7 +101,8 @@ static int push(struct worklist *w, uint64_t x)
 /* Keeps oid in the zero-count table, its count of 0 written (R5). */
 static int keep_in_zct(objstore *s, uint64_t oid)
 {
-    heap_mark_dirty(s->heap, oid, 8);
+    if (u64map_del(&s->zeroed, oid))
+        heap_obj_set_refcount(s->heap, oid, 0);
     return oidset_add(&s->zct, oid);
 }
 
@@ -114,7 +112,7 @@ int store_drain_zct(objstore *s, uint64_t budget)
     uint64_t oid;
     int rc = OBJSTORE_OK;
     for (size_t i = 0; !rc && i < s->ncreated; i++)
-        if (heap_obj_refcount(heap_obj_at(s->heap, s->created[i])) == 0)
+        if (store_refcount(s, s->created[i]) == 0)
             rc = push(&w, s->created[i]);
     for (size_t i = 0; !rc && u64map_next(&s->zct.added, &i, &oid, NULL);)
         rc = push(&w, oid);
@@ -128,7 +126,7 @@ int store_drain_zct(objstore *s, uint64_t budget)
             oidset_remove(&s->zct, oid);   /* freed already, or a stale entry */
             continue;
         }
-        if (heap_obj_refcount(heap_obj_at(s->heap, oid)) != 0) {
+        if (store_refcount(s, oid) != 0) {
             oidset_remove(&s->zct, oid);   /* relinked in this transaction */
             continue;
         }
@@ -152,13 +150,14 @@ int store_drain_zct(objstore *s, uint64_t budget)
             }
             if ((rc = store_decref(s, child)))
                 break;
-            if (heap_obj_refcount(heap_obj_at(s->heap, child)) == 0)
+            if (store_refcount(s, child) == 0)
                 rc = push(&w, child);
         }
         if (rc)
             break;
         oidset_remove(&s->zct, oid);
         oidset_remove(&s->cand, oid);
+        u64map_del(&s->zeroed, oid);
         heap_status hs = heap_free(s->heap, oid);
         if (hs) {
             rc = store_heap_err(s, hs);
@@ -167,6 +166,10 @@ int store_drain_zct(objstore *s, uint64_t budget)
         freed++;
     }
     free(w.v);
+    /* Every zeroed object was in the work list; none may leave the
+     * transaction with an unwritten 0 (R5). */
+    for (size_t i = 0; !rc && u64map_next(&s->zeroed, &i, &oid, NULL); i = 0)
+        rc = keep_in_zct(s, oid);
     s->st_freed += freed;
     s->ncreated = 0;
     return rc;
@@ -306,7 +309,7 @@ int objstore_info(objstore_txn *t, objstore_oid oid, objstore_objinfo *info)
     info->type = o->type;
     info->nrefs = o->nrefs;
     info->size = heap_obj_payload_size(h, oid);
-    info->refcount = heap_obj_refcount(o);
+    info->refcount = store_refcount(t->s, oid);
     info->sizeof_ = heap_obj_size(h, oid);
     return OBJSTORE_OK;
 }

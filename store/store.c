@@ -357,7 +357,7 @@ static void store_free(objstore *s)
     oidset_free(&s->cand);
     u64map_free(&s->pins);
     free(s->created);
-    free(s->rc0);
+    u64map_free(&s->zeroed);
     free(s->pinlog.oid);
     free(s->pinlog.delta);
     pthread_rwlock_destroy(&s->rw);

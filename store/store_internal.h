@@ -101,8 +101,7 @@ struct objstore {
     /* this write transaction */
     uint64_t *created;         /* objects created: freed at commit if still 0 */
     size_t ncreated, created_cap;
-    uint64_t *rc0;             /* counts set to 0 in RAM only (object.c R5) */
-    size_t nrc0, rc0_cap;
+    u64map zeroed;             /* counts at 0, headers still 1 (object.c R5) */
     kvmap roots_pending;
     kvmap user_pending;
     uint64_t tx_heap_len;      /* committed heap length at begin */
@@ -158,6 +157,7 @@ int store_write_begin(objstore *s, objstore_txn **out);
 MDB_txn *store_rtxn(objstore_txn *t, int *rc);
 
 /* object.c */
+uint64_t store_refcount(objstore *s, uint64_t oid);
 int store_incref(objstore *s, uint64_t oid);
 int store_decref(objstore *s, uint64_t oid);
 int store_drain_zct(objstore *s, uint64_t budget);

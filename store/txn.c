@@ -167,9 +167,7 @@ static void txn_end(objstore_txn *t)
 
 static void rollback(objstore *s)
 {
-    for (size_t i = 0; i < s->nrc0; i++)
-        heap_mark_dirty(s->heap, s->rc0[i], 8);
-    s->nrc0 = 0;
+    u64map_clear(&s->zeroed);
     heap_status hs = heap_discard(s->heap);
     if (hs) {
         store_heap_err(s, hs);
@@ -405,10 +403,6 @@ static int commit_write(objstore_txn *t)
     int rc = store_drain_zct(s, s->opts.free_budget);
     if (rc)
         return rc;
-    /* Freed blocks' counts changed in RAM only (object.c R5): their pages
-     * are private copies to drop later, not unmarked writes. */
-    for (size_t i = 0; i < s->nrc0; i++)
-        heap_note_private(s->heap, s->rc0[i]);
 #ifdef OBJSTORE_CHECK_WRITES
     heap_status cs = heap_check_unmarked(s->heap);
     if (cs)
@@ -518,7 +512,6 @@ static int commit_write(objstore_txn *t)
     kvmap_clear(&s->user_pending);
     oidset_fold(&s->zct);
     oidset_fold(&s->cand);
-    s->nrc0 = 0;
     s->ntypes_committed = s->ntypes;
     s->pinlog.n = 0;
 
