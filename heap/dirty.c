@@ -158,7 +158,7 @@ heap_status heap_write_range(heap_t *h, uint64_t off, uint64_t len)
 void heap_mark_clean(heap_t *h)
 {
     forget_dirty(h, true);
-    heap_unanon(h);
+    heap_unshare(h);
 }
 
 heap_status heap_writeback(heap_t *h)
@@ -185,7 +185,7 @@ heap_status heap_writeback(heap_t *h)
         i = j;
     }
     forget_dirty(h, true);
-    return heap_unanon(h);
+    return heap_unshare(h);
 }
 
 /* MADV_DONTNEED over sorted pages, a call per contiguous stretch. */
@@ -225,7 +225,7 @@ heap_status heap_discard(heap_t *h)
     heap_status st = drop_pages(h, h->dirty_pages.v, h->dirty_pages.n, false);
     forget_dirty(h, false);
     if (!st)
-        st = heap_unanon(h);
+        st = heap_unshare(h);
     if (st) {
         h->failed = true;
         return st;
@@ -282,7 +282,7 @@ heap_status heap_check_unmarked(heap_t *h)
         qsort(h->priv_pages.v, h->priv_pages.n, sizeof(uint64_t), cmp_u64);
     uint64_t first = (uint64_t)(uintptr_t)h->base >> HEAP_PAGE_SHIFT;
     uint64_t npages = h->mapped >> HEAP_PAGE_SHIFT;
-    uint64_t anon = h->anon_from == UINT64_MAX ? npages : h->anon_from >> HEAP_PAGE_SHIFT;
+    uint64_t anon = h->fresh_from == UINT64_MAX ? npages : h->fresh_from >> HEAP_PAGE_SHIFT;
     uint64_t buf[512];
     heap_status st = HEAP_OK;
     for (uint64_t p = 0; p < anon && !st; p += 512) {

@@ -293,9 +293,13 @@ static heap_status check_header(const struct heap_file_header *hd, uint64_t fsiz
 
 /* ---- mapping ---- */
 
-/* Maps file bytes [h->mapped, upto) at the same place in the range (F1);
- * anonymously (fresh, zero-filled arenas) when anon is set. */
-static heap_status map_region(heap_t *h, uint64_t upto, bool anon)
+/* Maps file bytes [h->mapped, upto) at the same place in the range (F1).
+ * Fresh arenas (growth) are mapped MAP_SHARED: nothing committed refers to
+ * bytes past the old end of the file, so they may reach the file at any time,
+ * and writing them costs one page-cache page per page instead of a page plus
+ * its private copy, and no pwrite at commit (heap_fresh_from).  Once a
+ * transaction ends they are mapped private again (heap_unshare). */
+static heap_status map_region(heap_t *h, uint64_t upto, bool fresh)
 {
     if (upto <= h->mapped)
         return HEAP_OK;
@@ -304,17 +308,21 @@ static heap_status map_region(heap_t *h, uint64_t upto, bool anon)
                            "%s: heap of %llu bytes exceeds the reserved range (%llu)",
                            h->path, (unsigned long long)upto,
                            (unsigned long long)h->reserve);
-    void *p = anon ? mmap(h->base + h->mapped, upto - h->mapped, PROT_READ | PROT_WRITE,
-                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
-                   : mmap(h->base + h->mapped, upto - h->mapped, PROT_READ | PROT_WRITE,
-                          MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, h->fd, (off_t)h->mapped);
+    void *p = mmap(h->base + h->mapped, upto - h->mapped, PROT_READ | PROT_WRITE,
+                   (fresh ? MAP_SHARED : MAP_PRIVATE | MAP_NORESERVE) | MAP_FIXED, h->fd,
+                   (off_t)h->mapped);
     if (p == MAP_FAILED)
         return heap_seterr(h, HEAP_ENOMEM, "%s: mmap: %s", h->path, strerror(errno));
     madvise(p, upto - h->mapped, MADV_DONTFORK);
-    if (anon && h->anon_from == UINT64_MAX)
-        h->anon_from = h->mapped;
+    if (fresh && h->fresh_from == UINT64_MAX)
+        h->fresh_from = h->mapped;
     h->mapped = upto;
     return HEAP_OK;
+}
+
+uint64_t heap_fresh_from(const heap_t *h)
+{
+    return h->fresh_from;
 }
 
 static heap_status map_more(heap_t *h, uint64_t upto)
@@ -322,19 +330,20 @@ static heap_status map_more(heap_t *h, uint64_t upto)
     return map_region(h, upto, false);
 }
 
-heap_status heap_unanon(heap_t *h)
+heap_status heap_unshare(heap_t *h)
 {
-    if (h->anon_from == UINT64_MAX)
+    if (h->fresh_from == UINT64_MAX)
         return HEAP_OK;
-    uint64_t from = h->anon_from;
+    uint64_t from = h->fresh_from;
     void *p = mmap(h->base + from, h->mapped - from, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, h->fd, (off_t)from);
+    /* (The shared pages' bytes are the file's: nothing is lost.) */
     if (p == MAP_FAILED) {
         h->failed = true;
         return heap_seterr(h, HEAP_ENOMEM, "%s: mmap: %s", h->path, strerror(errno));
     }
     madvise(p, h->mapped - from, MADV_DONTFORK);
-    h->anon_from = UINT64_MAX;
+    h->fresh_from = UINT64_MAX;
     return HEAP_OK;
 }
 
@@ -419,7 +428,7 @@ heap_status heap_open(const char *path, const heap_open_opts *opts, heap_t **out
         goto fail_fd;
     }
     h->base = base;
-    h->anon_from = UINT64_MAX;
+    h->fresh_from = UINT64_MAX;
     madvise(base, h->reserve, MADV_DONTFORK);
     if ((st = alloc_line_masks(h))) {
         msgerr(msg, st, "%s", h->msg);
@@ -575,8 +584,8 @@ heap_status heap_truncate(heap_t *h)
         for (uint64_t pg = len >> HEAP_PAGE_SHIFT; pg < (h->mapped >> HEAP_PAGE_SHIFT); pg++)
             h->line_mask[pg] = 0;
         h->mapped = len;
-        if (h->anon_from >= len)
-            h->anon_from = UINT64_MAX;
+        if (h->fresh_from >= len)
+            h->fresh_from = UINT64_MAX;
     }
     if (ftruncate(h->fd, (off_t)len) != 0)
         return heap_seterr(h, HEAP_EIO, "%s: ftruncate: %s", h->path, strerror(errno));

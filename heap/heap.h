@@ -268,6 +268,13 @@ uint64_t heap_private_bytes(const heap_t *h);
 /* fdatasync the file. */
 heap_status heap_sync(heap_t *h);
 
+/* Offset from which the heap is mapped MAP_SHARED because it grew past the
+ * file's end in this transaction (UINT64_MAX: nowhere).  Bytes written there
+ * are in the file's page cache already: a commit needs no redo and no pwrite
+ * for them, only heap_sync before its commit point.  heap_mark_clean and
+ * heap_discard map the range private again. */
+uint64_t heap_fresh_from(const heap_t *h);
+
 /* True when the file grew since the last heap_sync: its new length must be
  * made durable (heap_sync) before a commit records it. */
 bool heap_size_unsynced(const heap_t *h);

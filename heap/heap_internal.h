@@ -14,10 +14,9 @@
  *   line_mask[p]     dirty 64-byte lines of 4 KiB page p (bit i = line i)
  *   dirty_pages      the pages whose line_mask is non-zero, unsorted
  *   priv_pages       pages written back but still private copies
- *   anon_from        arenas grown in this transaction are mapped anonymous
- *                    (one zero page per fault instead of a page-cache page
- *                    plus its private copy); once their bytes are written
- *                    to the file they are mapped from the file again
+ *   fresh_from       arenas grown past the file's old end in this transaction
+ *                    are mapped MAP_SHARED (file.c map_region), until the
+ *                    transaction ends
  */
 #ifndef OBJSTORE_HEAP_INTERNAL_H
 #define OBJSTORE_HEAP_INTERNAL_H
@@ -75,7 +74,7 @@ struct heap {
     /* dirty tracking */
     uint64_t *line_mask;      /* reserve/4K entries, anonymous NORESERVE */
     uint64_t npages_cap;
-    uint64_t anon_from;       /* fresh arenas mapped anonymously from here */
+    uint64_t fresh_from;      /* fresh arenas mapped shared from here */
     bool grown_unsynced;      /* file grown since the last fdatasync */
     struct u64vec dirty_pages;
     struct u64vec priv_pages;
@@ -104,7 +103,7 @@ heap_status heap_grow(heap_t *h, uint64_t min_arenas);
 void heap_header_seal(heap_t *h);  /* recompute the checksum (marks dirty) */
 void heap_table_init(heap_t *h, uint64_t k);
 heap_status heap_pwrite_span(heap_t *h, uint64_t off, uint64_t len);
-heap_status heap_unanon(heap_t *h);   /* map the anonymous tail from the file */
+heap_status heap_unshare(heap_t *h);  /* map the fresh tail private again */
 bool heap_arena_grow_ram(heap_t *h, uint64_t from, uint64_t to);
 
 /* alloc.c */

@@ -417,56 +417,65 @@ static int commit_write(objstore_txn *t)
     if (heap_dirty_bytes(s->heap) && !n)
         return store_heap_err(s, HEAP_ENOMEM);
 
-    /* Split at the direct floor (bulk path). */
+    /* Three kinds of dirty bytes, by address:
+     *   [fresh, ...)     arenas grown past the file's old end, mapped shared:
+     *                    already in the page cache, need only the sync;
+     *   [floor, fresh)   above everything committed or in a live redo
+     *                    record: written directly when there are enough;
+     *   [0, floor)       through the redo log. */
+    uint64_t fresh = heap_fresh_from(s->heap);
     uint64_t floor = s->tx_heap_len > s->redo_high ? s->tx_heap_len : s->redo_high;
-    size_t first_direct = n;
-    uint64_t direct = 0;
-    for (size_t i = 0; i < n; i++)
-        if (r[i].off + r[i].len > floor) {
-            if (first_direct == n)
-                first_direct = i;
-            direct += r[i].off + r[i].len - (r[i].off > floor ? r[i].off : floor);
-        }
-    heap_range *redo = malloc((n + 1) * sizeof *redo);
-    if (!redo)
+    if (floor > fresh)
+        floor = fresh;
+    heap_range *redo = malloc((n + 1) * sizeof *redo), *direct = malloc((n + 1) * sizeof *direct);
+    if (!redo || !direct) {
+        free(redo);
+        free(direct);
         return store_err(OBJSTORE_ENOMEM, "out of memory");
-    size_t nredo = 0;
-    bool use_direct = direct >= STORE_DIRECT_MIN && !s->ro;
-    for (size_t i = 0; i < n; i++) {
-        if (!use_direct || r[i].off + r[i].len <= floor)
-            redo[nredo++] = r[i];
-        else if (r[i].off < floor)
-            redo[nredo++] = (heap_range){r[i].off, floor - r[i].off};
     }
-    if (use_direct) {
-        heap_range *d = malloc((n - first_direct + 1) * sizeof *d);
-        size_t nd = 0;
-        for (size_t i = first_direct; d && i < n; i++) {
-            uint64_t off = r[i].off > floor ? r[i].off : floor;
-            d[nd++] = (heap_range){off, r[i].off + r[i].len - off};
+    size_t nredo = 0, ndirect = 0;
+    uint64_t direct_bytes = 0, fresh_bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t a = r[i].off, b = r[i].off + r[i].len;
+        uint64_t fa = a > fresh ? a : fresh;              /* [fa, b): fresh */
+        if (b > fa)
+            fresh_bytes += b - fa;
+        uint64_t db = b < fresh ? b : fresh;              /* [da, db): direct */
+        uint64_t da = a > floor ? a : floor;
+        if (db > da) {
+            direct[ndirect++] = (heap_range){da, db - da};
+            direct_bytes += db - da;
         }
+        uint64_t rb = b < floor ? b : floor;              /* [a, rb): redo */
+        if (rb > a)
+            redo[nredo++] = (heap_range){a, rb - a};
+    }
+    bool use_direct = direct_bytes >= STORE_DIRECT_MIN;
+    if (!use_direct && ndirect) {
+        /* Too little to pay a sync for: it all goes through the redo log. */
+        nredo = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint64_t a = r[i].off, b = r[i].off + r[i].len < fresh ? r[i].off + r[i].len : fresh;
+            if (b > a)
+                redo[nredo++] = (heap_range){a, b - a};
+        }
+        ndirect = 0;
+    }
+    heap_status hs = HEAP_OK;
+    if (ndirect) {
         store_hook("direct-pwrite");
-        heap_status hs = d ? write_spans(s, d, nd) : HEAP_ENOMEM;
-        free(d);
-        if (hs) {
-            free(redo);
-            return store_heap_err(s, hs);
-        }
+        hs = write_spans(s, direct, ndirect);
+    }
+    free(direct);
+    if (!hs && (ndirect || fresh_bytes || heap_size_unsynced(s->heap))) {
+        /* Direct bytes, fresh bytes and a grown length must be durable
+         * before LMDB's commit refers to them. */
         store_hook("direct-fdatasync");
         hs = heap_sync(s->heap);
-        if (hs) {
-            free(redo);
-            return store_heap_err(s, hs);
-        }
     }
-
-    if (heap_size_unsynced(s->heap)) {
-        /* The heap grew: its length must be durable before LMDB records it. */
-        heap_status hs = heap_sync(s->heap);
-        if (hs) {
-            free(redo);
-            return store_heap_err(s, hs);
-        }
+    if (hs) {
+        free(redo);
+        return store_heap_err(s, hs);
     }
 
     uint64_t epoch = s->epoch + 1, redo_bytes = 0, high = 0;
@@ -506,7 +515,7 @@ static int commit_write(objstore_txn *t)
         s->redo_high = high;
     s->st_commits++;
     s->st_redo_bytes += redo_bytes;
-    s->st_direct_bytes += use_direct ? direct : 0;
+    s->st_direct_bytes += (use_direct ? direct_bytes : 0) + fresh_bytes;
     s->redo_since_ckpt += redo_bytes;
     kvmap_clear(&s->roots_pending);
     kvmap_clear(&s->user_pending);
@@ -515,7 +524,7 @@ static int commit_write(objstore_txn *t)
     s->ntypes_committed = s->ntypes;
     s->pinlog.n = 0;
 
-    heap_status hs = write_spans(s, redo, nredo);
+    hs = write_spans(s, redo, nredo);
     free(redo);
     if (hs) {
         store_heap_err(s, hs);
