@@ -376,16 +376,17 @@ static int lmdb_commit(objstore *s, uint64_t epoch, const heap_range *redo, size
 
 /* ---- commit ---- */
 
-/* pwrites ranges, merging those less than SPAN_GAP apart: the clean lines
- * between them hold the file's bytes already (heap rule D1). */
-#define SPAN_GAP (UINT64_C(16) << 10)   /* a system call costs more than this copy */
+/* pwrites ranges, merging those that share a page: the clean lines between
+ * them hold the file's bytes already (heap rule D1), and the page is dirty in
+ * the page cache anyway.  Merging across clean pages would make the kernel
+ * write those pages back too. */
 
 static heap_status write_spans(objstore *s, const heap_range *r, size_t n)
 {
     for (size_t i = 0; i < n;) {
         uint64_t start = r[i].off, end = r[i].off + r[i].len;
         size_t j = i + 1;
-        while (j < n && r[j].off - end <= SPAN_GAP) {
+        while (j < n && (r[j].off >> HEAP_PAGE_SHIFT) <= ((end - 1) >> HEAP_PAGE_SHIFT)) {
             end = r[j].off + r[j].len;
             j++;
         }
