@@ -1,8 +1,9 @@
 /*
- * u64map.h -- an open-addressing hash map from non-zero 64-bit keys (oids) to
- * 64-bit values, used for the zero-count table, cycle candidates, pins and
- * verify's counts.  Key 0 marks an empty slot; deletion uses backward-shift,
- * so there are no tombstones and lookups stay short.
+ * u64map.h -- an open-addressing hash map from non-zero 64-bit keys (heap
+ * offsets) to 64-bit values: the layers above keep their sets of objects in
+ * it (zero-count table, cycle candidates, pins, the collector's work state).
+ * Key 0 marks an empty slot; deletion uses backward-shift, so there are no
+ * tombstones and lookups stay short.
  */
 #ifndef OBJSTORE_U64MAP_H
 #define OBJSTORE_U64MAP_H
