@@ -112,7 +112,7 @@ int store_drain_zct(objstore *s, uint64_t budget)
     uint64_t oid;
     int rc = OBJSTORE_OK;
     for (size_t i = 0; !rc && i < s->ncreated; i++)
-        if (store_refcount(s, s->created[i]) == 0)
+        if (heap_is_live(s->heap, s->created[i]) && store_refcount(s, s->created[i]) == 0)
             rc = push(&w, s->created[i]);
     for (size_t i = 0; !rc && u64map_next(&s->zct.added, &i, &oid, NULL);)
         rc = push(&w, oid);
@@ -332,6 +332,19 @@ int objstore_getrefcount(objstore_txn *t, objstore_oid oid, uint64_t *count)
 
 /* ---- pins ---- */
 
+int store_take_unpinned(objstore *s)
+{
+    int rc = OBJSTORE_OK;
+    uint64_t oid;
+    pthread_mutex_lock(&s->pin_lock);
+    for (size_t i = 0; !rc && u64map_next(&s->unpinned, &i, &oid, NULL);)
+        if (heap_is_live(s->heap, oid) && !u64map_find(&s->pins, oid) &&
+            store_refcount(s, oid) > 0)
+            rc = oidset_add(&s->cand, oid);
+    pthread_mutex_unlock(&s->pin_lock);
+    return rc;
+}
+
 static int log_pin(objstore *s, uint64_t oid, int8_t delta)
 {
     struct pinlog *l = &s->pinlog;
@@ -392,8 +405,15 @@ int objstore_unpin(objstore_txn *t, objstore_oid oid)
         pthread_mutex_unlock(&s->pin_lock);
         return rc;
     }
-    if (--*v == 0)
+    if (--*v == 0) {
         u64map_del(&s->pins, oid);
+        /* Letting go of a pin is letting go of a reference: the object may
+         * now be garbage in a cycle.  The next commit makes it a candidate. */
+        if (!u64map_upsert(&s->unpinned, oid, NULL)) {
+            pthread_mutex_unlock(&s->pin_lock);
+            return store_err(OBJSTORE_ENOMEM, "out of memory");
+        }
+    }
     pthread_mutex_unlock(&s->pin_lock);
     return OBJSTORE_OK;
 }

@@ -104,6 +104,11 @@ typedef struct objstore_options {
     uint64_t free_budget;       /* objects a commit may free (0 = 1,000,000);
                                    the rest is freed by later commits */
     uint64_t checkpoint_bytes;  /* redo bytes between checkpoints (0 = 64 MiB) */
+    uint64_t gc_threshold;      /* cycle candidates that make a commit run the
+                                   cycle collector first (0 = 100,000;
+                                   UINT64_MAX = only objstore_collect) */
+    uint64_t gc_budget;         /* objects one collection may scan
+                                   (0 = 1,000,000) */
 } objstore_options;
 
 /* Creates a store in directory dir, which must not exist or be empty.  The
@@ -194,6 +199,26 @@ int objstore_getrefcount(objstore_txn *t, objstore_oid oid, uint64_t *count);
 int objstore_pin(objstore_txn *t, objstore_oid oid);
 int objstore_unpin(objstore_txn *t, objstore_oid oid);
 
+/* ---- cycles ----
+ * Objects that point at each other keep their counts above 0 after nothing
+ * else points at them.  The cycle collector finds them by trial deletion
+ * (as CPython's gc) from the cycle candidates — objects whose count went
+ * down but stayed above 0 — and frees them.  It runs inside a commit when
+ * the candidates reach gc_threshold, or when asked. */
+
+typedef struct objstore_collect_stats {
+    uint64_t candidates;   /* candidates looked at */
+    uint64_t scanned;      /* objects scanned */
+    uint64_t freed;        /* objects of garbage cycles freed (what only they
+                              held is freed by the same commit, and counted in
+                              objstore_stats.objects_freed) */
+    int incomplete;        /* the scan budget cut it short: run it again */
+} objstore_collect_stats;
+
+/* Runs the cycle collector in a transaction of its own and commits it.
+ * st may be NULL.  No write transaction may be open in this thread. */
+int objstore_collect(objstore *s, objstore_collect_stats *st);
+
 /* ---- roots: names (1..511 bytes, no NUL) -> objects, counted ---- */
 
 int objstore_root_set(objstore_txn *t, const char *name, objstore_oid oid);
@@ -248,6 +273,8 @@ typedef struct objstore_stats {
     uint64_t epoch;             /* commits in the store's life */
     uint64_t zct_entries;       /* objects waiting at count 0 (pinned, budget) */
     uint64_t cycle_candidates;
+    uint64_t collections;       /* cycle collections run since open */
+    uint64_t cycles_freed;      /* objects they freed */
     uint64_t roots;
     uint64_t types;
 } objstore_stats;

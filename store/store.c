@@ -356,6 +356,7 @@ static void store_free(objstore *s)
     oidset_free(&s->zct);
     oidset_free(&s->cand);
     u64map_free(&s->pins);
+    u64map_free(&s->unpinned);
     free(s->created);
     u64map_free(&s->zeroed);
     free(s->pinlog.oid);
@@ -416,6 +417,10 @@ int objstore_open(const char *dir, const objstore_options *opts, objstore **out)
         s->opts.free_budget = 1000000;
     if (!s->opts.checkpoint_bytes)
         s->opts.checkpoint_bytes = UINT64_C(64) << 20;
+    if (!s->opts.gc_threshold)
+        s->opts.gc_threshold = 100000;
+    if (!s->opts.gc_budget)
+        s->opts.gc_budget = 1000000;
     s->ro = s->opts.flags & OBJSTORE_RDONLY;
     /* Writers first: a stream of readers must not starve a writer. */
     pthread_rwlockattr_t ra;
@@ -575,6 +580,8 @@ int objstore_get_stats(objstore *s, objstore_stats *st)
     st->epoch = s->epoch;
     st->zct_entries = oidset_count(&s->zct);
     st->cycle_candidates = oidset_count(&s->cand);
+    st->collections = s->st_collections;
+    st->cycles_freed = s->st_cycles_freed;
     st->types = s->ntypes_committed;
     MDB_txn *txn;
     if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) == 0) {

@@ -96,6 +96,7 @@ struct objstore {
     oidset zct;                /* persisted count 0, not yet freed */
     oidset cand;               /* cycle candidates */
     u64map pins;               /* oid -> pin count (RAM only) */
+    u64map unpinned;           /* last pin gone: candidates at the next commit */
     struct pinlog pinlog;      /* this write transaction's pins, for abort */
 
     /* this write transaction */
@@ -108,7 +109,7 @@ struct objstore {
 
     /* statistics since open */
     uint64_t st_commits, st_aborts, st_redo_bytes, st_direct_bytes, st_checkpoints,
-        st_freed;
+        st_freed, st_collections, st_cycles_freed;
 
     struct objstore *next_open;
 };
@@ -156,7 +157,12 @@ int store_write_begin(objstore *s, objstore_txn **out);
 /* The transaction's LMDB read snapshot, begun on first use. */
 MDB_txn *store_rtxn(objstore_txn *t, int *rc);
 
+/* collect.c: the cycle collector inside the current write transaction */
+int store_collect(objstore *s, bool automatic, objstore_collect_stats *st);
+
 /* object.c */
+/* Objects whose last pin went become cycle candidates (in this transaction). */
+int store_take_unpinned(objstore *s);
 uint64_t store_refcount(objstore *s, uint64_t oid);
 int store_incref(objstore *s, uint64_t oid);
 int store_decref(objstore *s, uint64_t oid);

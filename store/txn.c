@@ -401,8 +401,15 @@ static heap_status write_spans(objstore *s, const heap_range *r, size_t n)
 static int commit_write(objstore_txn *t)
 {
     objstore *s = t->s;
-    int rc = store_drain_zct(s, s->opts.free_budget);
+    int rc = store_take_unpinned(s);
     if (rc)
+        return rc;
+    if (oidset_count(&s->cand) >= s->opts.gc_threshold) {
+        objstore_collect_stats cs;
+        if ((rc = store_collect(s, true, &cs)))
+            return rc;
+    }
+    if ((rc = store_drain_zct(s, s->opts.free_budget)))
         return rc;
 #ifdef OBJSTORE_CHECK_WRITES
     heap_status cs = heap_check_unmarked(s->heap);
@@ -522,6 +529,9 @@ static int commit_write(objstore_txn *t)
     kvmap_clear(&s->user_pending);
     oidset_fold(&s->zct);
     oidset_fold(&s->cand);
+    pthread_mutex_lock(&s->pin_lock);
+    u64map_clear(&s->unpinned);
+    pthread_mutex_unlock(&s->pin_lock);
     s->ntypes_committed = s->ntypes;
     s->pinlog.n = 0;
 
