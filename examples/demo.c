@@ -1,6 +1,7 @@
 /*
  * demo.c -- objstore at work: create a store, build a small graph with a
- * cycle, commit, close, reopen, and show what survived.
+ * cycle, commit, close, reopen, show what survived, and let the cycle
+ * collector reclaim the cycle.
  *
  *   build/release/examples/objstore-demo [STORE-DIR]
  *
@@ -133,6 +134,15 @@ int main(int argc, char **argv)
            (unsigned long long)r.roots, (unsigned long long)r.reachable,
            (unsigned long long)r.unreachable, (unsigned long long)r.total_problems);
 
+    objstore_collect_stats cs;
+    CHECK(objstore_collect(s, &cs));
+    CHECK(objstore_verify(s, &r));
+    printf("collect: %llu candidates, %llu objects scanned, %llu freed; verify now: "
+           "%llu objects, %llu unreachable, %llu problems\n",
+           (unsigned long long)cs.candidates, (unsigned long long)cs.scanned,
+           (unsigned long long)cs.freed, (unsigned long long)r.objects,
+           (unsigned long long)r.unreachable, (unsigned long long)r.total_problems);
+
     objstore_stats st;
     CHECK(objstore_get_stats(s, &st));
     printf("stats: heap file %llu bytes in %llu arenas (%llu free), %llu live objects "
@@ -140,9 +150,11 @@ int main(int argc, char **argv)
            (unsigned long long)st.heap_file_bytes, (unsigned long long)st.heap_arenas,
            (unsigned long long)st.heap_arenas_free, (unsigned long long)st.live_objects,
            (unsigned long long)st.live_bytes, st.fragmentation);
-    printf("       store epoch %llu, %llu types, %llu roots, %llu cycle candidates\n",
+    printf("       store epoch %llu, %llu types, %llu roots, %llu cycle candidates, "
+           "%llu commits and %llu checkpoints since open\n",
            (unsigned long long)st.epoch, (unsigned long long)st.types,
-           (unsigned long long)st.roots, (unsigned long long)st.cycle_candidates);
+           (unsigned long long)st.roots, (unsigned long long)st.cycle_candidates,
+           (unsigned long long)st.commits, (unsigned long long)st.checkpoints);
     printf("size classes in use:\n");
     for (int i = 0; i < 32; i++)
         if (st.size_class[i].pools)

@@ -50,7 +50,8 @@ int objstore_verify(objstore *s, objstore_verify_report *r);
  * "direct-fdatasync").  NULL removes it.  Process-wide. */
 void objstore_set_crash_hook(void (*fn)(const char *step));
 
-/* The store's epoch: the number of commits in its life. */
+/* The store's epoch: the number of commits in its life (including the one an
+ * open makes when it frees what a crash left at count 0). */
 uint64_t objstore_epoch(objstore *s);
 
 /* Runs a checkpoint now: fdatasync the heap, then drop the redo records that
