@@ -15,14 +15,17 @@
  *      disk, so that fsync costs what it costs there).
  *   B4 a result is one line, `RESULT key=value ...`, the format bench/run.sh
  *      reads: `impl=` names the implementation, keys ending in `_per_s` are
- *      throughputs (higher is better), keys ending in a unit (`_s`, `_ms`,
- *      `_us`, `_ns`, `_bytes`, `_pct`) are other measures, and every other
- *      key (workload=, order=, ...) describes the configuration compared.
+ *      rates (higher is better), keys ending in `_s`, `_ms`, `_us`, `_ns`,
+ *      `_bytes` or `_per_node` are times and sizes (lower is better), keys
+ *      ending in `_pct` are shown but not compared, and every other key
+ *      (workload=, order=, payload=, nodes=, ...) describes the
+ *      configuration: only lines with the same configuration are compared.
  */
 #ifndef OBJSTORE_BENCH_UTIL_H
 #define OBJSTORE_BENCH_UTIL_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -190,6 +193,20 @@ static inline const char *bench_fs_name(const char *path)
         snprintf(other, sizeof other, "0x%lx", (unsigned long)sf.f_type);
         return other;
     }
+}
+
+/* Lets the disk settle before an fsync-bound measurement: writes out what
+ * the file system under dir still holds dirty (syncfs) and waits a second,
+ * so that the write-back and discards of the stores a workload just built
+ * and deleted do not land on the next workload's fsyncs. */
+static inline void bench_settle(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        syncfs(fd);
+        close(fd);
+    }
+    sleep(1);
 }
 
 /* ---- reporting ---- */
