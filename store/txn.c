@@ -246,7 +246,10 @@ static int put_redo(objstore *s, MDB_txn *w, uint64_t epoch, const heap_range *r
         uint8_t key[12];
         redo_key(key, epoch, seq);
         MDB_val k = {sizeof key, key}, v = {size, NULL};
-        int rc = mdb_put(w, s->db_redo, &k, &v, MDB_RESERVE);
+        /* Keys only grow: appending fills leaf pages instead of splitting them. */
+        int rc = mdb_put(w, s->db_redo, &k, &v, MDB_RESERVE | MDB_APPEND);
+        if (rc == MDB_KEYEXIST)
+            rc = mdb_put(w, s->db_redo, &k, &v, MDB_RESERVE);
         if (rc)
             return rc;
         uint8_t *rec = v.mv_data;
