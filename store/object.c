@@ -111,9 +111,12 @@ int store_drain_zct(objstore *s, uint64_t budget)
     struct worklist w = {0};
     uint64_t oid;
     int rc = OBJSTORE_OK;
-    for (size_t i = 0; !rc && i < s->ncreated; i++)
+    for (size_t i = 0; !rc && i < s->ncreated; i++) {
+        if (i + 8 < s->ncreated)
+            __builtin_prefetch(heap_ptr(s->heap, s->created[i + 8]));
         if (heap_is_live(s->heap, s->created[i]) && store_refcount(s, s->created[i]) == 0)
             rc = push(&w, s->created[i]);
+    }
     for (size_t i = 0; !rc && u64map_next(&s->zct.added, &i, &oid, NULL);)
         rc = push(&w, oid);
     for (size_t i = 0; !rc && u64map_next(&s->zct.committed, &i, &oid, NULL);)
@@ -139,6 +142,9 @@ int store_drain_zct(objstore *s, uint64_t budget)
         uint32_t nrefs = heap_obj_at(s->heap, oid)->nrefs;
         const uint64_t *slot = heap_obj_slots(s->heap, oid);
         for (uint32_t i = 0; i < nrefs && !rc; i++) {
+            /* The children's headers are cache misses: ask for them early. */
+            if (i + 8 < nrefs && slot[i + 8] < heap_size(s->heap))
+                __builtin_prefetch(heap_ptr(s->heap, slot[i + 8]));
             uint64_t child = slot[i];
             if (!child)
                 continue;
