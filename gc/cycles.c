@@ -23,25 +23,6 @@
 #define F_BLACK   UINT64_C(2)
 #define F_BITS    2
 
-struct stack {
-    uint64_t *v;
-    size_t n, cap;
-};
-
-static int push(struct stack *s, uint64_t x)
-{
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 1024;
-        uint64_t *p = realloc(s->v, cap * sizeof *p);
-        if (!p)
-            return -1;
-        s->v = p;
-        s->cap = cap;
-    }
-    s->v[s->n++] = x;
-    return 0;
-}
-
 static inline int64_t trial(uint64_t v) { return (int64_t)v >> F_BITS; }
 
 static inline uint64_t with_trial(uint64_t v, int64_t t)
@@ -62,7 +43,7 @@ static uint64_t *reach(const gc_env *env, u64map *m, uint64_t oid, int *added)
     return v;
 }
 
-static heap_status mark(const gc_env *env, u64map *m, struct stack *s, uint64_t budget,
+static heap_status mark(const gc_env *env, u64map *m, struct u64vec *s, uint64_t budget,
                         gc_result *r)
 {
     heap_t *h = env->heap;
@@ -87,7 +68,7 @@ static heap_status mark(const gc_env *env, u64map *m, struct stack *s, uint64_t 
                 return HEAP_ECORRUPT;   /* the heap's message names the slot's target */
             int added;
             uint64_t *w = reach(env, m, y, &added);
-            if (!w || (added && push(s, y)))
+            if (!w || (added && !u64vec_push(s, y)))
                 return HEAP_ENOMEM;
             *w = with_trial(*w, trial(*w) - 1);
         }
@@ -95,14 +76,14 @@ static heap_status mark(const gc_env *env, u64map *m, struct stack *s, uint64_t 
     return HEAP_OK;
 }
 
-static heap_status blacken(const gc_env *env, u64map *m, struct stack *s)
+static heap_status blacken(const gc_env *env, u64map *m, struct u64vec *s)
 {
     heap_t *h = env->heap;
     uint64_t oid, val;
     for (size_t i = 0; u64map_next(m, &i, &oid, &val);) {
         if (!(val & F_SCANNED) || trial(val) > 0 || env->held(env->ctx, oid)) {
             *u64map_find(m, oid) |= F_BLACK;
-            if (push(s, oid))
+            if (!u64vec_push(s, oid))
                 return HEAP_ENOMEM;
         }
     }
@@ -114,7 +95,7 @@ static heap_status blacken(const gc_env *env, u64map *m, struct stack *s)
             uint64_t *w = slot[i] ? u64map_find(m, slot[i]) : NULL;
             if (w && !(*w & F_BLACK)) {
                 *w |= F_BLACK;
-                if (push(s, slot[i]))
+                if (!u64vec_push(s, slot[i]))
                     return HEAP_ENOMEM;
             }
         }
@@ -127,13 +108,13 @@ heap_status gc_find_cycles(const gc_env *env, const uint64_t *cand, size_t n,
 {
     *r = (gc_result){0};
     u64map m = {0};
-    struct stack s = {0};
+    struct u64vec s = {0};
     heap_status st = HEAP_OK;
     for (size_t i = 0; i < n && !st; i++) {
         if (heap_check_ref(env->heap, cand[i]) != HEAP_OK || !cand[i])
             continue;   /* freed since, or never an object: nothing to scan */
         int added;
-        if (!reach(env, &m, cand[i], &added) || (added && push(&s, cand[i])))
+        if (!reach(env, &m, cand[i], &added) || (added && !u64vec_push(&s, cand[i])))
             st = HEAP_ENOMEM;
     }
     if (!st)
@@ -145,7 +126,7 @@ heap_status gc_find_cycles(const gc_env *env, const uint64_t *cand, size_t n,
         uint64_t oid, val;
         for (size_t i = 0; u64map_next(&m, &i, &oid, &val);)
             if (!(val & F_BLACK)) {
-                if (push(&s, oid)) {
+                if (!u64vec_push(&s, oid)) {
                     st = HEAP_ENOMEM;
                     break;
                 }

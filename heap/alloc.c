@@ -70,20 +70,6 @@ uint64_t bitset_next(bitset *b, uint64_t from)
     return (wi << 6) + (uint64_t)__builtin_ctzll(w);
 }
 
-bool u64vec_push(struct u64vec *v, uint64_t x)
-{
-    if (v->n == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 256;
-        uint64_t *p = realloc(v->v, cap * sizeof *p);
-        if (!p)
-            return false;
-        v->v = p;
-        v->cap = cap;
-    }
-    v->v[v->n++] = x;
-    return true;
-}
-
 /* ---- in-RAM arrays ---- */
 
 heap_status heap_ram_resize(heap_t *h, uint64_t narenas)

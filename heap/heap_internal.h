@@ -26,6 +26,7 @@
 
 #include "heap.h"
 #include "heap_format.h"
+#include "u64map.h"
 
 enum arena_state {
     ARENA_NORMAL = 0,
@@ -45,10 +46,6 @@ typedef struct bitset {
     uint64_t lo;          /* no set bit in words below lo */
 } bitset;
 
-struct u64vec {
-    uint64_t *v;
-    size_t n, cap;
-};
 
 struct heap {
     int fd;
@@ -138,6 +135,5 @@ static inline bool bitset_test(const bitset *b, uint64_t i)
 /* First set bit at or after from, or UINT64_MAX. */
 uint64_t bitset_next(bitset *b, uint64_t from);
 
-bool u64vec_push(struct u64vec *v, uint64_t x);
 
 #endif

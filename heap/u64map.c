@@ -123,3 +123,17 @@ bool u64map_next(const u64map *m, size_t *i, uint64_t *key, uint64_t *val)
         }
     return false;
 }
+
+bool u64vec_push(struct u64vec *v, uint64_t x)
+{
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 256;
+        uint64_t *p = realloc(v->v, cap * sizeof *p);
+        if (!p)
+            return false;
+        v->v = p;
+        v->cap = cap;
+    }
+    v->v[v->n++] = x;
+    return true;
+}

@@ -79,23 +79,10 @@ static bool pinned(objstore *s, uint64_t oid)
     return p;
 }
 
-struct worklist {
-    uint64_t *v;
-    size_t n, cap;
-};
-
-static int push(struct worklist *w, uint64_t x)
+static int push(struct u64vec *w, uint64_t x)
 {
-    if (w->n == w->cap) {
-        size_t cap = w->cap ? w->cap * 2 : 1024;
-        uint64_t *p = realloc(w->v, cap * sizeof *p);
-        if (!p)
-            return store_err(OBJSTORE_ENOMEM, "out of memory freeing objects");
-        w->v = p;
-        w->cap = cap;
-    }
-    w->v[w->n++] = x;
-    return OBJSTORE_OK;
+    return u64vec_push(w, x) ? OBJSTORE_OK
+                             : store_err(OBJSTORE_ENOMEM, "out of memory freeing objects");
 }
 
 /* Keeps oid in the zero-count table, its count of 0 written (R5). */
@@ -108,7 +95,7 @@ static int keep_in_zct(objstore *s, uint64_t oid)
 
 int store_drain_zct(objstore *s, uint64_t budget)
 {
-    struct worklist w = {0};
+    struct u64vec w = {0};
     uint64_t oid;
     int rc = OBJSTORE_OK;
     for (size_t i = 0; !rc && i < s->ncreated; i++) {

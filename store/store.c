@@ -529,18 +529,24 @@ int objstore_close(objstore *s)
 
 uint64_t objstore_epoch(objstore *s) { return s->epoch; }
 
-int objstore_shrink(objstore *s)
+int store_exclusive(objstore *s, int (*fn)(objstore *), const char *what)
 {
     if (s->ro)
-        return store_err(OBJSTORE_EREADONLY, "%s: store opened read-only", s->dir);
+        return store_err(OBJSTORE_EREADONLY, "%s: %s: store opened read-only", s->dir, what);
     if (s->failed)
-        return store_err(OBJSTORE_EFAILED, "%s: the store handle failed earlier", s->dir);
+        return store_err(OBJSTORE_EFAILED, "%s: %s: the store handle failed earlier",
+                         s->dir, what);
     if (store_is_writer(s))
-        return store_err(OBJSTORE_ETXN, "%s: shrink inside a write transaction", s->dir);
+        return store_err(OBJSTORE_ETXN, "%s: %s inside a write transaction", s->dir, what);
     pthread_rwlock_wrlock(&s->rw);
-    int rc = store_shrink(s);
+    int rc = fn(s);
     pthread_rwlock_unlock(&s->rw);
     return rc;
+}
+
+int objstore_shrink(objstore *s)
+{
+    return store_exclusive(s, store_shrink, "shrink");
 }
 
 bool store_read_lock(objstore *s)

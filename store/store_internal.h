@@ -133,6 +133,10 @@ int store_err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3
 int store_heap_err(objstore *s, heap_status st);
 int store_lmdb_err(int rc, const char *what);
 void store_hook(const char *step);
+/* Runs fn with the store to itself (no transaction open): checkpoint,
+ * shrink.  Refused in a read-only or failed store, or inside this thread's
+ * write transaction. */
+int store_exclusive(objstore *s, int (*fn)(objstore *), const char *what);
 /* Takes the read side unless this thread holds the write transaction;
  * returns whether it took it. */
 bool store_read_lock(objstore *s);

@@ -618,16 +618,7 @@ int store_checkpoint_all(objstore *s)
 
 int objstore_checkpoint(objstore *s)
 {
-    if (s->ro)
-        return store_err(OBJSTORE_EREADONLY, "%s: store opened read-only", s->dir);
-    if (s->failed)
-        return store_err(OBJSTORE_EFAILED, "%s: the store handle failed earlier", s->dir);
-    if (store_is_writer(s))
-        return store_err(OBJSTORE_ETXN, "%s: checkpoint inside a write transaction", s->dir);
-    pthread_rwlock_wrlock(&s->rw);
-    int rc = store_checkpoint_all(s);
-    pthread_rwlock_unlock(&s->rw);
-    return rc;
+    return store_exclusive(s, store_checkpoint_all, "checkpoint");
 }
 
 /* ---- replay (open) ---- */
