@@ -109,6 +109,9 @@ typedef struct objstore_options {
                                    UINT64_MAX = only objstore_collect) */
     uint64_t gc_budget;         /* objects one collection may scan
                                    (0 = 1,000,000) */
+    uint64_t max_heap_size;     /* the heap may grow to this many bytes: the
+                                   virtual range reserved at open, so that
+                                   the mapping never moves (0 = 256 GiB) */
 } objstore_options;
 
 /* Creates a store in directory dir, which must not exist or be empty.  The

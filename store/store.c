@@ -375,7 +375,8 @@ static int open_heap(objstore *s)
     if (!path)
         return store_err(OBJSTORE_ENOMEM, "out of memory");
     heap_open_opts ho = {.flags = HEAP_OPEN_NOLOCK | HEAP_OPEN_NOREBUILD |
-                                  (s->ro ? HEAP_OPEN_RDONLY : 0)};
+                                  (s->ro ? HEAP_OPEN_RDONLY : 0),
+                         .reserve_bytes = s->opts.max_heap_size};
     char msg[HEAP_MSG_MAX];
     heap_status hs = heap_open(path, &ho, &s->heap, msg);
     int rc = OBJSTORE_OK;

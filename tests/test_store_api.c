@@ -1716,6 +1716,41 @@ END_TEST
 
 /* ------------------------------------------------------------------ */
 
+/* The heap grows up to max_heap_size and no further: past it an allocation
+ * is an error, the transaction can be aborted, and the store goes on. */
+START_TEST(test_a_heap_at_its_size_limit_refuses_allocation_cleanly)
+{
+    objstore_options o = {.max_heap_size = 8 * MiB};
+    objstore *s = new_store(&o);
+    objstore_txn *t = wbegin(s);
+    objstore_oid holder = new_obj(t, 0, 1000, 0);
+    root_set(t, "h", holder);
+    commit(t);
+
+    t = wbegin(s);
+    int rc = OBJSTORE_OK;
+    uint32_t made = 0;
+    for (; made < 1000 && rc == OBJSTORE_OK; made++) {
+        objstore_oid o;
+        rc = objstore_new(t, 0, 0, 64 * KiB, &o);
+        if (rc == OBJSTORE_OK)
+            set_ref(t, holder, made, o);
+    }
+    MUST(rc == OBJSTORE_ENOMEM, "allocation past max_heap_size gave %d (%s)", rc,
+         objstore_errmsg());
+    MUST(objstore_errmsg()[0], "no message");
+    ck_assert_uint_lt(made, 1000);
+    objstore_abort(t);
+
+    t = wbegin(s);                       /* the store goes on */
+    objstore_oid small = new_obj(t, 0, 0, 100);
+    set_ref(t, holder, 0, small);
+    commit(t);
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
 static Suite *store_api_suite(void)
 {
     Suite *s = suite_create("store_api");
@@ -1771,6 +1806,7 @@ static Suite *store_api_suite(void)
     tcase_add_test(tc, test_everything_persists_across_close_and_reopen);
     tcase_add_test(tc, test_abort_restores_objects_counts_roots_types_metadata_and_pins);
     tcase_add_test(tc, test_objects_created_after_an_abort_reuse_the_space_cleanly);
+    tcase_add_test(tc, test_a_heap_at_its_size_limit_refuses_allocation_cleanly);
 
     tc = ts_tcase(s, "threads", slow);
     tcase_add_test(tc, test_a_reader_in_another_thread_never_sees_an_open_write_transaction);
@@ -1780,6 +1816,8 @@ static Suite *store_api_suite(void)
     tcase_add_test(tc, test_a_stream_of_readers_does_not_starve_the_writer);
     return s;
 }
+
+
 
 int main(void)
 {
