@@ -310,7 +310,14 @@ heap_status heap_validate_upto(heap_t *h, uint64_t k)
     heap_status st = heap_ram_resize(h, h->narenas);
     uint64_t v = atomic_load_explicit(&h->valid_upto, memory_order_relaxed);
     while (!st && v <= k && v < h->narenas) {
-        st = validate_arena(h, v);
+        if ((st = validate_arena(h, v))) {
+            /* Pools of the rejected arena that the check had already listed
+             * as having room must not serve allocations. */
+            for (unsigned c = 0; c < HEAP_NCLASSES; c++)
+                for (unsigned i = 1; i <= HEAP_DATA_POOLS; i++)
+                    bitset_clear(&h->usable[c], v * HEAP_POOLS_PER_ARENA + i);
+            break;
+        }
         v = atomic_load_explicit(&h->valid_upto, memory_order_relaxed);
     }
     return st;

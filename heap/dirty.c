@@ -155,10 +155,15 @@ heap_status heap_write_range(heap_t *h, uint64_t off, uint64_t len)
     return len ? heap_pwrite_span(h, off, len) : HEAP_OK;
 }
 
-void heap_mark_clean(heap_t *h)
+heap_status heap_mark_clean(heap_t *h)
 {
     forget_dirty(h, true);
-    heap_unshare(h);
+    return heap_unshare(h);
+}
+
+bool heap_failed(const heap_t *h)
+{
+    return h->failed;
 }
 
 heap_status heap_writeback(heap_t *h)

@@ -246,8 +246,14 @@ heap_status heap_writeback(heap_t *h);
 heap_status heap_write_range(heap_t *h, uint64_t off, uint64_t len);
 
 /* Forgets the dirty set after its ranges were written with heap_write_range;
- * the pages stay private until heap_drop_clean(). */
-void heap_mark_clean(heap_t *h);
+ * the pages stay private until heap_drop_clean().  Fails (and fails the
+ * handle) when the fresh tail cannot be mapped private again. */
+heap_status heap_mark_clean(heap_t *h);
+
+/* True once the handle failed (out of RAM tracking a change, a mapping that
+ * could not be restored): its RAM no longer matches what a commit would
+ * write, and only a reopen clears it. */
+bool heap_failed(const heap_t *h);
 
 /* Abort: drops every dirty page so the file's committed bytes come back,
  * restores the heap length from the header and rebuilds the allocator. */

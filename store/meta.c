@@ -191,7 +191,7 @@ int store_types_load(objstore *s, MDB_txn *txn)
     return err;
 }
 
-static int load_set(objstore *s, MDB_txn *txn, MDB_dbi db, u64map *m, const char *what)
+static int load_set(objstore *s, MDB_txn *txn, MDB_dbi db, oidset *o, const char *what)
 {
     MDB_cursor *c;
     int rc = mdb_cursor_open(txn, db, &c);
@@ -203,10 +203,17 @@ static int load_set(objstore *s, MDB_txn *txn, MDB_dbi db, u64map *m, const char
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         uint64_t oid = k.mv_size == 8 ? store_get_be64(k.mv_data) : 0;
         if (!oid || !heap_is_live(s->heap, oid)) {
-            /* A stale entry names no object: nothing to free or scan. */
+            /* A stale entry names no object: nothing to free or scan.  It is
+             * listed as committed and removed, so the first commit deletes
+             * it from LMDB (a malformed key cannot be named: it stays). */
+            if (oid && (!u64map_upsert(&o->committed, oid, NULL) ||
+                        !u64map_upsert(&o->removed, oid, NULL))) {
+                err = store_err(OBJSTORE_ENOMEM, "out of memory");
+                break;
+            }
             continue;
         }
-        if (!u64map_upsert(m, oid, NULL)) {
+        if (!u64map_upsert(&o->committed, oid, NULL)) {
             err = store_err(OBJSTORE_ENOMEM, "out of memory");
             break;
         }
@@ -217,8 +224,8 @@ static int load_set(objstore *s, MDB_txn *txn, MDB_dbi db, u64map *m, const char
 
 int store_sets_load(objstore *s, MDB_txn *txn)
 {
-    int rc = load_set(s, txn, s->db_zct, &s->zct.committed, "meta/: zct");
-    return rc ? rc : load_set(s, txn, s->db_cand, &s->cand.committed, "meta/: candidates");
+    int rc = load_set(s, txn, s->db_zct, &s->zct, "meta/: zct");
+    return rc ? rc : load_set(s, txn, s->db_cand, &s->cand, "meta/: candidates");
 }
 
 /* ---- oidset ---- */

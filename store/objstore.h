@@ -89,8 +89,12 @@ const char *objstore_errmsg(void);
 
 enum objstore_sync {
     OBJSTORE_SYNC_DURABLE = 0,  /* commit survives power loss (default) */
-    OBJSTORE_SYNC_RELAXED = 1,  /* commit survives a crash of the process,
-                                   not of the machine; close makes all durable */
+    OBJSTORE_SYNC_RELAXED = 1,  /* for bulk loads you can redo: a commit
+                                   survives a crash of the process, but after
+                                   a crash of the machine (power, kernel) the
+                                   store may be lost or inconsistent, because
+                                   meta/ is not flushed while the heap file
+                                   may be; close makes everything durable */
 };
 
 enum objstore_open_flags {

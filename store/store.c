@@ -32,7 +32,6 @@
 /* ---- errors ---- */
 
 static _Thread_local char tl_msg[512];
-_Thread_local objstore *store_tl_writer;
 
 const char *objstore_errmsg(void) { return tl_msg; }
 
@@ -361,7 +360,7 @@ static void store_free(objstore *s)
     u64map_free(&s->zeroed);
     free(s->pinlog.oid);
     free(s->pinlog.delta);
-    pthread_rwlock_destroy(&s->rw);
+    store_lock_destroy(&s->lock);
     pthread_mutex_destroy(&s->pin_lock);
     free(s->dir);
     free(s);
@@ -423,12 +422,7 @@ int objstore_open(const char *dir, const objstore_options *opts, objstore **out)
     if (!s->opts.gc_budget)
         s->opts.gc_budget = 1000000;
     s->ro = s->opts.flags & OBJSTORE_RDONLY;
-    /* Writers first: a stream of readers must not starve a writer. */
-    pthread_rwlockattr_t ra;
-    pthread_rwlockattr_init(&ra);
-    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&s->rw, &ra);
-    pthread_rwlockattr_destroy(&ra);
+    store_lock_init(&s->lock);
     pthread_mutex_init(&s->pin_lock, NULL);
 
     int rc;
@@ -514,14 +508,14 @@ int objstore_close(objstore *s)
         return OBJSTORE_OK;
     int rc = OBJSTORE_OK;
     if (!s->ro && !s->failed) {
-        pthread_rwlock_wrlock(&s->rw);
+        store_write_lock(s);
         rc = store_checkpoint_all(s);
         if (!rc && s->opts.sync == OBJSTORE_SYNC_RELAXED) {
             int mrc = mdb_env_sync(s->env, 1);
             if (mrc)
                 rc = store_lmdb_err(mrc, "close: sync meta/");
         }
-        pthread_rwlock_unlock(&s->rw);
+        store_write_unlock(s);
     }
     reg_del(s);
     store_free(s);
@@ -537,11 +531,11 @@ int store_exclusive(objstore *s, int (*fn)(objstore *), const char *what)
     if (s->failed)
         return store_err(OBJSTORE_EFAILED, "%s: %s: the store handle failed earlier",
                          s->dir, what);
-    if (store_is_writer(s))
-        return store_err(OBJSTORE_ETXN, "%s: %s inside a write transaction", s->dir, what);
-    pthread_rwlock_wrlock(&s->rw);
+    if (store_is_writer(s) || store_is_reader(s))
+        return store_err(OBJSTORE_ETXN, "%s: %s inside a transaction", s->dir, what);
+    store_write_lock(s);
     int rc = fn(s);
-    pthread_rwlock_unlock(&s->rw);
+    store_write_unlock(s);
     return rc;
 }
 
@@ -554,7 +548,7 @@ bool store_read_lock(objstore *s)
 {
     if (store_is_writer(s))
         return false;   /* this thread's own write transaction excludes the rest */
-    pthread_rwlock_rdlock(&s->rw);
+    store_read_begin(s);
     return true;
 }
 
@@ -598,6 +592,6 @@ int objstore_get_stats(objstore *s, objstore_stats *st)
         mdb_txn_abort(txn);
     }
     if (locked)
-        pthread_rwlock_unlock(&s->rw);
+        store_read_end(s);
     return OBJSTORE_OK;
 }

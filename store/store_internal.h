@@ -20,6 +20,7 @@
 
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -53,6 +54,15 @@ void oidset_fold(oidset *o);   /* after commit: deltas into committed */
 size_t oidset_count(const oidset *o);
 void oidset_free(oidset *o);
 
+/* lock.c: the reader/writer lock (its rules K1..K3 are there). */
+typedef struct store_lock {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    unsigned readers, writers_waiting;
+    bool writer;
+    _Atomic uintptr_t writer_id;   /* the writing thread, or 0 */
+} store_lock;
+
 struct pinlog {
     uint64_t *oid;
     int8_t *delta;
@@ -83,7 +93,7 @@ struct objstore {
     uint64_t redo_since_ckpt;
     uint64_t commits_since_ckpt;
 
-    pthread_rwlock_t rw;
+    store_lock lock;
     pthread_mutex_t pin_lock;
 
     /* types: id i+1 is type_names[i] */
@@ -120,13 +130,15 @@ struct objstore_txn {
     MDB_txn *rtxn;             /* LMDB read snapshot of the committed state */
 };
 
-/* The store whose write transaction this thread holds, if any: a
- * thread-local, so no other thread reads it. */
-extern _Thread_local objstore *store_tl_writer;
-static inline bool store_is_writer(const objstore *s)
-{
-    return store_tl_writer == s;
-}
+/* lock.c */
+void store_lock_init(store_lock *l);
+void store_lock_destroy(store_lock *l);
+bool store_is_writer(const objstore *s);   /* this thread holds the write lock */
+bool store_is_reader(const objstore *s);   /* this thread holds a read lock */
+void store_read_begin(objstore *s);
+void store_read_end(objstore *s);
+void store_write_lock(objstore *s);
+void store_write_unlock(objstore *s);
 
 /* store.c */
 int store_err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

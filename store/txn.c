@@ -97,6 +97,11 @@ int store_check_txn(objstore_txn *t, bool write)
 {
     if (!t || !t->s)
         return store_err(OBJSTORE_EINVAL, "no transaction");
+    if (heap_failed(t->s->heap) && !t->s->failed) {
+        t->s->failed = true;
+        return store_err(OBJSTORE_EFAILED, "%s: %s; reopen the store", t->s->dir,
+                         heap_errmsg(t->s->heap));
+    }
     if (t->s->failed)
         return store_err(OBJSTORE_EFAILED, "%s: the store handle failed earlier; reopen it",
                          t->s->dir);
@@ -111,8 +116,7 @@ int store_write_begin(objstore *s, objstore_txn **out)
     objstore_txn *t = calloc(1, sizeof *t);
     if (!t)
         return store_err(OBJSTORE_ENOMEM, "out of memory");
-    pthread_rwlock_wrlock(&s->rw);
-    store_tl_writer = s;
+    store_write_lock(s);
     t->s = s;
     t->write = true;
     /* The LMDB read snapshot is taken when first needed (store_rtxn). */
@@ -132,6 +136,9 @@ int objstore_begin(objstore *s, int flags, objstore_txn **txn)
     if (store_is_writer(s))
         return store_err(OBJSTORE_ETXN, "%s: this thread already holds the write "
                          "transaction", s->dir);
+    if (!(flags & OBJSTORE_TXN_RDONLY) && store_is_reader(s))
+        return store_err(OBJSTORE_ETXN, "%s: a write transaction from a thread that "
+                         "holds a read transaction would wait for itself", s->dir);
     if (!(flags & OBJSTORE_TXN_RDONLY)) {
         if (s->ro)
             return store_err(OBJSTORE_EREADONLY, "%s: store opened read-only", s->dir);
@@ -140,11 +147,11 @@ int objstore_begin(objstore *s, int flags, objstore_txn **txn)
     objstore_txn *t = calloc(1, sizeof *t);
     if (!t)
         return store_err(OBJSTORE_ENOMEM, "out of memory");
-    pthread_rwlock_rdlock(&s->rw);
+    store_read_begin(s);
     t->s = s;
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t->rtxn);
     if (rc) {
-        pthread_rwlock_unlock(&s->rw);
+        store_read_end(s);
         free(t);
         return store_lmdb_err(rc, "begin");
     }
@@ -158,8 +165,9 @@ static void txn_end(objstore_txn *t)
     if (t->rtxn)
         mdb_txn_abort(t->rtxn);
     if (t->write)
-        store_tl_writer = NULL;
-    pthread_rwlock_unlock(&s->rw);
+        store_write_unlock(s);
+    else
+        store_read_end(s);
     free(t);
 }
 
@@ -404,6 +412,11 @@ static heap_status write_spans(objstore *s, const heap_range *r, size_t n)
 static int commit_write(objstore_txn *t)
 {
     objstore *s = t->s;
+    if (heap_failed(s->heap)) {
+        s->failed = true;   /* some change was not tracked: commit nothing */
+        return store_err(OBJSTORE_EFAILED, "%s: %s; nothing committed, reopen the store",
+                         s->dir, heap_errmsg(s->heap));
+    }
     int rc = store_take_unpinned(s);
     if (rc)
         return rc;
@@ -485,7 +498,11 @@ static int commit_write(objstore_txn *t)
         hs = heap_sync(s->heap);
     }
     if (hs) {
+        /* A failed pwrite or fdatasync may have left pages the kernel now
+         * calls clean without writing them: no later sync can be trusted to
+         * cover them, so no redo record may ever be deleted by this handle. */
         free(redo);
+        s->failed = true;
         return store_heap_err(s, hs);
     }
 
@@ -545,7 +562,11 @@ static int commit_write(objstore_txn *t)
         s->failed = true;
         return OBJSTORE_OK;   /* durable in the redo log; the handle is failed */
     }
-    heap_mark_clean(s->heap);
+    if (heap_mark_clean(s->heap)) {
+        store_heap_err(s, HEAP_EFAILED);
+        s->failed = true;   /* durable, but the heap's mapping is not sound */
+        return OBJSTORE_OK;
+    }
     s->commits_since_ckpt++;
     if (nredo && (s->redo_since_ckpt >= s->opts.checkpoint_bytes ||
                   s->commits_since_ckpt >= STORE_CKPT_COMMITS)) {
@@ -595,8 +616,10 @@ int store_checkpoint_all(objstore *s)
         return OBJSTORE_OK;
     store_hook("checkpoint-fdatasync");
     heap_status hs = heap_sync(s->heap);
-    if (hs)
+    if (hs) {
+        s->failed = true;   /* as in commit: the redo log must stay */
         return store_heap_err(s, hs);
+    }
     s->synced_epoch = s->epoch;
     MDB_txn *w;
     int rc = mdb_txn_begin(s->env, NULL, 0, &w);

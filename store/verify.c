@@ -232,12 +232,12 @@ static void check_sets(struct vctx *v, MDB_txn *txn)
 int objstore_verify(objstore *s, objstore_verify_report *r)
 {
     memset(r, 0, sizeof *r);
-    if (store_is_writer(s))
-        return store_err(OBJSTORE_ETXN, "%s: verify inside a write transaction", s->dir);
+    if (store_is_writer(s) || store_is_reader(s))
+        return store_err(OBJSTORE_ETXN, "%s: verify inside a transaction", s->dir);
     if (s->failed)
         return store_err(OBJSTORE_EFAILED, "%s: the store handle failed earlier", s->dir);
     /* Exclusive: heap_rebuild re-derives the allocator state. */
-    pthread_rwlock_wrlock(&s->rw);
+    store_write_lock(s);
     struct vctx v = {.s = s, .r = r};
     int rc = OBJSTORE_OK;
     heap_status hs = heap_rebuild_full(s->heap);
@@ -264,6 +264,6 @@ out:
     free(v.off);
     free(v.indeg);
     free(v.mark);
-    pthread_rwlock_unlock(&s->rw);
+    store_write_unlock(s);
     return rc;
 }

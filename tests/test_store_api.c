@@ -1751,6 +1751,76 @@ START_TEST(test_a_heap_at_its_size_limit_refuses_allocation_cleanly)
 }
 END_TEST
 
+/* A transaction may end on another thread than the one that began it, and
+ * the store is then free for everyone (the lock belongs to no thread). */
+struct xthread { objstore_txn *t; int rc; };
+
+static void *commit_elsewhere(void *p)
+{
+    struct xthread *x = p;
+    x->rc = objstore_commit(x->t);
+    return NULL;
+}
+
+START_TEST(test_a_transaction_may_be_committed_by_another_thread)
+{
+    objstore *s = new_store(NULL);
+    for (int round = 0; round < 3; round++) {
+        objstore_txn *t = wbegin(s);
+        objstore_oid o = new_obj(t, 0, 0, 8);
+        root_set(t, "r", o);
+        struct xthread x = {.t = t};
+        pthread_t th;
+        ck_assert_int_eq(pthread_create(&th, NULL, commit_elsewhere, &x), 0);
+        pthread_join(th, NULL);
+        OK(x.rc);
+    }
+    objstore_txn *t = wbegin(s);   /* this thread is not "still the writer" */
+    objstore_abort(t);
+    t = rbegin(s);
+    objstore_oid o;
+    OK(objstore_root_get(t, "r", &o));
+    commit(t);
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
+struct waiting_writer { objstore *s; int rc; };
+
+static void *write_once(void *p)
+{
+    struct waiting_writer *w = p;
+    objstore_txn *t;
+    w->rc = objstore_begin(w->s, 0, &t);
+    if (!w->rc)
+        w->rc = objstore_commit(t);
+    return NULL;
+}
+
+/* A thread that reads may read again while a writer waits (no deadlock),
+ * and may not start a write transaction that would wait for itself. */
+START_TEST(test_nested_reads_go_on_while_a_writer_waits)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *r1 = rbegin(s);
+    struct waiting_writer w = {.s = s};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, write_once, &w), 0);
+    usleep(50 * 1000);                 /* the writer now waits for r1 */
+    objstore_txn *r2 = rbegin(s);      /* nested: must not wait behind it */
+    objstore_stats st;
+    OK(objstore_get_stats(s, &st));
+    objstore_txn *wt;
+    EXPECT(OBJSTORE_ETXN, objstore_begin(s, 0, &wt));
+    commit(r2);
+    commit(r1);
+    pthread_join(th, NULL);
+    OK(w.rc);
+    close_store(s);
+}
+END_TEST
+
 static Suite *store_api_suite(void)
 {
     Suite *s = suite_create("store_api");
@@ -1811,6 +1881,8 @@ static Suite *store_api_suite(void)
     tc = ts_tcase(s, "threads", slow);
     tcase_add_test(tc, test_a_reader_in_another_thread_never_sees_an_open_write_transaction);
     tcase_add_test(tc, test_readers_in_other_threads_see_fully_old_or_fully_new_state);
+    tcase_add_test(tc, test_a_transaction_may_be_committed_by_another_thread);
+    tcase_add_test(tc, test_nested_reads_go_on_while_a_writer_waits);
 
     tc = ts_tcase(s, "liveness", 30);   /* a starved writer hangs: the timeout */
     tcase_add_test(tc, test_a_stream_of_readers_does_not_starve_the_writer);

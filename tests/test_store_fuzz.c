@@ -214,6 +214,47 @@ START_TEST(test_random_damage_to_meta_never_crashes_the_caller)
 }
 END_TEST
 
+/* A zero-count or candidate entry that names no live object (damage, or an
+ * old bug) is dropped by the first commit, not kept forever. */
+START_TEST(test_stale_set_entries_are_dropped_by_the_first_commit)
+{
+    char *dir = ts_path(g_root, "stale");
+    build(dir);
+    char *meta = ts_path(dir, "meta");
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi zct, cand;
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    ck_assert_int_eq(mdb_env_open(env, meta, 0, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, "zct", 0, &zct), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, "candidates", 0, &cand), 0);
+    uint8_t key[8] = {0, 0, 0, 0, 0, 0x30, 0, 0x10};   /* a free offset */
+    MDB_val k = {8, key}, v = {0, ""};
+    ck_assert_int_eq(mdb_put(txn, zct, &k, &v, 0), 0);
+    ck_assert_int_eq(mdb_put(txn, cand, &k, &v, 0), 0);
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+
+    objstore *s;
+    OK(objstore_open(dir, NULL, &s));
+    objstore_verify_report r;
+    OK(objstore_verify(s, &r));
+    ck_assert_uint_eq(r.problems[OBJSTORE_P_BADZCT], 1);
+    ck_assert_uint_eq(r.problems[OBJSTORE_P_BADCAND], 1);
+    objstore_txn *t;
+    OK(objstore_begin(s, 0, &t));
+    OK(objstore_meta_set(t, "x", 1, "y", 1));
+    OK(objstore_commit(t));
+    OK(objstore_verify(s, &r));
+    ck_assert_uint_eq(r.total_problems, 0);
+    OK(objstore_close(s));
+    free(meta);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("store_fuzz");
@@ -222,6 +263,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_random_damage_to_the_heap_never_crashes);
     tcase_add_test(tc, test_random_damage_to_meta_never_crashes_the_caller);
+    tcase_add_test(tc, test_stale_set_entries_are_dropped_by_the_first_commit);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
