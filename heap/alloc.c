@@ -34,10 +34,13 @@ bool bitset_resize(bitset *b, uint64_t nbits)
     uint64_t nw = (nbits + 63) >> 6;
     if (nw <= b->nwords)
         return true;
-    uint64_t *w = realloc(b->w, nw * sizeof *w);
+    /* A first allocation comes zeroed (large ones as fresh pages): open
+     * does not pay to clear bits for arenas it has not looked at. */
+    uint64_t *w = b->w ? realloc(b->w, nw * sizeof *w) : calloc(nw, sizeof *w);
     if (!w)
         return false;
-    memset(w + b->nwords, 0, (nw - b->nwords) * sizeof *w);
+    if (b->w)
+        memset(w + b->nwords, 0, (nw - b->nwords) * sizeof *w);
     b->w = w;
     b->nwords = nw;
     return true;
@@ -79,10 +82,12 @@ heap_status heap_ram_resize(heap_t *h, uint64_t narenas)
     uint64_t cap = h->arena_cap ? h->arena_cap : 16;
     while (cap < narenas)
         cap *= 2;
-    struct heap_arena *a = realloc(h->arena, cap * sizeof *a);
+    struct heap_arena *a = h->arena ? realloc(h->arena, cap * sizeof *a)
+                                    : calloc(cap, sizeof *a);
     if (!a)
         return heap_seterr(h, HEAP_ENOMEM, "out of memory");
-    memset(a + h->arena_cap, 0, (cap - h->arena_cap) * sizeof *a);
+    if (h->arena)
+        memset(a + h->arena_cap, 0, (cap - h->arena_cap) * sizeof *a);
     h->arena = a;
     h->arena_cap = cap;
     for (unsigned i = 0; i <= HEAP_DATA_POOLS; i++)
@@ -194,17 +199,22 @@ static unsigned bitmap_count(const uint64_t *w)
 
 #define EAGER_ARENAS 64u
 
+/* Only arenas below valid_upto ever got RAM state: clearing stops there. */
 static void ram_reset(heap_t *h)
 {
+    uint64_t v = atomic_load_explicit(&h->valid_upto, memory_order_relaxed);
+    if (v > h->arena_cap)
+        v = h->arena_cap;
+    uint64_t bw = (v + 63) >> 6, uw = (v * HEAP_POOLS_PER_ARENA + 63) >> 6;
     for (unsigned i = 0; i <= HEAP_DATA_POOLS; i++) {
-        memset(h->bucket[i].w, 0, h->bucket[i].nwords * 8);
+        memset(h->bucket[i].w, 0, (bw < h->bucket[i].nwords ? bw : h->bucket[i].nwords) * 8);
         h->bucket[i].lo = 0;
     }
     for (unsigned c = 0; c < HEAP_NCLASSES; c++) {
-        memset(h->usable[c].w, 0, h->usable[c].nwords * 8);
+        memset(h->usable[c].w, 0, (uw < h->usable[c].nwords ? uw : h->usable[c].nwords) * 8);
         h->usable[c].lo = 0;
     }
-    memset(h->arena, 0, h->arena_cap * sizeof *h->arena);
+    memset(h->arena, 0, v * sizeof *h->arena);
     atomic_store_explicit(&h->valid_upto, 0, memory_order_release);
 }
 
