@@ -6,7 +6,7 @@
  *   lock_fd       STORE/lock, holding an OFD write (or read) lock
  *   heap          the mapped heap file, STORE/heap.<generation>
  *   env, db_*     the LMDB environment STORE/meta and its named databases
- *   rw            readers hold it shared for a read transaction, the writer
+ *   lock          readers hold it shared for a read transaction, the writer
  *                 exclusively for its whole transaction (ARCHITECTURE §9)
  *
  * Committed state is the heap file plus LMDB.  A write transaction's changes

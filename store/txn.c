@@ -609,7 +609,8 @@ int objstore_commit(objstore_txn *t)
 
 /* ---- checkpoint ---- */
 
-/* fdatasync the heap, then delete every redo record (caller holds rw). */
+/* fdatasync the heap, then delete every redo record (caller holds the
+ * store's lock exclusively). */
 int store_checkpoint_all(objstore *s)
 {
     if (s->epoch <= s->deleted_upto)
@@ -763,7 +764,7 @@ int store_replay(objstore *s)
 
 /* Releases the empty arenas at the heap's tail and shrinks the file, in the
  * order of ARCHITECTURE §10: the new length is committed (redo) and made
- * durable by a checkpoint before the file is cut.  Caller holds rw, no
+ * durable by a checkpoint before the file is cut.  Caller holds the lock, no
  * transaction is open. */
 int store_shrink(objstore *s)
 {
