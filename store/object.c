@@ -18,7 +18,8 @@
  *      into the header of each zeroed object that survives the commit
  *      (pinned, over budget); an increment just takes it out of the set.
  *      New objects are not put in the zct but listed (created[]); the drain
- *      looks at those still at 0.
+ *      looks at those still at 0 — unless every one of them was linked
+ *      (created_at_zero counts those never linked).
  */
 #include "store_internal.h"
 
@@ -49,6 +50,10 @@ int store_incref(objstore *s, uint64_t oid)
     uint64_t rc = heap_obj_refcount(heap_obj_at(s->heap, oid));
     if (rc == 1 && s->zeroed.n && u64map_del(&s->zeroed, oid))
         return OBJSTORE_OK;   /* from 0 back to the 1 its header still holds (R5) */
+    /* A header at 0 outside the persisted zct is an object of this
+     * transaction's, linked for the first time. */
+    if (rc == 0 && s->created_at_zero && !u64map_find(&s->zct.committed, oid))
+        s->created_at_zero--;
     if (rc >= HEAP_MAX_REFCOUNT)
         return store_err(OBJSTORE_EOVERFLOW, "%s: object %llu: reference count overflow",
                          s->dir, (unsigned long long)oid);
@@ -98,7 +103,8 @@ int store_drain_zct(objstore *s, uint64_t budget)
     struct u64vec w = {0};
     uint64_t oid;
     int rc = OBJSTORE_OK;
-    for (size_t i = 0; !rc && i < s->ncreated; i++) {
+    /* Usually every new object got linked: then the list need not be read. */
+    for (size_t i = 0; !rc && s->created_at_zero && i < s->ncreated; i++) {
         if (i + 8 < s->ncreated)
             __builtin_prefetch(heap_ptr(s->heap, s->created[i + 8]));
         if (heap_is_live(s->heap, s->created[i]) && store_refcount(s, s->created[i]) == 0)
@@ -165,6 +171,7 @@ int store_drain_zct(objstore *s, uint64_t budget)
         rc = keep_in_zct(s, oid);
     s->st_freed += freed;
     s->ncreated = 0;
+    s->created_at_zero = 0;
     return rc;
 }
 
@@ -196,6 +203,7 @@ int objstore_new(objstore_txn *t, uint32_t type, uint32_t nrefs, uint64_t size,
         s->created_cap = cap;
     }
     s->created[s->ncreated++] = off;
+    s->created_at_zero++;
     *oid = off;
     return OBJSTORE_OK;
 }

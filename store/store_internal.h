@@ -112,6 +112,7 @@ struct objstore {
     /* this write transaction */
     uint64_t *created;         /* objects created: freed at commit if still 0 */
     size_t ncreated, created_cap;
+    size_t created_at_zero;    /* of those, how many have never been linked */
     u64map zeroed;             /* counts at 0, headers still 1 (object.c R5) */
     kvmap roots_pending;
     kvmap user_pending;

@@ -184,6 +184,7 @@ static void rollback(objstore *s)
     kvmap_clear(&s->roots_pending);
     kvmap_clear(&s->user_pending);
     s->ncreated = 0;
+    s->created_at_zero = 0;
     oidset_rollback(&s->zct);
     oidset_rollback(&s->cand);
     while (s->ntypes > s->ntypes_committed) {
