@@ -185,6 +185,10 @@ bool heap_is_live(const heap_t *h, uint64_t off);
  * header's nrefs must fit the block.  Fills msg on failure. */
 heap_status heap_check_ref(heap_t *h, uint64_t off);
 
+/* heap_check_ref for a non-null object, also giving its exact size (as
+ * heap_obj_size) from the same lookup. */
+heap_status heap_check_obj(heap_t *h, uint64_t off, uint64_t *size);
+
 /* ---- objects ---- */
 
 /* Allocates an object: header (count 0, type, nrefs), nrefs zero slots and a

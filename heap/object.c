@@ -92,8 +92,12 @@ uint64_t heap_obj_payload_size(const heap_t *h, uint64_t off)
 
 heap_status heap_check_ref(heap_t *h, uint64_t off)
 {
-    if (off == 0)
-        return HEAP_OK;
+    uint64_t size;
+    return off == 0 ? HEAP_OK : heap_check_obj(h, off, &size);
+}
+
+heap_status heap_check_obj(heap_t *h, uint64_t off, uint64_t *out)
+{
     const struct heap_pooldesc *d = live_desc(h, off);
     if (!d && off < (h->narenas << HEAP_ARENA_SHIFT) &&
         !heap_arena_ready(h, off >> HEAP_ARENA_SHIFT))
@@ -109,6 +113,7 @@ heap_status heap_check_ref(heap_t *h, uint64_t off)
                            "%s: object at offset %llu: %u reference slots do not fit its "
                            "%llu bytes", h->path, (unsigned long long)off, o->nrefs,
                            (unsigned long long)size);
+    *out = size;
     return HEAP_OK;
 }
 

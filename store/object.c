@@ -208,30 +208,42 @@ int objstore_new(objstore_txn *t, uint32_t type, uint32_t nrefs, uint64_t size,
     return OBJSTORE_OK;
 }
 
-static int prepare(objstore_txn *t, objstore_oid oid, bool write)
+/* Checks the transaction and the oid; *payload_size (may be NULL) gets the
+ * object's payload bytes from the same lookup. */
+static int prepare(objstore_txn *t, objstore_oid oid, bool write, uint64_t *payload_size)
 {
     int rc = store_check_txn(t, write);
-    return rc ? rc : check_oid(t->s, oid);
+    if (rc)
+        return rc;
+    if (!payload_size)
+        return check_oid(t->s, oid);
+    uint64_t size;
+    heap_status hs = oid ? heap_check_obj(t->s->heap, oid, &size) : HEAP_EBADOFF;
+    if (hs)
+        return check_oid(t->s, oid);   /* words the error */
+    *payload_size = size - HEAP_OBJ_HEADER - (uint64_t)heap_obj_at(t->s->heap, oid)->nrefs * 8;
+    return OBJSTORE_OK;
 }
 
 int objstore_get(objstore_txn *t, objstore_oid oid, const void **payload, uint64_t *size)
 {
-    int rc = prepare(t, oid, false);
+    uint64_t n;
+    int rc = prepare(t, oid, false, &n);
     if (rc)
         return rc;
     *payload = heap_obj_payload(t->s->heap, oid);
     if (size)
-        *size = heap_obj_payload_size(t->s->heap, oid);
+        *size = n;
     return OBJSTORE_OK;
 }
 
 int objstore_edit(objstore_txn *t, objstore_oid oid, void **payload, uint64_t *size)
 {
-    int rc = prepare(t, oid, true);
+    uint64_t n;
+    int rc = prepare(t, oid, true, &n);
     if (rc)
         return rc;
     heap_t *h = t->s->heap;
-    uint64_t n = heap_obj_payload_size(h, oid);
     uint8_t *p = heap_obj_payload(h, oid);
     heap_mark_dirty(h, (uint64_t)(p - heap_base(h)), n);
     *payload = p;
@@ -243,11 +255,11 @@ int objstore_edit(objstore_txn *t, objstore_oid oid, void **payload, uint64_t *s
 int objstore_write(objstore_txn *t, objstore_oid oid, uint64_t off, const void *buf,
                    uint64_t len)
 {
-    int rc = prepare(t, oid, true);
+    uint64_t n;
+    int rc = prepare(t, oid, true, &n);
     if (rc)
         return rc;
     heap_t *h = t->s->heap;
-    uint64_t n = heap_obj_payload_size(h, oid);
     if (off > n || len > n - off)
         return store_err(OBJSTORE_EINVAL, "%s: object %llu: write of %llu bytes at %llu "
                          "past its %llu-byte payload", t->s->dir, (unsigned long long)oid,
@@ -271,7 +283,7 @@ static int check_slot(objstore *s, objstore_oid oid, uint32_t slot)
 
 int objstore_set_ref(objstore_txn *t, objstore_oid oid, uint32_t slot, objstore_oid target)
 {
-    int rc = prepare(t, oid, true);
+    int rc = prepare(t, oid, true, NULL);
     objstore *s = t->s;
     if (rc || (rc = check_slot(s, oid, slot)) || (target && (rc = check_oid(s, target))))
         return rc;
@@ -293,7 +305,7 @@ int objstore_set_ref(objstore_txn *t, objstore_oid oid, uint32_t slot, objstore_
 int objstore_get_ref(objstore_txn *t, objstore_oid oid, uint32_t slot, objstore_oid *target)
 {
     *target = 0;
-    int rc = prepare(t, oid, false);
+    int rc = prepare(t, oid, false, NULL);
     if (rc || (rc = check_slot(t->s, oid, slot)))
         return rc;
     *target = heap_obj_slots(t->s->heap, oid)[slot];
@@ -302,7 +314,7 @@ int objstore_get_ref(objstore_txn *t, objstore_oid oid, uint32_t slot, objstore_
 
 int objstore_info(objstore_txn *t, objstore_oid oid, objstore_objinfo *info)
 {
-    int rc = prepare(t, oid, false);
+    int rc = prepare(t, oid, false, NULL);
     if (rc)
         return rc;
     heap_t *h = t->s->heap;
@@ -368,7 +380,7 @@ static int log_pin(objstore *s, uint64_t oid, int8_t delta)
 
 int objstore_pin(objstore_txn *t, objstore_oid oid)
 {
-    int rc = prepare(t, oid, false);
+    int rc = prepare(t, oid, false, NULL);
     if (rc)
         return rc;
     objstore *s = t->s;
