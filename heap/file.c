@@ -418,8 +418,15 @@ heap_status heap_open(const char *path, const heap_open_opts *opts, heap_t **out
     h->flags = o.flags;
     pthread_mutex_init(&h->lazy_lock, NULL);
     h->reserve = o.reserve_bytes & ~(uint64_t)(HEAP_ARENA_SIZE - 1);
-    void *base = mmap(NULL, h->reserve, PROT_NONE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    /* Where address space is limited (ulimit -v, valgrind), take the largest
+     * range that can be had, as long as it holds the file: growth then stops
+     * there with HEAP_ENOMEM. */
+    uint64_t need = ((uint64_t)sb.st_size + HEAP_ARENA_SIZE - 1) & ~(uint64_t)(HEAP_ARENA_SIZE - 1);
+    void *base;
+    while ((base = mmap(NULL, h->reserve, PROT_NONE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)) == MAP_FAILED &&
+           h->reserve / 2 >= need && h->reserve / 2 >= GROW_MAX_ARENAS * (uint64_t)HEAP_ARENA_SIZE)
+        h->reserve /= 2;
     if (base == MAP_FAILED) {
         st = msgerr(msg, HEAP_ENOMEM, "cannot reserve %llu bytes of address space",
                     (unsigned long long)h->reserve);

@@ -115,7 +115,10 @@ enum {
 
 typedef struct heap_open_opts {
     int flags;               /* HEAP_OPEN_* */
-    uint64_t reserve_bytes;  /* virtual range to reserve; 0 = 256 GiB */
+    uint64_t reserve_bytes;  /* virtual range to reserve; 0 = 256 GiB.  Where
+                                that much address space cannot be had, the
+                                largest range of at least the file's size
+                                (halving down to 256 MiB) */
 } heap_open_opts;
 
 /* Creates a new heap file (fails with HEAP_EEXIST if it exists), writes and

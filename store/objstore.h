@@ -115,7 +115,9 @@ typedef struct objstore_options {
                                    (0 = 1,000,000) */
     uint64_t max_heap_size;     /* the heap may grow to this many bytes: the
                                    virtual range reserved at open, so that
-                                   the mapping never moves (0 = 256 GiB) */
+                                   the mapping never moves (0 = 256 GiB; where
+                                   the process cannot get that much address
+                                   space, the largest range it can, halving) */
 } objstore_options;
 
 /* Creates a store in directory dir, which must not exist or be empty.  The

@@ -16,6 +16,7 @@
 #include "test_store.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <time.h>
@@ -1821,6 +1822,39 @@ START_TEST(test_nested_reads_go_on_while_a_writer_waits)
 }
 END_TEST
 
+/* Where the process cannot have 256 GiB of address space (ulimit -v,
+ * valgrind), the store opens with a smaller range and works. */
+START_TEST(test_a_store_opens_under_an_address_space_limit)
+{
+    if (ts_under_sanitizer())
+        return;   /* the sanitizer's own shadow memory needs the address space */
+    create_store(g_store, NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        struct rlimit rl = {UINT64_C(8) << 30, UINT64_C(8) << 30};
+        if (setrlimit(RLIMIT_AS, &rl) != 0)
+            _exit(20);
+        objstore *s;
+        objstore_txn *t;
+        objstore_oid o;
+        if (objstore_open(g_store, NULL, &s))
+            _exit(21);
+        if (objstore_begin(s, 0, &t) || objstore_new(t, 0, 0, 1 << 20, &o) ||
+            objstore_root_set(t, "big", o) || objstore_commit(t))
+            _exit(22);
+        _exit(objstore_close(s) ? 23 : 0);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "child under an 8 GiB address-space limit: status %d", status);
+    objstore *s = open_store(g_store, NULL);
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
 static Suite *store_api_suite(void)
 {
     Suite *s = suite_create("store_api");
@@ -1877,6 +1911,7 @@ static Suite *store_api_suite(void)
     tcase_add_test(tc, test_abort_restores_objects_counts_roots_types_metadata_and_pins);
     tcase_add_test(tc, test_objects_created_after_an_abort_reuse_the_space_cleanly);
     tcase_add_test(tc, test_a_heap_at_its_size_limit_refuses_allocation_cleanly);
+    tcase_add_test(tc, test_a_store_opens_under_an_address_space_limit);
 
     tc = ts_tcase(s, "threads", slow);
     tcase_add_test(tc, test_a_reader_in_another_thread_never_sees_an_open_write_transaction);
