@@ -118,9 +118,14 @@ int store_drain_zct(objstore *s, uint64_t budget)
     uint64_t freed = 0;
     while (!rc && w.n) {
         oid = w.v[--w.n];
-        if (!heap_is_live(s->heap, oid)) {
+        heap_status hs = heap_check_ref(s->heap, oid);   /* one lookup: live, slots fit */
+        if (hs == HEAP_EBADOFF) {
             oidset_remove(&s->zct, oid);   /* freed already, or a stale entry */
             continue;
+        }
+        if (hs) {
+            rc = store_heap_err(s, hs);
+            break;
         }
         if (store_refcount(s, oid) != 0) {
             oidset_remove(&s->zct, oid);   /* relinked in this transaction */
@@ -130,8 +135,6 @@ int store_drain_zct(objstore *s, uint64_t budget)
             rc = keep_in_zct(s, oid);
             continue;
         }
-        if ((rc = check_oid(s, oid)))
-            break;
         uint32_t nrefs = heap_obj_at(s->heap, oid)->nrefs;
         const uint64_t *slot = heap_obj_slots(s->heap, oid);
         for (uint32_t i = 0; i < nrefs && !rc; i++) {
@@ -157,7 +160,7 @@ int store_drain_zct(objstore *s, uint64_t budget)
         oidset_remove(&s->zct, oid);
         oidset_remove(&s->cand, oid);
         u64map_del(&s->zeroed, oid);
-        heap_status hs = heap_free(s->heap, oid);
+        hs = heap_free(s->heap, oid);
         if (hs) {
             rc = store_heap_err(s, hs);
             break;
