@@ -240,16 +240,6 @@ static void *xcalloc(size_t n, size_t size)
     return p;
 }
 
-static size_t parse_count(const char *s, const char *what)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v == 0 || v > UINT32_MAX)
-        bench_die("bad %s: %s", what, s);
-    return (size_t)v;
-}
-
 int main(int argc, char **argv)
 {
     size_t n = 1000000;
@@ -257,8 +247,8 @@ int main(int argc, char **argv)
     bool verbose = false, run[NIMPLS] = { true, true, true };
     while ((c = getopt(argc, argv, "n:r:i:v")) != -1) {
         switch (c) {
-        case 'n': n = parse_count(optarg, "object count"); break;
-        case 'r': reps = (int)parse_count(optarg, "rep count"); break;
+        case 'n': n = bench_parse_count(optarg, "object count"); break;
+        case 'r': reps = (int)bench_parse_count(optarg, "rep count"); break;
         case 'i':
             for (int k = 0; k < NIMPLS; k++)
                 run[k] = strcmp(optarg, impl_name[k]) == 0;

@@ -556,8 +556,8 @@ int main(int argc, char **argv)
 {
     self_name = argv[0];
     if (argc == 6 && strcmp(argv[1], "-c") == 0 && strcmp(argv[2], "w2walk") == 0) {
-        child_w2_walk(peer_parse_count(argv[3], "node count"),
-                      peer_parse_count(argv[4], "payload bytes"), argv[5]);
+        child_w2_walk(bench_parse_count(argv[3], "node count"),
+                      bench_parse_count(argv[4], "payload bytes"), argv[5]);
         return 0;
     }
 
@@ -567,10 +567,10 @@ int main(int argc, char **argv)
     const char *only = NULL;
     while ((c = getopt(argc, argv, "n:N:B:r:w:i:v")) != -1) {
         switch (c) {
-        case 'n': n = peer_parse_count(optarg, "object count"); break;
-        case 'N': nodes = peer_parse_count(optarg, "node count"); break;
-        case 'B': big = strcmp(optarg, "0") == 0 ? 0 : peer_parse_count(optarg, "node count"); break;
-        case 'r': reps = (int)peer_parse_count(optarg, "rep count"); break;
+        case 'n': n = bench_parse_count(optarg, "object count"); break;
+        case 'N': nodes = bench_parse_count(optarg, "node count"); break;
+        case 'B': big = strcmp(optarg, "0") == 0 ? 0 : bench_parse_count(optarg, "node count"); break;
+        case 'r': reps = (int)bench_parse_count(optarg, "rep count"); break;
         case 'w': only = optarg; break;
         case 'i':
             if (strcmp(optarg, "objstore") != 0)

@@ -60,6 +60,17 @@ static inline void bench_die(const char *fmt, ...)
 
 /* ---- time ---- */
 
+/* A count from the command line: 1..2^32-1, or the program stops. */
+static inline size_t bench_parse_count(const char *s, const char *what)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v == 0 || v > UINT32_MAX)
+        bench_die("bad %s: %s", what, s);
+    return (size_t)v;
+}
+
 static inline double bench_now(void)
 {
     struct timespec ts;

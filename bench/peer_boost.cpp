@@ -209,7 +209,7 @@ static int run(int argc, char **argv)
 {
     self_name = argv[0];
     if (argc == 5 && std::strcmp(argv[1], "-c") == 0) {
-        size_t n = peer_parse_count(argv[3], "count");
+        size_t n = bench_parse_count(argv[3], "count");
         if (std::strcmp(argv[2], "w2build") == 0)
             child_w2_build(n, argv[4]);
         else if (std::strcmp(argv[2], "w2walk") == 0)
@@ -224,9 +224,9 @@ static int run(int argc, char **argv)
     const char *only = nullptr;
     while ((c = getopt(argc, argv, "n:N:r:w:")) != -1) {
         switch (c) {
-        case 'n': n = peer_parse_count(optarg, "object count"); break;
-        case 'N': nodes = peer_parse_count(optarg, "node count"); break;
-        case 'r': reps = (int)peer_parse_count(optarg, "rep count"); break;
+        case 'n': n = bench_parse_count(optarg, "object count"); break;
+        case 'N': nodes = bench_parse_count(optarg, "node count"); break;
+        case 'r': reps = (int)bench_parse_count(optarg, "rep count"); break;
         case 'w': only = optarg; break;
         default:
             fprintf(stderr, "usage: %s [-n W1 objects] [-N W2 nodes] [-r reps] "

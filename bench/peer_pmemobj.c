@@ -313,7 +313,7 @@ int main(int argc, char **argv)
 {
     self_name = argv[0];
     if (argc == 6 && strcmp(argv[1], "-c") == 0) {
-        size_t n = peer_parse_count(argv[4], "count");
+        size_t n = bench_parse_count(argv[4], "count");
         const char *path = argv[5];
         (void)argv[3];  /* the mode is in the environment */
         if (strcmp(argv[2], "w1") == 0)
@@ -334,10 +334,10 @@ int main(int argc, char **argv)
     const char *only = NULL;
     while ((c = getopt(argc, argv, "n:m:N:r:w:")) != -1) {
         switch (c) {
-        case 'n': n = peer_parse_count(optarg, "object count"); break;
-        case 'm': n_msync = peer_parse_count(optarg, "object count"); break;
-        case 'N': nodes = peer_parse_count(optarg, "node count"); break;
-        case 'r': reps = (int)peer_parse_count(optarg, "rep count"); break;
+        case 'n': n = bench_parse_count(optarg, "object count"); break;
+        case 'm': n_msync = bench_parse_count(optarg, "object count"); break;
+        case 'N': nodes = bench_parse_count(optarg, "node count"); break;
+        case 'r': reps = (int)bench_parse_count(optarg, "rep count"); break;
         case 'w': only = optarg; break;
         default:
             fprintf(stderr, "usage: %s [-n W1 objects] [-m W1 objects, msync] "

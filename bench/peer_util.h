@@ -122,16 +122,6 @@ static inline void *peer_xcalloc(size_t n, size_t size)
     return p;
 }
 
-static inline size_t peer_parse_count(const char *s, const char *what)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v == 0 || v > UINT32_MAX)
-        bench_die("bad %s: %s", what, s);
-    return (size_t)v;
-}
-
 /* Size in bytes of the file at path (its length, not its blocks). */
 static inline uint64_t peer_file_bytes(const char *path)
 {
