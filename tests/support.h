@@ -9,6 +9,8 @@
 #ifndef OBJSTORE_TESTS_SUPPORT_H
 #define OBJSTORE_TESTS_SUPPORT_H
 
+#include <stdbool.h>
+
 /* Creates a new, empty, private (0700) directory under $TMPDIR, or /tmp when
  * TMPDIR is unset or empty, named objstore-test-XXXXXX.  Returns its path, or
  * NULL with errno set. */
@@ -22,5 +24,19 @@ int ts_rmtree(const char *path);
 /* Returns "dir/name" (a single '/' between them), or NULL when out of
  * memory. */
 char *ts_path(const char *dir, const char *name);
+
+/* True under AddressSanitizer, or when OBJSTORE_SANITIZE is set (not "0"):
+ * suites scale their longest loops down there. */
+bool ts_under_sanitizer(void);
+
+/* Fixtures.  ts_root_setup/ts_root_teardown, an unchecked fixture, give each
+ * test case a fresh root directory (ts_root), removed by the runner even when
+ * a test failed; ts_test_dir() makes a new empty directory below it for one
+ * test, named after the process and a counter (tests of a case run in forked
+ * children). */
+extern char *ts_root;
+void ts_root_setup(void);
+void ts_root_teardown(void);
+char *ts_test_dir(void);
 
 #endif

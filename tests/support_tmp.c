@@ -7,6 +7,8 @@
  */
 #include "support.h"
 
+#include <check.h>
+
 #include <errno.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -77,4 +79,42 @@ char *ts_path(const char *dir, const char *name)
         p[at++] = '/';
     memcpy(p + at, name, nl + 1);
     return p;
+}
+
+bool ts_under_sanitizer(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    return true;
+#else
+    const char *e = getenv("OBJSTORE_SANITIZE");
+    return e != NULL && e[0] != '\0' && strcmp(e, "0") != 0;
+#endif
+}
+
+char *ts_root;
+static unsigned ts_seq;
+
+void ts_root_setup(void)
+{
+    ts_root = ts_tmpdir();
+    ck_assert_msg(ts_root != NULL, "ts_tmpdir: %s", strerror(errno));
+}
+
+void ts_root_teardown(void)
+{
+    if (ts_root != NULL) {
+        ts_rmtree(ts_root);
+        free(ts_root);
+        ts_root = NULL;
+    }
+}
+
+char *ts_test_dir(void)
+{
+    char name[64];
+    snprintf(name, sizeof name, "t%ld-%u", (long)getpid(), ts_seq++);
+    char *dir = ts_path(ts_root, name);
+    ck_assert_ptr_nonnull(dir);
+    ck_assert_msg(mkdir(dir, 0700) == 0, "mkdir %s: %s", dir, strerror(errno));
+    return dir;
 }

@@ -1082,31 +1082,11 @@ static objstore *child_open(const char *dir, const objstore_options *o, exec *x)
 /* ------------------------------------------------------------------ */
 /* fixtures and store setup                                             */
 
-static char *g_root;
 static char *g_dir;
-static unsigned g_seq;
-
-static void root_setup(void)
-{
-    g_root = ts_tmpdir();
-    ck_assert_msg(g_root != NULL, "ts_tmpdir: %s", strerror(errno));
-}
-
-static void root_teardown(void)
-{
-    if (g_root != NULL) {
-        ts_rmtree(g_root);
-        free(g_root);
-        g_root = NULL;
-    }
-}
 
 static void dir_setup(void)
 {
-    char name[64];
-    snprintf(name, sizeof name, "t%ld-%u", (long)getpid(), g_seq++);
-    g_dir = ts_path(g_root, name);
-    ck_assert_ptr_nonnull(g_dir);
+    g_dir = ts_test_dir();
 }
 
 static void dir_teardown(void)
@@ -1705,7 +1685,7 @@ END_TEST
 static TCase *tcase(Suite *s, const char *name)
 {
     TCase *tc = tcase_create(name);
-    tcase_add_unchecked_fixture(tc, root_setup, root_teardown);
+    tcase_add_unchecked_fixture(tc, ts_root_setup, ts_root_teardown);
     tcase_add_checked_fixture(tc, dir_setup, dir_teardown);
     tcase_set_timeout(tc, 600);
     suite_add_tcase(s, tc);

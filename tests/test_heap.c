@@ -49,46 +49,18 @@
 
 #define U(x) ((unsigned long long)(x))
 
-static bool under_sanitizer(void)
-{
-#if defined(__SANITIZE_ADDRESS__)
-    return true;
-#else
-    const char *e = getenv("OBJSTORE_SANITIZE");
-    return e != NULL && e[0] != '\0' && strcmp(e, "0") != 0;
-#endif
-}
 
 /* ------------------------------------------------------------------ */
 /* fixtures                                                             */
 
-static char *g_root;     /* one per test case, removed by the runner */
 static char *g_dir;      /* one per test */
 static char *g_path;     /* g_dir/heap.1 */
-static unsigned g_seq;
 
-static void root_setup(void)
-{
-    g_root = ts_tmpdir();
-    ck_assert_msg(g_root != NULL, "ts_tmpdir: %s", strerror(errno));
-}
 
-static void root_teardown(void)
-{
-    if (g_root != NULL) {
-        ts_rmtree(g_root);
-        free(g_root);
-        g_root = NULL;
-    }
-}
 
 static void dir_setup(void)
 {
-    char name[64];
-    snprintf(name, sizeof name, "t%ld-%u", (long)getpid(), g_seq++);
-    g_dir = ts_path(g_root, name);
-    ck_assert_ptr_nonnull(g_dir);
-    ck_assert_msg(mkdir(g_dir, 0700) == 0, "mkdir %s: %s", g_dir, strerror(errno));
+    g_dir = ts_test_dir();
     g_path = ts_path(g_dir, "heap.1");
     ck_assert_ptr_nonnull(g_path);
 }
@@ -846,7 +818,7 @@ END_TEST
 START_TEST(test_a_million_random_operations_agree_with_a_model)
 {
     /* A million in every build: it takes a few seconds even under ASan.
-     * Should it ever get slow there, scale down on under_sanitizer(). */
+     * Should it ever get slow there, scale down on ts_under_sanitizer(). */
     const uint64_t ops = 1000000;
     const uint64_t every = ops / 20;
     const size_t cap = 40000;
@@ -1936,7 +1908,7 @@ END_TEST
 static TCase *tcase(Suite *s, const char *name, double timeout)
 {
     TCase *tc = tcase_create(name);
-    tcase_add_unchecked_fixture(tc, root_setup, root_teardown);
+    tcase_add_unchecked_fixture(tc, ts_root_setup, ts_root_teardown);
     tcase_add_checked_fixture(tc, dir_setup, dir_teardown);
     tcase_set_timeout(tc, timeout);
     suite_add_tcase(s, tc);
@@ -1956,7 +1928,7 @@ static Suite *heap_suite(void)
     tcase_add_test(tc, test_objects_have_exact_headers_slots_and_payloads);
     tcase_add_test(tc, test_stats_count_pools_and_blocks_per_class);
 
-    tc = tcase(s, "random", under_sanitizer() ? 300 : 60);
+    tc = tcase(s, "random", ts_under_sanitizer() ? 300 : 60);
     tcase_add_test(tc, test_a_million_random_operations_agree_with_a_model);
     tcase_add_test(tc, test_random_transactions_that_commit_or_discard_agree_with_a_model);
 

@@ -72,46 +72,18 @@
              #expr, ex_rc_);                                                 \
     } while (0)
 
-static inline bool ts_under_sanitizer(void)
-{
-#if defined(__SANITIZE_ADDRESS__)
-    return true;
-#else
-    const char *e = getenv("OBJSTORE_SANITIZE");
-    return e != NULL && e[0] != '\0' && strcmp(e, "0") != 0;
-#endif
-}
 
 /* ------------------------------------------------------------------ */
 /* fixtures                                                             */
 
-static char *g_root;     /* one per test case, removed by the runner */
 static char *g_dir;      /* one per test */
 static char *g_store;    /* g_dir/store: does not exist before the test */
-static unsigned g_seq;
 
-static inline void root_setup(void)
-{
-    g_root = ts_tmpdir();
-    ck_assert_msg(g_root != NULL, "ts_tmpdir: %s", strerror(errno));
-}
 
-static inline void root_teardown(void)
-{
-    if (g_root != NULL) {
-        ts_rmtree(g_root);
-        free(g_root);
-        g_root = NULL;
-    }
-}
 
 static inline void dir_setup(void)
 {
-    char name[64];
-    snprintf(name, sizeof name, "t%ld-%u", (long)getpid(), g_seq++);
-    g_dir = ts_path(g_root, name);
-    ck_assert_ptr_nonnull(g_dir);
-    ck_assert_msg(mkdir(g_dir, 0700) == 0, "mkdir %s: %s", g_dir, strerror(errno));
+    g_dir = ts_test_dir();
     g_store = ts_path(g_dir, "store");
     ck_assert_ptr_nonnull(g_store);
 }
@@ -127,7 +99,7 @@ static inline void dir_teardown(void)
 static inline TCase *ts_tcase(Suite *s, const char *name, double timeout)
 {
     TCase *tc = tcase_create(name);
-    tcase_add_unchecked_fixture(tc, root_setup, root_teardown);
+    tcase_add_unchecked_fixture(tc, ts_root_setup, ts_root_teardown);
     tcase_add_checked_fixture(tc, dir_setup, dir_teardown);
     tcase_set_timeout(tc, timeout);
     suite_add_tcase(s, tc);

@@ -150,7 +150,7 @@ static void damage_file(const char *path, int nbytes, bool tables_only)
 START_TEST(test_random_damage_to_the_heap_never_crashes)
 {
     int rounds = ts_under_sanitizer() ? 40 : 150;
-    char *dir = ts_path(g_root, "heapfuzz");
+    char *dir = ts_path(ts_root, "heapfuzz");
     char *heap = ts_path(dir, "heap.1");
     g_seed = 0x9E3779B97F4A7C15ull;
     g_opened = g_refused = g_problems = g_commits_failed = 0;
@@ -182,7 +182,7 @@ START_TEST(test_random_damage_to_meta_never_crashes_the_caller)
      * the damage here stays in the values objstore reads — root oids, type
      * names, metadata — which objstore must check. */
     int rounds = ts_under_sanitizer() ? 20 : 60;
-    char *dir = ts_path(g_root, "metafuzz");
+    char *dir = ts_path(ts_root, "metafuzz");
     g_opened = g_refused = g_problems = g_commits_failed = 0;
     g_seed = 0xD1B54A32D192ED03ull;
     for (int i = 0; i < rounds; i++) {
@@ -218,7 +218,7 @@ END_TEST
  * old bug) is dropped by the first commit, not kept forever. */
 START_TEST(test_stale_set_entries_are_dropped_by_the_first_commit)
 {
-    char *dir = ts_path(g_root, "stale");
+    char *dir = ts_path(ts_root, "stale");
     build(dir);
     char *meta = ts_path(dir, "meta");
     MDB_env *env;
@@ -259,7 +259,7 @@ int main(void)
 {
     Suite *s = suite_create("store_fuzz");
     TCase *tc = tcase_create("damage");
-    tcase_add_unchecked_fixture(tc, root_setup, root_teardown);
+    tcase_add_unchecked_fixture(tc, ts_root_setup, ts_root_teardown);
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_random_damage_to_the_heap_never_crashes);
     tcase_add_test(tc, test_random_damage_to_meta_never_crashes_the_caller);
