@@ -4,7 +4,7 @@
 # nothing is missing.  Run as root (or with sudo) on Debian 12.
 set -e
 PKGS="gcc scons pkg-config liblmdb-dev lmdb-utils libxxhash-dev check python3
-      libpmemobj-dev libboost-dev g++"
+      libpmemobj-dev libboost-dev g++ libjansson-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
