@@ -85,6 +85,15 @@ const char *objstore_strerror(int status);
  * thread's next objstore call. */
 const char *objstore_errmsg(void);
 
+/* The library's version, "MAJOR.MINOR.PATCH" (static storage). */
+#define OBJSTORE_VERSION_STRING "0.1.0"
+const char *objstore_version(void);
+
+/* The store format this build reads and writes (the `format` key of meta/;
+ * docs/FORMAT.md).  A store of another format is refused with
+ * OBJSTORE_EVERSION. */
+unsigned objstore_format_version(void);
+
 /* ---- stores ---- */
 
 enum objstore_sync {

@@ -35,6 +35,10 @@ static _Thread_local char tl_msg[512];
 
 const char *objstore_errmsg(void) { return tl_msg; }
 
+const char *objstore_version(void) { return OBJSTORE_VERSION_STRING; }
+
+unsigned objstore_format_version(void) { return STORE_FORMAT_VERSION; }
+
 int store_err(int code, const char *fmt, ...)
 {
     va_list ap;
