@@ -69,6 +69,8 @@ uint8_t *heap_base(const heap_t *h) { return h->base; }
 uint64_t heap_size(const heap_t *h) { return h->narenas << HEAP_ARENA_SHIFT; }
 uint64_t heap_file_size(const heap_t *h) { return h->mapped; }
 uint64_t heap_generation(const heap_t *h) { return heap_hdr(h)->generation; }
+uint64_t heap_ckpt_epoch(const heap_t *h) { return heap_hdr(h)->ckpt_epoch; }
+uint64_t heap_reserve_size(const heap_t *h) { return h->reserve; }
 const uint8_t *heap_uuid(const heap_t *h) { return heap_hdr(h)->uuid; }
 bool heap_readonly(const heap_t *h) { return h->flags & HEAP_OPEN_RDONLY; }
 
@@ -611,6 +613,27 @@ heap_status heap_sync(heap_t *h)
     if (fdatasync(h->fd) != 0)
         return heap_seterr(h, HEAP_EIO, "%s: fdatasync: %s", h->path, strerror(errno));
     h->grown_unsynced = false;
+    return HEAP_OK;
+}
+
+heap_status heap_write_ckpt(heap_t *h, uint64_t epoch)
+{
+    if (h->failed)
+        return heap_seterr(h, HEAP_EFAILED, "%s: handle failed earlier", h->path);
+    if (heap_readonly(h))
+        return heap_seterr(h, HEAP_EREADONLY, "%s: heap is read-only", h->path);
+    struct heap_file_header hd = *heap_hdr(h);
+    hd.ckpt_epoch = epoch;
+    header_checksum(&hd);
+    /* The header's page is clean (no transaction is open): the new bytes go
+     * to the file and to the mapping alike, so the page stays equal to the
+     * file (D1) and is dropped with the other written-back private pages. */
+    crash_point("heap-ckpt-pwrite");
+    heap_status st = pwrite_all(h->fd, &hd, sizeof hd, 0);
+    if (st)
+        return heap_seterr(h, st, "%s: pwrite of the header: %s", h->path, strerror(errno));
+    *heap_hdr(h) = hd;
+    u64vec_push(&h->priv_pages, 0);
     return HEAP_OK;
 }
 

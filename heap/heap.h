@@ -157,6 +157,15 @@ static inline void *heap_ptr(const heap_t *h, uint64_t off)
 uint64_t heap_size(const heap_t *h);       /* bytes in use: narenas * 1 MiB */
 uint64_t heap_file_size(const heap_t *h);  /* bytes of the file on disk */
 uint64_t heap_generation(const heap_t *h);
+/* The epoch of the last checkpoint recorded in the header: every commit up
+ * to it is in the file.  Read right after open, it is the file's own value. */
+uint64_t heap_ckpt_epoch(const heap_t *h);
+/* Size of the reserved virtual range: no heap offset can reach past it. */
+uint64_t heap_reserve_size(const heap_t *h);
+/* Records a checkpoint: writes the header with ckpt_epoch = epoch to the
+ * file (pwrite only: the caller's next heap_sync makes it durable together
+ * with the bytes it vouches for).  No transaction may be open. */
+heap_status heap_write_ckpt(heap_t *h, uint64_t epoch);
 const uint8_t *heap_uuid(const heap_t *h); /* 16 bytes */
 bool heap_readonly(const heap_t *h);
 

@@ -34,7 +34,9 @@ struct heap_file_header {
     uint8_t uuid[16];       /*  40 the heap's identity, shared with meta/ */
     uint64_t generation;    /*  56 bumped by compaction */
     uint64_t narenas;       /*  64 heap length in arenas */
-    uint64_t reserved[6];   /*  72 zero */
+    uint64_t ckpt_epoch;    /*  72 every commit up to this epoch is in the
+                               file (written at each checkpoint; 0 = none) */
+    uint64_t reserved[5];   /*  80 zero */
     uint64_t checksum;      /* 120 XXH3_64bits of bytes 0..119 */
 };
 _Static_assert(sizeof(struct heap_file_header) == HEAP_HEADER_SIZE, "header");

@@ -16,11 +16,20 @@
  *      missing database or key makes the store "not ours" (OBJSTORE_EMETA).
  *   M2 all writes happen inside commit's single LMDB write transaction
  *      (txn.c); this file only reads, except at create.
+ *   M3 before LMDB sees data.mdb, open reads its two meta pages itself: a
+ *      file too short for them (a create that never finished) or shorter
+ *      than the last page they name (truncated) is refused with
+ *      OBJSTORE_EMETA, as LMDB would write into the first and fault on the
+ *      second (it maps the file and follows page numbers unchecked).
  */
 #include "store_internal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define MAP_INITIAL (UINT64_C(1) << 30)
 
@@ -36,6 +45,80 @@ uint64_t store_get_be64(const uint8_t *p)
     for (int i = 0; i < 8; i++)
         v = v << 8 | p[i];
     return v;
+}
+
+/* LMDB's meta page (lmdb 0.9, 64-bit): a 16-byte page header, then
+ * MDB_meta.  Offsets from the page's start; docs/FORMAT.md names them. */
+#define LM_MAGIC 0xBEEFC0DEu
+#define LM_OFF_MAGIC 16      /* u32 */
+#define LM_OFF_VERSION 20    /* u32, 1 */
+#define LM_OFF_PSIZE 40      /* u32: mm_dbs[FREE_DBI].md_pad is the page size */
+#define LM_OFF_FREE_ROOT 80  /* u64 */
+#define LM_OFF_MAIN_ROOT 128 /* u64 */
+#define LM_OFF_LAST_PG 136   /* u64 */
+#define LM_OFF_TXNID 144     /* u64 */
+#define LM_META_BYTES 152
+#define LM_P_INVALID UINT64_MAX
+
+static uint32_t le32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t le64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+int store_meta_precheck(const char *dir, const char *data)
+{
+    int fd = open(data, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return store_err(OBJSTORE_EMETA, "%s: no meta/data.mdb (not a store, or its creation "
+                         "did not finish): %s", dir, strerror(errno));
+    struct stat sb;
+    uint8_t m[2][LM_META_BYTES];
+    int rc = OBJSTORE_OK;
+    uint64_t size = 0;
+    uint32_t psize = 0;
+    if (fstat(fd, &sb) != 0) {
+        rc = store_err(OBJSTORE_EIO, "%s: fstat: %s", data, strerror(errno));
+        goto out;
+    }
+    size = (uint64_t)sb.st_size;
+    if (size < LM_META_BYTES || pread(fd, m[0], LM_META_BYTES, 0) != LM_META_BYTES) {
+        rc = store_err(OBJSTORE_EMETA, "%s: meta/data.mdb has %llu bytes, too few for LMDB's "
+                       "meta pages (its creation did not finish?)", dir,
+                       (unsigned long long)size);
+        goto out;
+    }
+    psize = le32(m[0] + LM_OFF_PSIZE);
+    if (le32(m[0] + LM_OFF_MAGIC) != LM_MAGIC || le32(m[0] + LM_OFF_VERSION) != 1 ||
+        psize < 512 || psize > 65536 || (psize & (psize - 1))) {
+        rc = store_err(OBJSTORE_EMETA, "%s: meta/data.mdb: the first meta page is not LMDB's "
+                       "(magic, version or page size)", dir);
+        goto out;
+    }
+    if (size < 2 * (uint64_t)psize ||
+        pread(fd, m[1], LM_META_BYTES, psize) != LM_META_BYTES) {
+        rc = store_err(OBJSTORE_EMETA, "%s: meta/data.mdb has %llu bytes, fewer than LMDB's "
+                       "two meta pages of %u (truncated, or its creation did not finish)",
+                       dir, (unsigned long long)size, psize);
+        goto out;
+    }
+    if (le32(m[1] + LM_OFF_MAGIC) != LM_MAGIC || le32(m[1] + LM_OFF_VERSION) != 1) {
+        rc = store_err(OBJSTORE_EMETA, "%s: meta/data.mdb: the second meta page is not "
+                       "LMDB's", dir);
+        goto out;
+    }
+    /* LMDB reads through the meta page with the larger transaction id. */
+    const uint8_t *cur = le64(m[1] + LM_OFF_TXNID) > le64(m[0] + LM_OFF_TXNID) ? m[1] : m[0];
+    uint64_t last = le64(cur + LM_OFF_LAST_PG), froot = le64(cur + LM_OFF_FREE_ROOT),
+             mroot = le64(cur + LM_OFF_MAIN_ROOT);
+    if (last < 1 || last > size / psize - 1 ||
+        (froot != LM_P_INVALID && (froot < 2 || froot > last)) ||
+        (mroot != LM_P_INVALID && (mroot < 2 || mroot > last)))
+        rc = store_err(OBJSTORE_EMETA, "%s: meta/data.mdb has %llu bytes (%llu pages of %u), "
+                       "but its meta page names page %llu as the last and roots at %lld, "
+                       "%lld: the file is truncated or damaged", dir,
+                       (unsigned long long)size, (unsigned long long)(size / psize), psize,
+                       (unsigned long long)last, (long long)froot, (long long)mroot);
+out:
+    close(fd);
+    return rc;
 }
 
 int store_env_open(objstore *s, const char *metadir, bool create)
@@ -91,7 +174,8 @@ int store_dbs_open(objstore *s, MDB_txn *txn, bool create)
         if (rc)
             return store_lmdb_err(rc, "meta/: open database");
     }
-    return OBJSTORE_OK;
+    int rc = mdb_dbi_open(txn, NULL, 0, &s->db_main);
+    return rc ? store_lmdb_err(rc, "meta/: open the main database") : OBJSTORE_OK;
 }
 
 int store_put_u64(MDB_txn *txn, MDB_dbi db, const char *key, uint64_t v)
@@ -126,6 +210,19 @@ int store_meta_load(objstore *s, MDB_txn *txn)
         (rc = get_exact(s, txn, "generation", &s->generation, 8)) ||
         (rc = get_exact(s, txn, "epoch", &s->epoch, 8)))
         return rc;
+    /* "ckpt" (the epoch up to which redo records were deleted) was added
+     * after format 1 first shipped: a store without it never deleted any
+     * record under the chain rules, so 0 is exact. */
+    s->meta_ckpt = 0;
+    MDB_val ck = {4, "ckpt"}, cv;
+    int mrc = mdb_get(txn, s->db_meta, &ck, &cv);
+    if (mrc == 0 && cv.mv_size == 8)
+        memcpy(&s->meta_ckpt, cv.mv_data, 8);
+    else if (mrc == 0)
+        return store_err(OBJSTORE_EMETA, "%s: meta/ key 'ckpt' has %zu bytes, expected 8",
+                         s->dir, cv.mv_size);
+    else if (mrc != MDB_NOTFOUND)
+        return store_lmdb_err(mrc, "meta/: get");
     if (format != STORE_FORMAT_VERSION)
         return store_err(OBJSTORE_EVERSION, "%s: store format %llu, this build reads %u",
                          s->dir, (unsigned long long)format, STORE_FORMAT_VERSION);

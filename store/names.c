@@ -111,11 +111,14 @@ int objstore_root_del(objstore_txn *t, const char *name)
     if (rc || (rc = check_name(s, name, &len, STORE_NAME_MAX, "root")))
         return rc;
     uint64_t old;
-    if ((rc = store_root_lookup(t, name, len, &old)))
+    rc = store_root_lookup(t, name, len, &old);
+    /* A damaged entry (not an oid, or naming no live object) holds no
+     * count: deleting it is how a program gets rid of it. */
+    if (rc && rc != OBJSTORE_ECORRUPT)
         return rc;
     if (kvmap_put(&s->roots_pending, name, len, NULL, 0, true))
         return store_err(OBJSTORE_ENOMEM, "out of memory");
-    return store_decref(s, old);
+    return rc == OBJSTORE_ECORRUPT ? OBJSTORE_OK : store_decref(s, old);
 }
 
 int objstore_root_iter(objstore_txn *t, objstore_root_fn fn, void *arg)

@@ -69,9 +69,12 @@ typedef enum objstore_status {
     OBJSTORE_EREADONLY = 15,   /* a write in a read-only store or transaction */
     OBJSTORE_EFAILED = 16,     /* the handle failed; close and reopen */
     OBJSTORE_ENOTFOUND = 20,   /* no such root, type or metadata key */
-    OBJSTORE_EMETA = 21,       /* meta/ is missing, not LMDB, or not ours */
-    OBJSTORE_EMISMATCH = 22,   /* heap file and meta/ belong to different stores */
-    OBJSTORE_EREDO = 23,       /* a redo record is damaged: open refused */
+    OBJSTORE_EMETA = 21,       /* meta/ is missing, not LMDB, not ours, or
+                                  meta/data.mdb is truncated */
+    OBJSTORE_EMISMATCH = 22,   /* heap file and meta/ belong to different
+                                  stores, or to different states of one */
+    OBJSTORE_EREDO = 23,       /* a redo record is damaged or missing: open
+                                  refused */
     OBJSTORE_ELMDB = 24,       /* LMDB returned an error (see the message) */
     OBJSTORE_ETXN = 25,        /* transaction misuse (e.g. a second writer
                                   from the thread that holds the first) */
@@ -240,7 +243,10 @@ int objstore_collect(objstore *s, objstore_collect_stats *st);
 /* ---- roots: names (1..511 bytes, no NUL) -> objects, counted ---- */
 
 int objstore_root_set(objstore_txn *t, const char *name, objstore_oid oid);
+/* OBJSTORE_ECORRUPT when the entry holds no oid or names no live object. */
 int objstore_root_get(objstore_txn *t, const char *name, objstore_oid *oid);
+/* Removes the root and releases its count.  A damaged entry (as root_get
+ * reports ECORRUPT) is removed too: it held no count. */
 int objstore_root_del(objstore_txn *t, const char *name);
 
 /* Calls fn for each root in name order; stops early when fn returns non-zero

@@ -448,6 +448,8 @@ int objstore_open(const char *dir, const objstore_options *opts, objstore **out)
                        "its creation did not finish)", dir);
         goto fail_reg;
     }
+    if ((rc = store_meta_precheck(dir, data)))
+        goto fail_reg;
     if ((rc = store_env_open(s, meta, false)))
         goto fail_reg;
     MDB_txn *txn;

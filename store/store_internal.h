@@ -81,6 +81,7 @@ struct objstore {
 
     heap_t *heap;
     MDB_env *env;
+    MDB_dbi db_main;           /* the unnamed database: "redo-head" (txn.c R1) */
     MDB_dbi db_meta, db_roots, db_types, db_typeids, db_user, db_redo, db_zct, db_cand;
     uint64_t mapsize;
 
@@ -91,6 +92,8 @@ struct objstore {
     uint64_t deleted_upto;     /* redo records <= this are deleted */
     uint64_t redo_high;        /* highest end of a redo range newer than synced */
     uint64_t redo_since_ckpt;
+    uint64_t redo_last;        /* newest commit that wrote redo records */
+    uint64_t meta_ckpt;        /* meta/ "ckpt": records up to it are deleted */
     uint64_t commits_since_ckpt;
 
     store_lock lock;
@@ -155,6 +158,8 @@ int store_exclusive(objstore *s, int (*fn)(objstore *), const char *what);
 bool store_read_lock(objstore *s);
 
 /* meta.c */
+/* M3: data.mdb's meta pages against its size, before LMDB opens it. */
+int store_meta_precheck(const char *dir, const char *data);
 int store_env_open(objstore *s, const char *metadir, bool create);
 int store_dbs_open(objstore *s, MDB_txn *txn, bool create);
 int store_meta_load(objstore *s, MDB_txn *txn);

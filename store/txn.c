@@ -29,6 +29,14 @@
  *      reports success and the handle fails: the redo log still holds it.
  *   T4 abort restores every RAM structure: heap pages and allocator, pending
  *      maps, set deltas, types, pins.
+ *   T5 the redo log is a chain: each record names its commit's predecessor
+ *      with records and its commit's record count, and meta/'s "redo-head"
+ *      names the newest; a record missing anywhere refuses the open.
+ *   T6 a checkpoint writes its epoch into the heap header (ckpt_epoch) and
+ *      syncs before any record up to it is deleted and meta/ "ckpt" moves:
+ *      open refuses a heap whose ckpt_epoch is below meta/'s "ckpt" (an
+ *      older copy of the file: the records that would bring it forward are
+ *      gone) or above meta/'s epoch (meta/ is the older one).
  */
 #include "store_internal.h"
 
@@ -39,9 +47,13 @@
 #include <xxhash.h>
 
 #define REDO_MAGIC 0x4F444552u   /* "REDO" */
-#define REDO_VERSION 1u
-#define REDO_RANGE_LIMIT (UINT64_C(1) << 46)
+#define REDO_VERSION 2u
 
+/* A record's header.  Records chain (T5): every record of a commit names
+ * the epoch of the commit before it that wrote records (prev_epoch) and how
+ * many records its own commit wrote (nseq), and meta/'s main database holds
+ * the newest such epoch under "redo-head" — so a record missing from the
+ * start, the middle or the end of the log is found at open. */
 struct redo_hdr {
     uint32_t magic;
     uint32_t version;
@@ -51,14 +63,27 @@ struct redo_hdr {
     uint8_t uuid[16];
     uint64_t generation;
     uint64_t data_bytes;
+    uint64_t prev_epoch;     /* the previous commit with redo records, or 0 */
+    uint32_t nseq;           /* records this commit wrote (seq 0..nseq-1) */
+    uint32_t zero;
     uint64_t checksum;       /* XXH3_64bits of the record, this field zero */
 };
-_Static_assert(sizeof(struct redo_hdr) == 64, "redo header");
+_Static_assert(sizeof(struct redo_hdr) == 80, "redo header");
 
 struct redo_range {
     uint64_t off;
     uint64_t len;
 };
+
+/* meta/'s main database, key "redo-head": the newest commit that wrote redo
+ * records.  The main database's page is written by every commit anyway (it
+ * holds the named databases' roots), so this costs no page. */
+struct redo_head {
+    uint64_t epoch;
+    uint32_t nseq;
+    uint32_t zero;
+};
+static const MDB_val redo_head_key = {9, "redo-head"};
 
 static void redo_key(uint8_t key[12], uint64_t epoch, uint32_t seq)
 {
@@ -234,6 +259,11 @@ static int put_redo(objstore *s, MDB_txn *w, uint64_t epoch, const heap_range *r
     size_t i = 0;
     uint64_t done = 0;   /* bytes of r[i] already placed */
     uint8_t *base = heap_base(s->heap);
+    /* Every record but the last carries STORE_REDO_CHUNK data bytes. */
+    uint64_t total = 0;
+    for (size_t q = 0; q < n; q++)
+        total += r[q].len;
+    uint32_t nseq = (uint32_t)((total + STORE_REDO_CHUNK - 1) / STORE_REDO_CHUNK);
     while (i < n) {
         /* Which pieces go in this record. */
         size_t j = i;
@@ -264,7 +294,8 @@ static int put_redo(objstore *s, MDB_txn *w, uint64_t epoch, const heap_range *r
         uint8_t *rec = v.mv_data;
         struct redo_hdr h = {.magic = REDO_MAGIC, .version = REDO_VERSION, .epoch = epoch,
                              .seq = seq, .nranges = nr, .generation = s->generation,
-                             .data_bytes = bytes};
+                             .data_bytes = bytes, .prev_epoch = s->redo_last,
+                             .nseq = nseq};
         memcpy(h.uuid, s->uuid, 16);
         memcpy(rec, &h, sizeof h);
         struct redo_range *rr = (struct redo_range *)(rec + sizeof h);
@@ -287,7 +318,11 @@ static int put_redo(objstore *s, MDB_txn *w, uint64_t epoch, const heap_range *r
         memcpy(rec + offsetof(struct redo_hdr, checksum), &h.checksum, 8);
         seq++;
     }
-    return 0;
+    if (!n)
+        return 0;
+    struct redo_head head = {.epoch = epoch, .nseq = nseq};
+    MDB_val hk = redo_head_key, hv = {sizeof head, &head};
+    return mdb_put(w, s->db_main, &hk, &hv, 0);
 }
 
 /* Deletes redo records with epoch <= upto. */
@@ -362,7 +397,8 @@ static int lmdb_commit(objstore *s, uint64_t epoch, const heap_range *redo, size
 {
     MDB_txn *w;
     *unknown = false;
-    MDB_val ek = {5, "epoch"}, ev = {8, &epoch};
+    uint64_t ckpt = s->synced_epoch;
+    MDB_val ek = {5, "epoch"}, ev = {8, &epoch}, ck = {4, "ckpt"}, cv = {8, &ckpt};
     int rc = mdb_txn_begin(s->env, NULL, 0, &w);
     if (rc)
         return rc;
@@ -371,7 +407,9 @@ static int lmdb_commit(objstore *s, uint64_t epoch, const heap_range *redo, size
         (rc = put_pending(w, s->db_user, &s->user_pending)) || (rc = put_types(s, w)) ||
         (rc = put_set_delta(w, s->db_zct, &s->zct)) ||
         (rc = put_set_delta(w, s->db_cand, &s->cand)) ||
-        (s->synced_epoch > s->deleted_upto && (rc = del_redo(s, w, s->synced_epoch))) ||
+        (s->synced_epoch > s->deleted_upto &&
+         ((rc = del_redo(s, w, s->synced_epoch)) ||
+          (rc = mdb_put(w, s->db_meta, &ck, &cv, 0)))) ||
         ((nredo == 0 || s->synced_epoch > s->deleted_upto) &&
          (rc = mdb_put(w, s->db_meta, &ek, &ev, 0)))) {
         mdb_txn_abort(w);
@@ -387,6 +425,20 @@ static int lmdb_commit(objstore *s, uint64_t epoch, const heap_range *redo, size
 }
 
 /* ---- commit ---- */
+
+/* Makes every commit up to epoch durable in the heap file: the header
+ * records the epoch (heap_write_ckpt), and one fdatasync covers it and the
+ * bytes it vouches for.  Only after this may redo records up to epoch go,
+ * and meta/'s "ckpt" follow (T6). */
+static int heap_checkpoint(objstore *s, uint64_t epoch)
+{
+    heap_status hs = heap_write_ckpt(s->heap, epoch);
+    if (!hs) {
+        store_hook("checkpoint-fdatasync");
+        hs = heap_sync(s->heap);
+    }
+    return hs ? store_heap_err(s, hs) : OBJSTORE_OK;
+}
 
 /* pwrites ranges, merging those that share a page: the clean lines between
  * them hold the file's bytes already (heap rule D1), and the page is dirty in
@@ -536,6 +588,8 @@ static int commit_write(objstore_txn *t)
 
     /* Committed.  From here on nothing may report failure (T3). */
     s->epoch = epoch;
+    if (nredo)
+        s->redo_last = epoch;
     if (s->synced_epoch > s->deleted_upto) {
         s->deleted_upto = s->synced_epoch;
         s->redo_high = 0;
@@ -571,8 +625,7 @@ static int commit_write(objstore_txn *t)
     s->commits_since_ckpt++;
     if (nredo && (s->redo_since_ckpt >= s->opts.checkpoint_bytes ||
                   s->commits_since_ckpt >= STORE_CKPT_COMMITS)) {
-        store_hook("checkpoint-fdatasync");
-        if (heap_sync(s->heap) == HEAP_OK) {
+        if (heap_checkpoint(s, epoch) == OBJSTORE_OK) {
             s->synced_epoch = epoch;
             s->redo_since_ckpt = 0;
             s->commits_since_ckpt = 0;
@@ -616,17 +669,17 @@ int store_checkpoint_all(objstore *s)
 {
     if (s->epoch <= s->deleted_upto)
         return OBJSTORE_OK;
-    store_hook("checkpoint-fdatasync");
-    heap_status hs = heap_sync(s->heap);
-    if (hs) {
+    int rc = heap_checkpoint(s, s->epoch);
+    if (rc) {
         s->failed = true;   /* as in commit: the redo log must stay */
-        return store_heap_err(s, hs);
+        return rc;
     }
     s->synced_epoch = s->epoch;
     MDB_txn *w;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &w);
+    rc = mdb_txn_begin(s->env, NULL, 0, &w);
     if (!rc && ((rc = del_redo(s, w, s->epoch)) ||
-                (rc = store_put_u64(w, s->db_meta, "epoch", s->epoch) ? EIO : 0)))
+                (rc = store_put_u64(w, s->db_meta, "epoch", s->epoch) ? EIO : 0) ||
+                (rc = store_put_u64(w, s->db_meta, "ckpt", s->epoch) ? EIO : 0)))
         mdb_txn_abort(w);
     if (!rc) {
         store_hook("checkpoint-commit");
@@ -648,7 +701,7 @@ int objstore_checkpoint(objstore *s)
 
 /* ---- replay (open) ---- */
 
-static int check_record(objstore *s, const MDB_val *k, const MDB_val *v)
+static int check_record(objstore *s, const MDB_val *k, const MDB_val *v, struct redo_hdr *out)
 {
     if (k->mv_size != 12)
         return store_err(OBJSTORE_EREDO, "%s: redo key of %zu bytes", s->dir, k->mv_size);
@@ -662,8 +715,13 @@ static int check_record(objstore *s, const MDB_val *k, const MDB_val *v)
                          v->mv_size);
     memcpy(&h, v->mv_data, sizeof h);
     const char *why = NULL;
-    if (h.magic != REDO_MAGIC || h.version != REDO_VERSION)
-        why = "bad magic or version";
+    uint64_t limit = heap_reserve_size(s->heap);
+    if (h.magic != REDO_MAGIC)
+        why = "bad magic";
+    else if (h.version != REDO_VERSION)
+        why = h.version < REDO_VERSION ? "written by an older objstore (redo version 1): "
+                                         "open it with that version to replay it"
+                                       : "unknown redo version";
     else if (h.epoch != epoch || h.seq != seq)
         why = "header does not match its key";
     else if (memcmp(h.uuid, s->uuid, 16) || h.generation != s->generation)
@@ -671,6 +729,8 @@ static int check_record(objstore *s, const MDB_val *k, const MDB_val *v)
     else if (h.nranges > v->mv_size / sizeof(struct redo_range) ||
              h.data_bytes != v->mv_size - sizeof h - (uint64_t)h.nranges * sizeof(struct redo_range))
         why = "sizes do not add up";
+    else if (h.nseq == 0 || h.seq >= h.nseq || h.prev_epoch >= h.epoch || h.zero)
+        why = "its place in the log (sequence or predecessor) is impossible";
     else if (redo_sum(v->mv_data, v->mv_size) != h.checksum)
         why = "checksum mismatch";
     if (!why) {
@@ -679,8 +739,8 @@ static int check_record(objstore *s, const MDB_val *k, const MDB_val *v)
         for (uint32_t i = 0; i < h.nranges && !why; i++) {
             struct redo_range r;
             memcpy(&r, rp + (size_t)i * sizeof r, sizeof r);
-            if (r.len == 0 || r.off >= REDO_RANGE_LIMIT || r.len > REDO_RANGE_LIMIT - r.off)
-                why = "a range lies outside any heap";
+            if (r.len == 0 || r.off >= limit || r.len > limit - r.off)
+                why = "a range lies outside the heap's reserved range";
             sum += r.len;
         }
         if (!why && sum != h.data_bytes)
@@ -690,6 +750,7 @@ static int check_record(objstore *s, const MDB_val *k, const MDB_val *v)
         return store_err(OBJSTORE_EREDO, "%s: meta/ redo record (epoch %llu, seq %u): %s; "
                          "open refused, nothing changed", s->dir, (unsigned long long)epoch,
                          seq, why);
+    *out = h;
     return OBJSTORE_OK;
 }
 
@@ -710,30 +771,125 @@ static int apply_record(objstore *s, const MDB_val *v)
     return OBJSTORE_OK;
 }
 
+/* The chain of T5, walked record by record in key order. */
+struct redo_chain {
+    uint64_t group;      /* epoch of the records being walked, 0 before any */
+    uint32_t nseq, next; /* that commit's record count, the seq expected next */
+};
+
+static int chain_missing(objstore *s, const char *fmt, uint64_t a, uint64_t b)
+{
+    char what[160];
+    snprintf(what, sizeof what, fmt, (unsigned long long)a, (unsigned long long)b);
+    return store_err(OBJSTORE_EREDO, "%s: meta/ redo log: %s; replaying the rest would mix "
+                     "old and new bytes: open refused, nothing changed", s->dir, what);
+}
+
+static int chain_step(objstore *s, struct redo_chain *c, const struct redo_hdr *h)
+{
+    if (h->epoch != c->group) {
+        if (c->group && c->next != c->nseq)
+            return chain_missing(s, "the commit of epoch %llu lacks its record %llu",
+                                 c->group, c->next);
+        if (!c->group && h->prev_epoch > s->meta_ckpt)
+            return chain_missing(s, "the records of epoch %llu are missing (the oldest "
+                                 "left is epoch %llu)", h->prev_epoch, h->epoch);
+        if (c->group && h->prev_epoch != c->group)
+            return chain_missing(s, "the records of epoch %llu are missing (before epoch "
+                                 "%llu)", h->prev_epoch, h->epoch);
+        c->group = h->epoch;
+        c->nseq = h->nseq;
+        c->next = 0;
+    }
+    if (h->seq != c->next || h->nseq != c->nseq)
+        return chain_missing(s, "the commit of epoch %llu lacks its record %llu", h->epoch,
+                             c->next);
+    c->next++;
+    return OBJSTORE_OK;
+}
+
+/* Reads "redo-head" (T5) into *head; zero when the store never wrote one. */
+static int read_head(objstore *s, MDB_txn *txn, struct redo_head *head)
+{
+    memset(head, 0, sizeof *head);
+    MDB_val k = redo_head_key, v;
+    int rc = mdb_get(txn, s->db_main, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return OBJSTORE_OK;
+    if (rc)
+        return store_lmdb_err(rc, "replay: redo-head");
+    if (v.mv_size != sizeof *head)
+        return store_err(OBJSTORE_EREDO, "%s: meta/ redo-head holds %zu bytes, not %zu",
+                         s->dir, v.mv_size, sizeof *head);
+    memcpy(head, v.mv_data, sizeof *head);
+    if (head->nseq == 0 || head->zero)
+        return store_err(OBJSTORE_EREDO, "%s: meta/ redo-head is malformed", s->dir);
+    return OBJSTORE_OK;
+}
+
+/* The heap file against meta/ (T6): the file must hold every commit whose
+ * records are gone, and no commit meta/ has not seen. */
+static int check_heap_age(objstore *s)
+{
+    uint64_t hc = heap_ckpt_epoch(s->heap);
+    if (hc < s->meta_ckpt)
+        return store_err(OBJSTORE_EMISMATCH, "%s: heap.%llu holds the store as of epoch %llu, "
+                         "but meta/ dropped the redo records up to epoch %llu: the heap file "
+                         "is older than meta/ (a restored copy?); open refused",
+                         s->dir, (unsigned long long)s->generation, (unsigned long long)hc,
+                         (unsigned long long)s->meta_ckpt);
+    if (hc > s->epoch)
+        return store_err(OBJSTORE_EMISMATCH, "%s: heap.%llu records a checkpoint at epoch "
+                         "%llu, but meta/ ends at epoch %llu: meta/ is older than the heap "
+                         "file (a restored copy?); open refused",
+                         s->dir, (unsigned long long)s->generation, (unsigned long long)hc,
+                         (unsigned long long)s->epoch);
+    return OBJSTORE_OK;
+}
+
 int store_replay(objstore *s)
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
     if (rc)
         return store_lmdb_err(rc, "replay");
+    struct redo_head head;
+    int err = read_head(s, txn, &head);
     MDB_cursor *c;
-    if ((rc = mdb_cursor_open(txn, s->db_redo, &c))) {
+    if (err || (rc = mdb_cursor_open(txn, s->db_redo, &c))) {
         mdb_txn_abort(txn);
-        return store_lmdb_err(rc, "replay");
+        return err ? err : store_lmdb_err(rc, "replay");
     }
     MDB_val k, v;
-    int err = OBJSTORE_OK;
     uint64_t nrec = 0;
-    /* Pass 1 checks every record (T2); pass 2 applies them in key order. */
-    uint64_t last = 0;
+    struct redo_chain chain = {0};
+    /* Pass 1 checks every record and the chain (T2, T5); pass 2 applies
+     * them in key order. */
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && !err;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT), nrec++)
-        if (!(err = check_record(s, &k, &v)))
-            last = store_get_be64(k.mv_data);
-    /* A commit that writes redo records does not write meta/epoch: its
-     * record's key holds the epoch (one database page less per commit). */
-    if (!err && last > s->epoch)
-        s->epoch = last;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT), nrec++) {
+        struct redo_hdr h = {0};
+        if (!(err = check_record(s, &k, &v, &h)))
+            err = chain_step(s, &chain, &h);
+    }
+    if (!err && chain.group && chain.next != chain.nseq)
+        err = chain_missing(s, "the commit of epoch %llu lacks its record %llu", chain.group,
+                            chain.next);
+    if (!err && chain.group && !head.epoch)
+        err = store_err(OBJSTORE_EREDO, "%s: meta/ holds redo records but no redo-head",
+                        s->dir);
+    if (!err && head.epoch > chain.group && head.epoch > s->meta_ckpt)
+        err = chain_missing(s, "the newest records (epoch %llu, %llu of them) are missing",
+                            head.epoch, head.nseq);
+    if (!err && chain.group > head.epoch)
+        err = chain_missing(s, "records reach epoch %llu, past the newest one named "
+                            "(epoch %llu)", chain.group, head.epoch);
+    /* A commit that writes redo records does not write meta/epoch: the
+     * head names it (one database page less per commit). */
+    if (!err && head.epoch > s->epoch)
+        s->epoch = head.epoch;
+    s->redo_last = head.epoch;
+    if (!err)
+        err = check_heap_age(s);
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && !err;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
         err = apply_record(s, &v);
@@ -743,21 +899,21 @@ int store_replay(objstore *s)
         return err;
     /* The replayed bytes are in the file: make them durable, drop the log. */
     store_hook("replay-fdatasync");
-    heap_status hs = heap_sync(s->heap);
-    if (hs)
-        return store_heap_err(s, hs);
+    if ((err = heap_checkpoint(s, s->epoch)))
+        return err;
     MDB_txn *w;
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &w)))
         return store_lmdb_err(rc, "replay");
     if ((rc = del_redo(s, w, UINT64_MAX)) ||
-        (rc = store_put_u64(w, s->db_meta, "epoch", s->epoch) ? EIO : 0)) {
+        (rc = store_put_u64(w, s->db_meta, "epoch", s->epoch) ? EIO : 0) ||
+        (rc = store_put_u64(w, s->db_meta, "ckpt", s->epoch) ? EIO : 0)) {
         mdb_txn_abort(w);
         return store_lmdb_err(rc, "replay");
     }
     store_hook("replay-commit");
     if ((rc = mdb_txn_commit(w)))
         return store_lmdb_err(rc, "replay");
-    s->deleted_upto = s->synced_epoch = s->epoch;
+    s->deleted_upto = s->synced_epoch = s->meta_ckpt = s->epoch;
     return OBJSTORE_OK;
 }
 

@@ -476,6 +476,103 @@ START_TEST(test_a_foreign_meta_environment_is_refused)
 }
 END_TEST
 
+/* data.mdb cut short at every page boundary and at lengths in between:
+ * LMDB would follow its meta page past the end of the file (SIGBUS), or
+ * write into a file too short for the meta pages; open must refuse first. */
+#define N_META_CUTS 24
+
+START_TEST(test_a_truncated_meta_data_file_is_refused_before_lmdb_reads_it)
+{
+    make_store(g_store);
+    save_meta();
+    char *heap = heap_file(), *data = meta_data();
+    size_t pages = g_meta_len / 4096;
+    ck_assert_uint_ge(pages, 4);
+    /* _i < pages: the boundary of page _i; past that, pseudo-random lengths. */
+    size_t cut;
+    if ((size_t)_i < pages)
+        cut = (size_t)_i * 4096;
+    else
+        cut = (size_t)(((uint64_t)_i * 2654435761u) % g_meta_len);
+    if (cut >= g_meta_len)
+        cut = g_meta_len - 1;
+    ck_assert_int_eq(truncate(data, (off_t)cut), 0);
+    const char *paths[] = { heap, data, NULL };
+    expect_refused(OBJSTORE_EMETA, "data.mdb", paths);
+    restore_meta();
+    check_content(g_store);
+    free(heap);
+    free(data);
+}
+END_TEST
+
+/* A heap file put back from an earlier copy, beside the newer meta/ that
+ * dropped the redo records which would bring it forward. */
+START_TEST(test_a_restored_older_heap_file_is_refused_as_a_mismatch)
+{
+    make_store(g_store);
+    char *heap = heap_file();
+    size_t old_len;
+    uint8_t *old = read_all(heap, &old_len);
+    objstore *s = open_store(g_store, NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid a = root_get(t, "a");
+    void *p;
+    uint64_t size;
+    OK(objstore_edit(t, a, &p, &size));
+    pattern_into(p, size, 77);
+    commit(t);
+    close_store(s);   /* checkpoints: the records go */
+    size_t new_len;
+    uint8_t *cur = read_all(heap, &new_len);
+    write_all(heap, old, old_len);
+    char *data = meta_data();
+    const char *paths[] = { heap, data, NULL };
+    expect_refused(OBJSTORE_EMISMATCH, "older than meta/", paths);
+    write_all(heap, cur, new_len);
+    s = open_store(g_store, NULL);
+    t = rbegin(s);
+    const void *q;
+    OK(objstore_get(t, root_get(t, "a"), &q, &size));
+    uint8_t want[PAYLOAD];
+    pattern_into(want, PAYLOAD, 77);
+    ck_assert_msg(memcmp(q, want, PAYLOAD) == 0, "the newer content is not there");
+    commit(t);
+    verify_clean(s);
+    close_store(s);
+    free(old);
+    free(cur);
+    free(heap);
+    free(data);
+}
+END_TEST
+
+/* meta/ put back from an earlier copy beside a newer heap file. */
+START_TEST(test_a_restored_older_meta_is_refused_as_a_mismatch)
+{
+    make_store(g_store);
+    save_meta();
+    size_t old_len = g_meta_len;
+    uint8_t *old = malloc(old_len);
+    memcpy(old, g_meta_bytes, old_len);
+    objstore *s = open_store(g_store, NULL);
+    objstore_txn *t = wbegin(s);
+    root_set(t, "b", new_obj(t, 0, 0, 16));
+    commit(t);
+    close_store(s);
+    save_meta();   /* the newer one, to put back */
+    char *heap = heap_file(), *data = meta_data();
+    write_all(data, old, old_len);
+    const char *paths[] = { heap, data, NULL };
+    expect_refused(OBJSTORE_EMISMATCH, "meta/ is older", paths);
+    restore_meta();
+    check_content(g_store);
+    free(old);
+    free(heap);
+    free(data);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* redo records                                                         */
 
@@ -645,6 +742,167 @@ START_TEST(test_a_damaged_redo_record_refuses_the_open_and_spares_the_heap)
 }
 END_TEST
 
+
+/* In a child: opens, makes n commits (each a new object under root
+ * "late<i>" holding i), exits without closing: n redo records stay. */
+static void commits_and_vanish(int n)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        objstore *s = NULL;
+        if (objstore_open(g_store, NULL, &s) != OBJSTORE_OK)
+            _exit(1);
+        for (int i = 0; i < n; i++) {
+            objstore_txn *t = NULL;
+            objstore_oid o = 0;
+            uint64_t v = (uint64_t)i + 1;
+            char name[16];
+            snprintf(name, sizeof name, "late%d", i);
+            if (objstore_begin(s, 0, &t) != OBJSTORE_OK ||
+                objstore_new(t, 0, 0, 64, &o) != OBJSTORE_OK ||
+                objstore_write(t, o, 0, &v, 8) != OBJSTORE_OK ||
+                objstore_root_set(t, name, o) != OBJSTORE_OK ||
+                objstore_commit(t) != OBJSTORE_OK)
+                _exit(2);
+        }
+        _exit(0);
+    }
+    ck_assert_int_eq(wait_child(pid), 0);
+}
+
+/* Deletes (save != NULL: saves first) or puts back the idx-th record of the
+ * redo database. */
+static void redo_take(size_t idx, uint8_t **key, size_t *klen, uint8_t **val, size_t *vlen)
+{
+    MDB_env *env = open_meta_env();
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    LMDB_OK(mdb_txn_begin(env, NULL, 0, &txn));
+    LMDB_OK(mdb_dbi_open(txn, "redo", 0, &dbi));
+    LMDB_OK(mdb_cursor_open(txn, dbi, &cur));
+    MDB_val k, v;
+    LMDB_OK(mdb_cursor_get(cur, &k, &v, MDB_FIRST));
+    for (size_t i = 0; i < idx; i++)
+        LMDB_OK(mdb_cursor_get(cur, &k, &v, MDB_NEXT));
+    *klen = k.mv_size;
+    *vlen = v.mv_size;
+    *key = malloc(k.mv_size);
+    *val = malloc(v.mv_size);
+    memcpy(*key, k.mv_data, k.mv_size);
+    memcpy(*val, v.mv_data, v.mv_size);
+    LMDB_OK(mdb_cursor_del(cur, 0));
+    mdb_cursor_close(cur);
+    LMDB_OK(mdb_txn_commit(txn));
+    mdb_env_close(env);
+}
+
+static void redo_put_back(const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+    MDB_env *env = open_meta_env();
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    LMDB_OK(mdb_txn_begin(env, NULL, 0, &txn));
+    LMDB_OK(mdb_dbi_open(txn, "redo", 0, &dbi));
+    MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
+    LMDB_OK(mdb_put(txn, dbi, &k, &v, 0));
+    LMDB_OK(mdb_txn_commit(txn));
+    mdb_env_close(env);
+}
+
+enum { GAP_OLDEST, GAP_MIDDLE, GAP_NEWEST, N_GAP };
+
+/* Replaying the others would write older bytes over newer ones. */
+START_TEST(test_a_missing_redo_record_anywhere_in_the_log_refuses_the_open)
+{
+    make_store(g_store);
+    commits_and_vanish(3);
+    ck_assert_uint_eq(count_redo(), 3);
+    size_t idx = _i == GAP_OLDEST ? 0 : _i == GAP_MIDDLE ? 1 : 2;
+    uint8_t *key, *val;
+    size_t klen, vlen;
+    redo_take(idx, &key, &klen, &val, &vlen);
+    char *heap = heap_file();
+    const char *paths[] = { heap, NULL };
+    expect_refused(OBJSTORE_EREDO, "missing", paths);
+    redo_put_back(key, klen, val, vlen);
+    objstore *s = open_store(g_store, NULL);
+    objstore_txn *t = rbegin(s);
+    for (int i = 0; i < 3; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "late%d", i);
+        ck_assert_uint_eq(get_u64(t, root_get(t, name), 0), (uint64_t)i + 1);
+    }
+    commit(t);
+    verify_clean(s);
+    close_store(s);
+    free(key);
+    free(val);
+    free(heap);
+}
+END_TEST
+
+/* A record whose checksum is right but whose range lies past any heap. */
+START_TEST(test_a_redo_range_past_the_reserved_range_is_a_redo_error)
+{
+    make_store(g_store);
+    commit_and_vanish(0xC0FFEE);
+    size_t len;
+    uint8_t *orig = edit_first_redo(REDO_PEEK, NULL, 0, &len);
+    ck_assert_uint_ge(len, 96);
+    uint8_t *rec = malloc(len);
+    memcpy(rec, orig, len);
+    uint64_t far = UINT64_C(1) << 45;   /* 32 TiB: past the reserved range */
+    memcpy(rec + 80, &far, 8);          /* the first range's offset */
+    uint64_t zero = 0;
+    memcpy(rec + 72, &zero, 8);
+    uint64_t sum = XXH3_64bits_withSeed(rec + 80, len - 80, XXH3_64bits(rec, 80));
+    memcpy(rec + 72, &sum, 8);
+    size_t dlen;
+    free(edit_first_redo(REDO_RESTORE, rec, len, &dlen));
+    char *heap = heap_file();
+    const char *paths[] = { heap, NULL };
+    expect_refused(OBJSTORE_EREDO, "outside the heap", paths);
+    free(edit_first_redo(REDO_RESTORE, orig, len, &dlen));
+    check_content(g_store);
+    free(rec);
+    free(orig);
+    free(heap);
+}
+END_TEST
+
+/* A root entry LMDB holds that names no object can still be deleted. */
+START_TEST(test_a_damaged_root_entry_can_be_deleted)
+{
+    make_store(g_store);
+    MDB_env *env = open_meta_env();
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    LMDB_OK(mdb_txn_begin(env, NULL, 0, &txn));
+    LMDB_OK(mdb_dbi_open(txn, "roots", 0, &dbi));
+    uint64_t bogus = 12345;   /* not an object's start */
+    MDB_val k1 = { 3, "bad" }, v1 = { 8, &bogus }, k2 = { 5, "short" }, v2 = { 3, "abc" };
+    LMDB_OK(mdb_put(txn, dbi, &k1, &v1, 0));
+    LMDB_OK(mdb_put(txn, dbi, &k2, &v2, 0));
+    LMDB_OK(mdb_txn_commit(txn));
+    mdb_env_close(env);
+
+    objstore *s = open_store(g_store, NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid o;
+    EXPECT(OBJSTORE_ECORRUPT, objstore_root_get(t, "bad", &o));
+    OK(objstore_root_del(t, "bad"));
+    OK(objstore_root_del(t, "short"));
+    EXPECT(OBJSTORE_ENOTFOUND, objstore_root_get(t, "bad", &o));
+    commit(t);
+    verify_clean(s);
+    close_store(s);
+    check_content(g_store);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 
 static Suite *store_damage_suite(void)
@@ -667,11 +925,19 @@ static Suite *store_damage_suite(void)
     tcase_add_test(tc, test_opening_an_empty_directory_is_emeta_and_creates_nothing);
     tcase_add_test(tc, test_a_missing_meta_directory_is_refused);
     tcase_add_loop_test(tc, test_a_foreign_meta_environment_is_refused, 0, N_FOREIGN);
+    tcase_add_loop_test(tc, test_a_truncated_meta_data_file_is_refused_before_lmdb_reads_it,
+                        0, N_META_CUTS);
+    tcase_add_test(tc, test_a_restored_older_heap_file_is_refused_as_a_mismatch);
+    tcase_add_test(tc, test_a_restored_older_meta_is_refused_as_a_mismatch);
+    tcase_add_test(tc, test_a_damaged_root_entry_can_be_deleted);
 
     tc = ts_tcase(s, "redo", t);
     tcase_add_test(tc, test_a_pending_redo_record_is_replayed_at_open);
     tcase_add_loop_test(tc, test_a_damaged_redo_record_refuses_the_open_and_spares_the_heap,
                         0, N_REDO);
+    tcase_add_loop_test(tc, test_a_missing_redo_record_anywhere_in_the_log_refuses_the_open,
+                        0, N_GAP);
+    tcase_add_test(tc, test_a_redo_range_past_the_reserved_range_is_a_redo_error);
     return s;
 }
 
