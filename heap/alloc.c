@@ -545,6 +545,7 @@ heap_status heap_free(heap_t *h, uint64_t off)
     if (!heap_is_live(h, off))
         return heap_seterr(h, HEAP_EBADOFF, "%s: free of offset %llu: not a live block",
                            h->path, (unsigned long long)off);
+    heap_view_forget(h, off);
     uint64_t k = off >> HEAP_ARENA_SHIFT;
     unsigned i = (unsigned)((off >> HEAP_POOL_SHIFT) & (HEAP_POOLS_PER_ARENA - 1));
     struct heap_arena_table *t = heap_table(h, k);
@@ -560,6 +561,7 @@ heap_status heap_free(heap_t *h, uint64_t off)
         if (d->nalloc-- == class_nblocks(c))
             bitset_set(&h->usable[c], gp);
         if (d->nalloc == 0) {
+            heap_view_pool_freed(h, gp);
             d->kind = HEAP_POOL_FREE;
             d->cls = 0;
             bitset_clear(&h->usable[c], gp);

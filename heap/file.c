@@ -65,7 +65,6 @@ static heap_status msgerr(char *msg, heap_status st, const char *fmt, ...)
 }
 
 const char *heap_errmsg(const heap_t *h) { return h->msg; }
-uint8_t *heap_base(const heap_t *h) { return h->base; }
 uint64_t heap_size(const heap_t *h) { return h->narenas << HEAP_ARENA_SHIFT; }
 uint64_t heap_file_size(const heap_t *h) { return h->mapped; }
 uint64_t heap_generation(const heap_t *h) { return heap_hdr(h)->generation; }
@@ -349,6 +348,27 @@ heap_status heap_unshare(heap_t *h)
     return HEAP_OK;
 }
 
+/* The read path's view (heap.h): where its maps cannot be had, it stays
+ * off and every check takes the full path. */
+static void alloc_view(heap_t *h)
+{
+    h->view.base = h->base;
+    h->view.reserve = h->reserve;
+    void *v = mmap(NULL, h->reserve >> 7, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *c = mmap(NULL, h->reserve >> HEAP_POOL_SHIFT, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (v == MAP_FAILED || c == MAP_FAILED) {
+        if (v != MAP_FAILED)
+            munmap(v, h->reserve >> 7);
+        if (c != MAP_FAILED)
+            munmap(c, h->reserve >> HEAP_POOL_SHIFT);
+        return;
+    }
+    h->view.vbits = v;
+    h->view.pool_cls = c;
+}
+
 /* The dirty-line masks cover the whole reserved range; the kernel hands out
  * zero pages as they are touched, so their cost follows the heap's size. */
 static heap_status alloc_line_masks(heap_t *h)
@@ -438,6 +458,7 @@ heap_status heap_open(const char *path, const heap_open_opts *opts, heap_t **out
     }
     h->base = base;
     h->fresh_from = UINT64_MAX;
+    alloc_view(h);
     madvise(base, h->reserve, MADV_DONTFORK);
     if ((st = alloc_line_masks(h))) {
         msgerr(msg, st, "%s", h->msg);
@@ -485,6 +506,10 @@ void heap_close(heap_t *h)
         free(h->usable[c].w);
     if (h->line_mask)
         munmap(h->line_mask, h->npages_cap * sizeof(uint64_t));
+    if (h->view.vbits)
+        munmap((void *)h->view.vbits, h->reserve >> 7);
+    if (h->view.pool_cls)
+        munmap((void *)h->view.pool_cls, h->reserve >> HEAP_POOL_SHIFT);
     free(h->dirty_pages.v);
     free(h->priv_pages.v);
     free(h->ranges);

@@ -35,6 +35,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 /* ---- geometry (fixed by the file format, version 1) ---- */
@@ -149,7 +150,30 @@ heap_status heap_rebuild_full(heap_t *h);
 const char *heap_errmsg(const heap_t *h);
 
 /* ---- addressing ---- */
-uint8_t *heap_base(const heap_t *h);
+
+/* The fields the inline read path uses.  It is the first member of every
+ * heap (heap_internal.h), so a heap_t pointer is a heap_view pointer.
+ *
+ *   vbits     1 bit per 16-byte unit of the reserved range: set for the
+ *             allocated blocks of a small pool once a read transaction's
+ *             full check (heap_check_obj_mark) passed on one of them,
+ *             cleared when the block is freed.  Never set by a write
+ *             transaction, so an abort leaves no stale bit.
+ *   pool_cls  per pool: 1 + the size class of a small pool whose bits are
+ *             in vbits; 0 otherwise (reset when the pool empties).
+ * Both are anonymous NORESERVE memory over the reserved range (NULL where
+ * it could not be had: every check then takes the full path). */
+typedef struct heap_view {
+    uint8_t *base;              /* the mapping; never moves while open */
+    uint64_t reserve;           /* bytes of the reserved range */
+    _Atomic uint64_t *vbits;
+    _Atomic uint8_t *pool_cls;
+} heap_view;
+
+static inline uint8_t *heap_base(const heap_t *h)
+{
+    return ((const heap_view *)h)->base;
+}
 static inline void *heap_ptr(const heap_t *h, uint64_t off)
 {
     return heap_base(h) + off;
@@ -200,6 +224,11 @@ heap_status heap_check_ref(heap_t *h, uint64_t off);
 /* heap_check_ref for a non-null object, also giving its exact size (as
  * heap_obj_size) from the same lookup. */
 heap_status heap_check_obj(heap_t *h, uint64_t off, uint64_t *size);
+
+/* heap_check_obj that also records a small object it finds sound in the
+ * view (vbits, pool_cls), so that heap_obj_fast knows it from then on.
+ * Only for read transactions: see heap_view. */
+heap_status heap_check_obj_mark(heap_t *h, uint64_t off, uint64_t *size);
 
 /* ---- objects ---- */
 
@@ -355,6 +384,29 @@ static inline unsigned heap_size_class(uint64_t size)
 static inline uint32_t heap_class_size(unsigned cls)
 {
     return (cls + 1) * HEAP_ALIGN;
+}
+
+/* The read path's check (O3): true when off starts a small object a read
+ * transaction already found sound, with its exact size in *size.  It reads
+ * one word of vbits, one byte of pool_cls and the object's own header;
+ * false sends the caller to heap_check_obj_mark.  Sound on a damaged file:
+ * a bit is set only after the full check, and off is bounded by the
+ * reserved range before any load. */
+static inline bool heap_obj_fast(const heap_t *h, uint64_t off, uint64_t *size)
+{
+    const heap_view *v = (const heap_view *)h;
+    if ((off & (HEAP_ALIGN - 1)) || off >= v->reserve || !v->vbits)
+        return false;
+    uint64_t u = off >> 4;
+    if (!((atomic_load_explicit(&v->vbits[u >> 6], memory_order_acquire) >> (u & 63)) & 1))
+        return false;
+    unsigned c = atomic_load_explicit(&v->pool_cls[off >> HEAP_POOL_SHIFT], memory_order_relaxed);
+    const heap_obj *o = (const heap_obj *)(v->base + off);
+    uint64_t n = heap_class_size(c - 1) - ((o->rc_bits & HEAP_PAD_MASK) >> HEAP_PAD_SHIFT);
+    if (c == 0 || HEAP_OBJ_HEADER + (uint64_t)o->nrefs * 8 > n)
+        return false;   /* O2 fails: the full check words the error */
+    *size = n;
+    return true;
 }
 
 /* Test-only hook: called with a name before each durability step (pwrite,

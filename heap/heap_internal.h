@@ -48,6 +48,7 @@ typedef struct bitset {
 
 
 struct heap {
+    heap_view view;             /* first: see heap.h */
     int fd;
     int flags;
     bool failed;
@@ -115,6 +116,11 @@ static inline bool heap_arena_ready(const heap_t *h, uint64_t k)
     return k < atomic_load_explicit(&((heap_t *)h)->valid_upto, memory_order_acquire) ||
            heap_arena_ready_slow(h, k);
 }
+
+/* object.c: clears the view's bit of a block being freed (O3). */
+void heap_view_forget(heap_t *h, uint64_t off);
+/* alloc.c: a small pool emptied; it may come back with another class. */
+void heap_view_pool_freed(heap_t *h, uint64_t gp);
 
 /* bitsets */
 bool bitset_resize(bitset *b, uint64_t nbits);

@@ -8,6 +8,12 @@
  *      class stride with its bit set, or the first byte of a run.
  *   O2 an object's reference slots fit its block: 16 + 8 * nrefs <= size
  *      (heap_check_ref), so walking slots never leaves the block.
+ *   O3 a bit of the view's vbits (heap.h) is set only for an allocated
+ *      block of a small pool a full check found sound (in a read
+ *      transaction), and cleared by heap_free before the block can change;
+ *      a pool's pool_cls is reset when it empties.  So a set bit names a
+ *      live block of the committed state whose size class pool_cls gives,
+ *      and heap_obj_fast checks its slots fit (O2) itself.
  */
 #include "heap_internal.h"
 
@@ -96,7 +102,51 @@ heap_status heap_check_ref(heap_t *h, uint64_t off)
     return off == 0 ? HEAP_OK : heap_check_obj(h, off, &size);
 }
 
-heap_status heap_check_obj(heap_t *h, uint64_t off, uint64_t *out)
+/* Records in the view (heap.h) that the small block at off is sound.  The
+ * first time a pool is seen, its whole allocation bitmap is copied in, so
+ * a walk pays the tables once per pool, not once per object; the slots-fit
+ * rule (O2) of those blocks is then checked by heap_obj_fast itself.
+ *
+ * Readers record concurrently with plain loads and stores, no locked
+ * instruction: one may overwrite a bit another just set, which only costs
+ * that block one more full check.  No bit can be set wrongly: blocks are
+ * freed, and pools change class, only in write transactions, which no
+ * reader runs beside. */
+static void view_record(heap_t *h, uint64_t off, const struct heap_pooldesc *d)
+{
+    uint64_t gp = off >> HEAP_POOL_SHIFT;
+    unsigned c = d->cls;
+    _Atomic uint64_t *vw = &h->view.vbits[(gp << HEAP_POOL_SHIFT) >> 10];   /* 16 words */
+    if (atomic_load_explicit(&h->view.pool_cls[gp], memory_order_relaxed) == c + 1) {
+        uint64_t u = (off & (HEAP_POOL_SIZE - 1)) >> 4, bit = UINT64_C(1) << (u & 63);
+        uint64_t old = atomic_load_explicit(&vw[u >> 6], memory_order_relaxed);
+        if (!(old & bit))
+            atomic_store_explicit(&vw[u >> 6], old | bit, memory_order_release);
+        return;
+    }
+    const uint64_t *bm = heap_table(h, gp >> (HEAP_ARENA_SHIFT - HEAP_POOL_SHIFT))
+                             ->bitmap[gp & (HEAP_POOLS_PER_ARENA - 1)];
+    uint64_t words[HEAP_BITMAP_WORDS] = {0};
+    for (unsigned w = 0; w < HEAP_BITMAP_WORDS; w++)
+        for (uint64_t m = bm[w]; m; m &= m - 1) {
+            uint64_t u = (uint64_t)(w * 64 + (unsigned)__builtin_ctzll(m)) * (c + 1);
+            if (u < HEAP_POOL_SIZE / HEAP_ALIGN)
+                words[u >> 6] |= UINT64_C(1) << (u & 63);
+        }
+    for (unsigned w = 0; w < HEAP_BITMAP_WORDS; w++)
+        if (words[w])
+            atomic_store_explicit(&vw[w], atomic_load_explicit(&vw[w], memory_order_relaxed) |
+                                              words[w], memory_order_release);
+    atomic_store_explicit(&h->view.pool_cls[gp], (uint8_t)(c + 1), memory_order_release);
+}
+
+void heap_view_pool_freed(heap_t *h, uint64_t gp)
+{
+    if (h->view.pool_cls && (gp << HEAP_POOL_SHIFT) < h->reserve)
+        atomic_store_explicit(&h->view.pool_cls[gp], 0, memory_order_relaxed);
+}
+
+static heap_status check_obj(heap_t *h, uint64_t off, uint64_t *out, bool mark)
 {
     const struct heap_pooldesc *d = live_desc(h, off);
     if (!d && off < (h->narenas << HEAP_ARENA_SHIFT) &&
@@ -114,7 +164,28 @@ heap_status heap_check_obj(heap_t *h, uint64_t off, uint64_t *out)
                            "%llu bytes", h->path, (unsigned long long)off, o->nrefs,
                            (unsigned long long)size);
     *out = size;
+    if (mark && d->kind == HEAP_POOL_SMALL && h->view.vbits)
+        view_record(h, off, d);
     return HEAP_OK;
+}
+
+heap_status heap_check_obj(heap_t *h, uint64_t off, uint64_t *out)
+{
+    return check_obj(h, off, out, false);
+}
+
+heap_status heap_check_obj_mark(heap_t *h, uint64_t off, uint64_t *out)
+{
+    return check_obj(h, off, out, true);
+}
+
+void heap_view_forget(heap_t *h, uint64_t off)
+{
+    if (!h->view.vbits || off >= h->reserve)
+        return;
+    uint64_t u = off >> 4;
+    atomic_fetch_and_explicit(&h->view.vbits[u >> 6], ~(UINT64_C(1) << (u & 63)),
+                              memory_order_relaxed);
 }
 
 heap_status heap_obj_new(heap_t *h, uint32_t type, uint32_t nrefs, uint64_t payload,

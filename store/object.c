@@ -218,19 +218,38 @@ static int prepare(objstore_txn *t, objstore_oid oid, bool write, uint64_t *payl
     int rc = store_check_txn(t, write);
     if (rc)
         return rc;
-    if (!payload_size)
-        return check_oid(t->s, oid);
     uint64_t size;
-    heap_status hs = oid ? heap_check_obj(t->s->heap, oid, &size) : HEAP_EBADOFF;
+    /* A read transaction records what it found sound (heap O3); a write
+     * transaction must not: an abort would leave the record stale. */
+    heap_status hs = !oid ? HEAP_EBADOFF
+                     : t->write ? heap_check_obj(t->s->heap, oid, &size)
+                                : heap_check_obj_mark(t->s->heap, oid, &size);
     if (hs)
         return check_oid(t->s, oid);   /* words the error */
-    *payload_size = size - HEAP_OBJ_HEADER - (uint64_t)heap_obj_at(t->s->heap, oid)->nrefs * 8;
+    if (payload_size)
+        *payload_size = size - HEAP_OBJ_HEADER - (uint64_t)heap_obj_at(t->s->heap, oid)->nrefs * 8;
     return OBJSTORE_OK;
+}
+
+/* The read path: in a read transaction, an object found sound before is
+ * known by heap_obj_fast without the allocator's tables.  (A read
+ * transaction's handle cannot fail while it runs: no writer runs beside it,
+ * and objstore_begin checked the heap.) */
+static inline bool read_fast(objstore_txn *t, objstore_oid oid, uint64_t *size)
+{
+    return t && !t->write && !t->s->failed && heap_obj_fast(t->s->heap, oid, size);
 }
 
 int objstore_get(objstore_txn *t, objstore_oid oid, const void **payload, uint64_t *size)
 {
     uint64_t n;
+    if (read_fast(t, oid, &n)) {
+        const heap_obj *o = heap_obj_at(t->s->heap, oid);
+        *payload = (const uint8_t *)o + HEAP_OBJ_HEADER + (uint64_t)o->nrefs * 8;
+        if (size)
+            *size = n - HEAP_OBJ_HEADER - (uint64_t)o->nrefs * 8;
+        return OBJSTORE_OK;
+    }
     int rc = prepare(t, oid, false, &n);
     if (rc)
         return rc;
@@ -307,6 +326,14 @@ int objstore_set_ref(objstore_txn *t, objstore_oid oid, uint32_t slot, objstore_
 
 int objstore_get_ref(objstore_txn *t, objstore_oid oid, uint32_t slot, objstore_oid *target)
 {
+    uint64_t n;
+    if (read_fast(t, oid, &n)) {
+        const heap_obj *o = heap_obj_at(t->s->heap, oid);
+        if (slot < o->nrefs) {
+            *target = ((const uint64_t *)(o + 1))[slot];
+            return OBJSTORE_OK;
+        }
+    }
     *target = 0;
     int rc = prepare(t, oid, false, NULL);
     if (rc || (rc = check_slot(t->s, oid, slot)))

@@ -174,6 +174,14 @@ int objstore_begin(objstore *s, int flags, objstore_txn **txn)
         return store_err(OBJSTORE_ENOMEM, "out of memory");
     store_read_begin(s);
     t->s = s;
+    /* Checked under the lock: while this transaction runs no writer can
+     * fail the handle, so its object calls need not look again. */
+    if (s->failed || heap_failed(s->heap)) {
+        store_read_end(s);
+        free(t);
+        return store_err(OBJSTORE_EFAILED, "%s: the store handle failed earlier; reopen it",
+                         s->dir);
+    }
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t->rtxn);
     if (rc) {
         store_read_end(s);

@@ -1855,6 +1855,157 @@ START_TEST(test_a_store_opens_under_an_address_space_limit)
 }
 END_TEST
 
+
+/* ------------------------------------------------------------------ */
+/* the read path: what a read transaction found sound is remembered     */
+
+/* get and get_ref through a read transaction, as a program calls them. */
+static int read_get(objstore *s, objstore_oid o, uint64_t *size)
+{
+    objstore_txn *t = rbegin(s);
+    const void *p;
+    int rc = objstore_get(t, o, &p, size);
+    commit(t);
+    return rc;
+}
+
+START_TEST(test_a_read_object_freed_later_is_ebadoid_to_the_next_reader)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid a = new_obj(t, 0, 1, 40), b = new_obj(t, 0, 0, 40);
+    root_set(t, "a", a);
+    root_set(t, "b", b);
+    commit(t);
+    uint64_t size;
+    OK(read_get(s, a, &size));   /* the pool is now known to the read path */
+    OK(read_get(s, b, &size));
+    ck_assert_uint_eq(size, 40);
+    t = wbegin(s);
+    OK(objstore_root_del(t, "b"));
+    commit(t);                    /* b is freed */
+    objstore_txn *r = rbegin(s);
+    const void *p;
+    EXPECT(OBJSTORE_EBADOID, objstore_get(r, b, &p, &size));
+    objstore_oid x;
+    EXPECT(OBJSTORE_EBADOID, objstore_get_ref(r, b, 0, &x));
+    OK(objstore_get(r, a, &p, &size));
+    commit(r);
+    close_store(s);
+}
+END_TEST
+
+START_TEST(test_an_object_of_an_aborted_transaction_is_ebadoid_to_readers)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid a = new_obj(t, 0, 0, 40);
+    root_set(t, "a", a);
+    commit(t);
+    uint64_t size;
+    OK(read_get(s, a, &size));
+    t = wbegin(s);
+    objstore_oid b = new_obj(t, 0, 0, 40);   /* same pool as a */
+    OK(objstore_pin(t, b));
+    objstore_abort(t);
+    EXPECT(OBJSTORE_EBADOID, read_get(s, b, &size));
+    /* and an object the aborted transaction freed is live again */
+    t = wbegin(s);
+    OK(objstore_root_del(t, "a"));
+    objstore_abort(t);
+    OK(read_get(s, a, &size));
+    ck_assert_uint_eq(size, 40);
+    close_store(s);
+}
+END_TEST
+
+/* A pool that empties may come back with another size class: an oid of the
+ * old class is then no object, or the start of a new one of a new size. */
+START_TEST(test_a_pool_reused_for_another_size_gives_the_new_sizes_and_refuses_old_oids)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    enum { N = 200 };
+    objstore_oid small[N];
+    objstore_oid keep = new_obj(t, 0, N, 0);
+    root_set(t, "keep", keep);
+    for (int i = 0; i < N; i++) {
+        small[i] = new_obj(t, 0, 0, 16);   /* 32-byte blocks */
+        set_ref(t, keep, (uint32_t)i, small[i]);
+    }
+    commit(t);
+    uint64_t size;
+    for (int i = 0; i < N; i++)
+        OK(read_get(s, small[i], &size));
+    t = wbegin(s);
+    OK(objstore_root_del(t, "keep"));
+    commit(t);                            /* every small block freed */
+    t = wbegin(s);
+    objstore_oid big[N];
+    objstore_oid keep2 = new_obj(t, 0, N, 0);
+    root_set(t, "keep2", keep2);
+    for (int i = 0; i < N; i++) {
+        big[i] = new_obj(t, 0, 0, 100);   /* 128-byte blocks */
+        set_ref(t, keep2, (uint32_t)i, big[i]);
+    }
+    commit(t);
+    for (int i = 0; i < N; i++) {
+        bool reused = false;
+        for (int j = 0; j < N && !reused; j++)
+            reused = big[j] == small[i];
+        if (reused)
+            continue;
+        uint64_t sz;
+        objstore_txn *r = rbegin(s);
+        const void *p;
+        int rc = objstore_get(r, small[i], &p, &sz);
+        commit(r);
+        MUST(rc == OBJSTORE_EBADOID, "old oid %llu read as %d", U(small[i]), rc);
+    }
+    for (int i = 0; i < N; i++) {
+        OK(read_get(s, big[i], &size));
+        MUST(size == 100, "new object %d has %llu bytes", i, U(size));
+    }
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
+/* A damaged header beside sound objects of its pool: the read path that
+ * knows the pool still refuses it, every time. */
+START_TEST(test_a_damaged_header_in_a_known_pool_is_refused_on_every_read)
+{
+    create_store(g_store, NULL);
+    objstore *s = open_store(g_store, NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid a = new_obj(t, 0, 0, 40), b = new_obj(t, 0, 1, 40);
+    root_set(t, "a", a);
+    root_set(t, "b", b);
+    commit(t);
+    close_store(s);
+    /* b's nrefs (header word 1, high half) made far too large */
+    char *heap = ts_path(g_store, "heap.1");
+    int fd = open(heap, O_RDWR | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    uint32_t nrefs = 1000;
+    ck_assert_int_eq(pwrite(fd, &nrefs, 4, (off_t)b + 12), 4);
+    close(fd);
+    free(heap);
+    s = open_store(g_store, NULL);
+    uint64_t size;
+    OK(read_get(s, a, &size));   /* the pool becomes known */
+    for (int i = 0; i < 3; i++) {
+        objstore_txn *r = rbegin(s);
+        const void *p;
+        objstore_oid x;
+        EXPECT(OBJSTORE_ECORRUPT, objstore_get(r, b, &p, &size));
+        EXPECT(OBJSTORE_ECORRUPT, objstore_get_ref(r, b, 0, &x));
+        commit(r);
+    }
+    close_store(s);
+}
+END_TEST
+
 static Suite *store_api_suite(void)
 {
     Suite *s = suite_create("store_api");
@@ -1893,6 +2044,12 @@ static Suite *store_api_suite(void)
     tcase_add_test(tc, test_oids_that_name_no_live_object_are_ebadoid);
     tcase_add_test(tc, test_write_calls_in_a_read_transaction_are_ereadonly);
     tcase_add_test(tc, test_get_ref_returns_what_set_ref_stored_across_reopen);
+
+    tc = ts_tcase(s, "read path", slow);
+    tcase_add_test(tc, test_a_read_object_freed_later_is_ebadoid_to_the_next_reader);
+    tcase_add_test(tc, test_an_object_of_an_aborted_transaction_is_ebadoid_to_readers);
+    tcase_add_test(tc, test_a_pool_reused_for_another_size_gives_the_new_sizes_and_refuses_old_oids);
+    tcase_add_test(tc, test_a_damaged_header_in_a_known_pool_is_refused_on_every_read);
 
     tc = ts_tcase(s, "names", 60);
     tcase_add_test(tc, test_roots_are_set_read_deleted_and_iterated_in_name_order);

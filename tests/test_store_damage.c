@@ -555,6 +555,8 @@ START_TEST(test_a_restored_older_meta_is_refused_as_a_mismatch)
     size_t old_len = g_meta_len;
     uint8_t *old = malloc(old_len);
     memcpy(old, g_meta_bytes, old_len);
+    free(g_meta_bytes);
+    g_meta_bytes = NULL;
     objstore *s = open_store(g_store, NULL);
     objstore_txn *t = wbegin(s);
     root_set(t, "b", new_obj(t, 0, 0, 16));
