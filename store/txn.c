@@ -675,6 +675,11 @@ int objstore_commit(objstore_txn *t)
  * store's lock exclusively). */
 int store_checkpoint_all(objstore *s)
 {
+    /* A failed handle may hold heap bytes it could not write (T3): only
+     * replay at the next open may drop their redo records. */
+    if (s->failed)
+        return store_err(OBJSTORE_EFAILED, "%s: checkpoint: the store handle failed; "
+                         "the redo log is kept for the next open", s->dir);
     if (s->epoch <= s->deleted_upto)
         return OBJSTORE_OK;
     int rc = heap_checkpoint(s, s->epoch);
