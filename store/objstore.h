@@ -161,8 +161,9 @@ int objstore_begin(objstore *s, int flags, objstore_txn **txn);
 
 /* Commits a write transaction (ends a read one) and frees txn.  On an error
  * other than OBJSTORE_EFAILED the transaction was rolled back as by abort.
- * OBJSTORE_EFAILED means the outcome is unknown or the store could not
- * write its heap after a durable commit; the message says which, and the
+ * OBJSTORE_EFAILED means the outcome is unknown, or the store could not
+ * write or sync its heap file (before the commit point: nothing committed;
+ * after it: durable in the redo log); the message says which, and the
  * handle accepts only objstore_close. */
 int objstore_commit(objstore_txn *txn);
 

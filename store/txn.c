@@ -399,6 +399,29 @@ static int put_types(objstore *s, MDB_txn *w)
     return 0;
 }
 
+/* Fails the handle after an I/O error that leaves it unsound; the status
+ * says so (EFAILED), the message keeps the error's words. */
+static int handle_failed(objstore *s, const char *what)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", objstore_errmsg());
+    s->failed = true;
+    return store_err(OBJSTORE_EFAILED, "%s (%s; the handle failed, reopen the store)", msg,
+                     what);
+}
+
+/* LMDB makes its environment unusable (every later begin: MDB_PANIC) when
+ * it could not write a meta page.  Whether that commit reached the disk is
+ * then unknown, and only a reopen can tell (T3). */
+static bool env_panicked(objstore *s)
+{
+    MDB_txn *p;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &p);
+    if (rc == 0)
+        mdb_txn_abort(p);
+    return rc == MDB_PANIC;
+}
+
 /* One try at the LMDB transaction; returns an LMDB code. */
 static int lmdb_commit(objstore *s, uint64_t epoch, const heap_range *redo, size_t nredo,
                        bool *unknown)
@@ -427,7 +450,7 @@ static int lmdb_commit(objstore *s, uint64_t epoch, const heap_range *redo, size
     rc = mdb_txn_commit(w);
     /* Errors LMDB reports before it writes the meta page leave nothing
      * committed; an I/O error may come after: the outcome is unknown. */
-    if (rc == EIO)
+    if (rc == EIO || (rc && env_panicked(s)))
         *unknown = true;
     return rc;
 }
@@ -563,8 +586,8 @@ static int commit_write(objstore_txn *t)
          * calls clean without writing them: no later sync can be trusted to
          * cover them, so no redo record may ever be deleted by this handle. */
         free(redo);
-        s->failed = true;
-        return store_heap_err(s, hs);
+        store_heap_err(s, hs);
+        return handle_failed(s, "nothing committed");
     }
 
     uint64_t epoch = s->epoch + 1, redo_bytes = 0, high = 0;
@@ -682,14 +705,11 @@ int store_checkpoint_all(objstore *s)
                          "the redo log is kept for the next open", s->dir);
     if (s->epoch <= s->deleted_upto)
         return OBJSTORE_OK;
-    int rc = heap_checkpoint(s, s->epoch);
-    if (rc) {
-        s->failed = true;   /* as in commit: the redo log must stay */
-        return rc;
-    }
+    if (heap_checkpoint(s, s->epoch))
+        return handle_failed(s, "checkpoint");   /* as in commit: the redo log stays */
     s->synced_epoch = s->epoch;
     MDB_txn *w;
-    rc = mdb_txn_begin(s->env, NULL, 0, &w);
+    int rc = mdb_txn_begin(s->env, NULL, 0, &w);
     if (!rc && ((rc = del_redo(s, w, s->epoch)) ||
                 (rc = store_put_u64(w, s->db_meta, "epoch", s->epoch) ? EIO : 0) ||
                 (rc = store_put_u64(w, s->db_meta, "ckpt", s->epoch) ? EIO : 0)))
@@ -697,6 +717,11 @@ int store_checkpoint_all(objstore *s)
     if (!rc) {
         store_hook("checkpoint-commit");
         rc = mdb_txn_commit(w);
+    }
+    if (rc && env_panicked(s)) {
+        s->failed = true;
+        return store_err(OBJSTORE_EFAILED, "%s: checkpoint: LMDB: %s; reopen the store",
+                         s->dir, mdb_strerror(rc));
     }
     if (rc)
         return store_lmdb_err(rc, "checkpoint");

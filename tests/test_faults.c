@@ -185,15 +185,23 @@ struct child {
     objstore *s;
     objstore_txn *t;
     int step;
+    bool retried;    /* the current step failed once already */
     bool stopped;
 };
 
-/* Records the outcome of the current step; after a failure every later
- * step is skipped (R2). */
-static bool outcome(struct child *c, int rc)
+/* Records the outcome of the current step.  Returns true when the step must
+ * run again: its first failure, with a status that leaves the handle usable
+ * (R2).  After a final failure every later step is skipped. */
+static bool outcome(struct child *c, int rc, bool retriable)
 {
     if (c->stopped)
         return false;
+    if (rc && retriable && !c->retried && rc != OBJSTORE_EFAILED) {
+        fprintf(c->log, "again %d %d %s\n", c->step, rc, objstore_errmsg());
+        c->retried = true;
+        return true;
+    }
+    c->retried = false;
     if (rc) {
         fprintf(c->log, "fail %d %d %s\n", c->step, rc, objstore_errmsg());
         c->stopped = true;
@@ -209,22 +217,20 @@ static bool outcome(struct child *c, int rc)
         }
     }
     fprintf(c->log, "ok %d %016llx\n", c->step, (unsigned long long)h);
-    fflush(c->log);
-    return true;
+    return false;
 }
 
-/* Runs body (statements using c->t) in a write transaction, then commits.
- * A failing call inside aborts the transaction. */
+/* Runs body (statements using c->t, stopping at the first failing call with
+ * TRY) in a write transaction, then commits; a failure inside aborts the
+ * transaction.  The whole step runs again after a first failure. */
 #define TXN(c, body)                                                   \
-    do {                                                               \
-        (c)->step++;                                                   \
-        if ((c)->stopped)                                              \
-            break;                                                     \
+    (c)->step++;                                                       \
+    for (bool again_ = true; again_ && !(c)->stopped;) {              \
         int trc_ = objstore_begin((c)->s, 0, &(c)->t);                 \
         if (trc_) {                                                    \
             (c)->t = NULL;                                             \
-            outcome((c), trc_);                                        \
-            break;                                                     \
+            again_ = outcome((c), trc_, true);                         \
+            continue;                                                  \
         }                                                              \
         do {                                                           \
             body                                                       \
@@ -232,25 +238,24 @@ static bool outcome(struct child *c, int rc)
         if (trc_) {                                                    \
             objstore_abort((c)->t);                                    \
             (c)->t = NULL;                                             \
-            outcome((c), trc_);                                        \
-            break;                                                     \
+            again_ = outcome((c), trc_, true);                         \
+            continue;                                                  \
         }                                                              \
         trc_ = objstore_commit((c)->t);                                \
         (c)->t = NULL;                                                 \
-        outcome((c), trc_);                                            \
-    } while (0)
+        again_ = outcome((c), trc_, true);                             \
+    }
 
 #define TRY(expr)                  \
     if ((trc_ = (expr)))           \
         break
 
-/* A plain call as one step. */
-#define STEP(c, expr)                       \
-    do {                                    \
-        (c)->step++;                        \
-        if (!(c)->stopped)                  \
-            outcome((c), (expr));           \
-    } while (0)
+/* A plain call as one step; `retriable` says whether to run it again after
+ * a first failure. */
+#define STEP(c, expr, retriable)                                       \
+    (c)->step++;                                                       \
+    for (bool again_ = true; again_ && !(c)->stopped;)                \
+        again_ = outcome((c), (expr), (retriable))
 
 static uint8_t g_buf[64 * 1024];
 
@@ -273,8 +278,8 @@ static void phase_one(struct child *c)
     static objstore_oid node[12], ring[3], big, blob;
     static uint32_t tnode, tleaf;
     c->step = -1;
-    STEP(c, objstore_create(c->store, &g_opts));
-    STEP(c, objstore_open(c->store, &g_opts, &c->s));
+    STEP(c, objstore_create(c->store, &g_opts), false);
+    STEP(c, objstore_open(c->store, &g_opts, &c->s), true);
     TXN(c, {
         TRY(objstore_type_register(c->t, "node", &tnode));
         TRY(objstore_type_register(c->t, "leaf", &tleaf));
@@ -316,8 +321,8 @@ static void phase_one(struct child *c)
         TRY(objstore_meta_set(c->t, "name", 4, "beta", 4));
         TRY(objstore_meta_set(c->t, "note", 4, "n", 1));
     });
-    STEP(c, objstore_collect(c->s, NULL));
-    STEP(c, aborted_txn(c, tleaf));
+    STEP(c, objstore_collect(c->s, NULL), true);
+    STEP(c, aborted_txn(c, tleaf), true);
     TXN(c, {
         /* 1.5 MiB: the heap grows past its first 4 MiB. */
         for (int k = 0; k < 2 && !trc_; k++) {
@@ -337,7 +342,7 @@ static void phase_two(struct child *c)
 {
     static objstore_oid list, second, extra;
     c->step = -1;
-    STEP(c, objstore_open(c->store, &g_opts, &c->s));
+    STEP(c, objstore_open(c->store, &g_opts, &c->s), true);
     TXN(c, {
         TRY(objstore_root_get(c->t, "list", &list));
         TRY(objstore_get_ref(c->t, list, 0, &second));
@@ -350,19 +355,19 @@ static void phase_two(struct child *c)
         TRY(objstore_root_set(c->t, "extra", extra));
         TRY(objstore_meta_set(c->t, "size", 4, "xl", 2));
     });
-    STEP(c, objstore_checkpoint(c->s));
+    STEP(c, objstore_checkpoint(c->s), true);
     TXN(c, {
         TRY(objstore_root_del(c->t, "blob"));
         TRY(objstore_root_del(c->t, "blob2"));   /* the heap's tail empties */
     });
-    STEP(c, objstore_shrink(c->s));
+    STEP(c, objstore_shrink(c->s), true);
     TXN(c, {
         TRY(objstore_root_set(c->t, "list2", second));
         TRY(objstore_meta_del(c->t, "name", 4));
     });
     objstore *s = c->s;
     c->s = NULL;   /* no digest after close */
-    STEP(c, objstore_close(s));
+    STEP(c, objstore_close(s), false);
 }
 
 /* The child's main: run phase argv[2] on store argv[3], log to argv[4]. */
@@ -401,6 +406,9 @@ struct run {
     uint64_t digest[MAXSTEPS];
     int fail_step, fail_rc;    /* -1 if none */
     char fail_msg[256];
+    int nagain;                /* steps that failed once, then ran again */
+    int again_rc[MAXSTEPS];
+    char again_msg[MAXSTEPS][256];
     bool ended;
 };
 
@@ -508,6 +516,10 @@ static struct run run_child(const char *shim, const char *fdir, const char *stor
             r.fail_step = k;
             r.fail_rc = rc;
             snprintf(r.fail_msg, sizeof r.fail_msg, "%s", line + off);
+        } else if (sscanf(line, "again %d %d %n", &k, &rc, &off) == 2) {
+            MUST(r.nagain < MAXSTEPS, "too many retries");
+            r.again_rc[r.nagain] = rc;
+            snprintf(r.again_msg[r.nagain++], sizeof r.again_msg[0], "%s", line + off);
         } else if (!strcmp(line, "end\n")) {
             r.ended = true;
         }
@@ -531,10 +543,17 @@ static void check_run(const struct run *clean, const struct run *r, const char *
     for (int k = 0; k < r->nok; k++)
         MUST(r->digest[k] == clean->digest[k] || (phase == 0 && k == 0),
              "%s: step %d succeeded but its state differs from the clean run's", where, k);
+    for (int i = 0; i < r->nagain; i++) {
+        int rc = r->again_rc[i];
+        MUST(rc == OBJSTORE_EIO || rc == OBJSTORE_ENOSPC || rc == OBJSTORE_ELMDB,
+             "%s: a step failed with status %d (%s): %s", where, rc,
+             objstore_strerror(rc), r->again_msg[i]);
+        MUST(strlen(r->again_msg[i]) > 1, "%s: a step failed without a message", where);
+    }
     if (r->fail_step < 0) {
         MUST(r->nok == clean->nok, "%s: %d steps of %d, and no failure", where, r->nok,
              clean->nok);
-        if (r->injected) {
+        if (r->injected && !r->nagain) {
             ++*absorbed;
             printf("  absorbed: %s\n", where);
         }
@@ -549,6 +568,10 @@ static void check_run(const struct run *clean, const struct run *r, const char *
              objstore_strerror(rc), r->fail_msg);
         MUST(strlen(r->fail_msg) > 1, "%s: step %d failed without a message", where,
              r->fail_step);
+        /* The fault is gone when a step runs again: a second failure means
+         * the first left the handle broken without saying so (EFAILED). */
+        MUST(!r->nagain, "%s: the step failed again after %d (%s): %s", where,
+             r->again_rc[0], objstore_strerror(r->again_rc[0]), r->again_msg[0]);
     }
 
     /* R3: which states the store may hold now. */
