@@ -13,14 +13,25 @@
  *      read transaction, objstore_get_stats inside one) without waiting for
  *      a waiting writer, which would otherwise wait for it: a deadlock.
  *
- * The writer's identity is an atomic word: the address of a thread-local
- * byte of the thread that began the write transaction.
+ * The writer's identity is an atomic word: the number of the thread that
+ * began the write transaction, given to each thread at its first use and
+ * never reused.  (Not the address of a thread-local: a thread started after
+ * that one ended gets the same storage, and would be taken for the writer
+ * of a transaction handed over to another thread.)
  */
 #include "store_internal.h"
 
 #include <stdatomic.h>
 
-static _Thread_local char tl_identity;
+static _Atomic uintptr_t next_identity = 1;
+static _Thread_local uintptr_t tl_identity;
+
+static uintptr_t identity(void)
+{
+    if (!tl_identity)
+        tl_identity = atomic_fetch_add(&next_identity, 1);
+    return tl_identity;
+}
 
 /* Read locks this thread holds, per store (K3). */
 #define NEST_SLOTS 8
@@ -62,7 +73,7 @@ void store_lock_destroy(store_lock *l)
 bool store_is_writer(const objstore *s)
 {
     return atomic_load_explicit(&((objstore *)s)->lock.writer_id, memory_order_acquire) ==
-           (uintptr_t)&tl_identity;
+           identity();
 }
 
 bool store_is_reader(const objstore *s)
@@ -110,7 +121,7 @@ void store_write_lock(objstore *s)
     l->writers_waiting--;
     l->writer = true;
     pthread_mutex_unlock(&l->m);
-    atomic_store_explicit(&l->writer_id, (uintptr_t)&tl_identity, memory_order_release);
+    atomic_store_explicit(&l->writer_id, identity(), memory_order_release);
 }
 
 void store_write_unlock(objstore *s)
