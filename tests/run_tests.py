@@ -1,8 +1,17 @@
 #!/usr/bin/env python3
 """Runs every Check suite given on the command line (programs named test_*),
-prints their output as it comes, then a total.  Exits 1 if any suite failed."""
+prints their output as it comes, then a total.  Exits 1 if any suite failed.
+
+Under ThreadSanitizer (OBJSTORE_TSAN set by `scons tsan=1 test`) a race
+report ends the process that made it with exit code 66, so the test (Check
+runs each in a child) or the suite fails; TSAN_OPTIONS given by the caller
+come after these and win.  Every suite runs under it, the crash suite's
+fork + kill -9 included."""
 import os, re, subprocess, sys, time
 
+if os.environ.get('OBJSTORE_TSAN'):
+    os.environ['TSAN_OPTIONS'] = ('halt_on_error=1 exitcode=66 second_deadlock_stack=1 ' +
+                                  os.environ.get('TSAN_OPTIONS', '')).strip()
 progs = [p for p in sys.argv[1:] if os.path.basename(p).startswith('test_')]
 passed = failed = 0
 bad = []
