@@ -13,7 +13,10 @@
  *   - objstore_collect, commits, statistics and verify from different
  *     threads serialize: garbage cycles made by one thread are freed by
  *     another's collections, and the store verifies clean after;
- *   - a transaction may end on another thread than the one that began it.
+ *   - a transaction may end on another thread than the one that began it,
+ *     and a thread started later is not taken for its owner;
+ *   - different stores opened and closed by different threads at once stay
+ *     apart.
  * Threads report a failure through a flag (Check's assertions belong to the
  * test's own thread).
  */
@@ -526,6 +529,70 @@ START_TEST(test_a_new_thread_waits_for_a_write_transaction_its_ended_starter_beg
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* stores opened and closed by different threads at once               */
+
+struct own_store {
+    char *dir;
+    int rounds;
+};
+
+static void *open_use_close(void *arg)
+{
+    struct own_store *o = arg;
+    T_OK(objstore_create(o->dir, NULL));
+    for (int i = 0; i < o->rounds && !atomic_load(&g_failed); i++) {
+        objstore *s;
+        T_OK(objstore_open(o->dir, NULL, &s));
+        objstore_txn *t;
+        int rc = objstore_begin(s, 0, &t);
+        objstore_oid x;
+        if (!rc && !(rc = objstore_new(t, 0, 0, 8, &x)) &&
+            !(rc = objstore_write(t, x, 0, &i, sizeof i)))
+            rc = objstore_root_set(t, "x", x);
+        if (!rc)
+            rc = objstore_commit(t);
+        else if (t)
+            objstore_abort(t);
+        int crc = objstore_close(s);
+        T_OK(rc);
+        T_OK(crc);
+    }
+out:
+    return NULL;
+}
+
+START_TEST(test_stores_opened_and_closed_by_different_threads_at_once_stay_apart)
+{
+    enum { N = 3 };
+    struct own_store o[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "s%d", i);
+        o[i] = (struct own_store){.dir = ts_path(g_dir, name), .rounds = rounds(20)};
+        start(&th[i], open_use_close, &o[i]);
+    }
+    for (int i = 0; i < N; i++)
+        join(th[i]);
+    no_thread_failed();
+    for (int i = 0; i < N; i++) {
+        objstore *s = open_store(o[i].dir, NULL);
+        objstore_txn *t = rbegin(s);
+        const void *p;
+        uint64_t size;
+        OK(objstore_get(t, root_get(t, "x"), &p, &size));
+        int v;
+        memcpy(&v, p, sizeof v);
+        ck_assert_int_eq(v, o[i].rounds - 1);
+        commit(t);
+        verify_clean(s);
+        close_store(s);
+        free(o[i].dir);
+    }
+}
+END_TEST
+
 static Suite *threads_suite(void)
 {
     Suite *s = suite_create("threads");
@@ -536,6 +603,7 @@ static Suite *threads_suite(void)
     tcase_add_test(tc, test_collect_commits_stats_and_verify_from_different_threads_serialize);
     tcase_add_test(tc, test_a_transaction_may_end_on_another_thread_than_began_it);
     tcase_add_test(tc, test_a_new_thread_waits_for_a_write_transaction_its_ended_starter_began);
+    tcase_add_test(tc, test_stores_opened_and_closed_by_different_threads_at_once_stay_apart);
     return s;
 }
 
