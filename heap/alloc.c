@@ -181,10 +181,14 @@ static unsigned popcount_sw(const uint64_t *w)
 
 static unsigned bitmap_count(const uint64_t *w)
 {
-    static int hw = -1;
-    if (hw < 0)
-        hw = __builtin_cpu_supports("popcnt") ? 1 : 0;
-    return hw ? popcount_hw(w) : popcount_sw(w);
+    /* Atomic: threads opening different heaps at once may both set it. */
+    static _Atomic int hw = -1;
+    int v = atomic_load_explicit(&hw, memory_order_relaxed);
+    if (v < 0) {
+        v = __builtin_cpu_supports("popcnt") ? 1 : 0;
+        atomic_store_explicit(&hw, v, memory_order_relaxed);
+    }
+    return v ? popcount_hw(w) : popcount_sw(w);
 }
 
 /* ---- rebuild (A3), lazily ----

@@ -95,15 +95,47 @@ static void join(pthread_t th)
 /* ------------------------------------------------------------------ */
 /* readers beside a writer                                              */
 
-/* The root "pair" names an object whose payload holds two equal words; the
- * writer changes them in two separate writes, and sometimes replaces the
- * object (freeing the old one), so a reader that saw a transaction half-way
- * would find them different, or an object freed under it. */
+/* The root "pair" names an object whose payload holds two equal words, and
+ * whose slot holds a chain of CHAIN small objects holding the same word.  The
+ * writer changes them all in separate writes, and now and then replaces the
+ * pair and its chain (the commit frees the old ones), so a reader that saw a
+ * transaction half-way would find different words, or an object freed under
+ * it.  Readers walk the chain with get_ref and get: the read path's record
+ * of sound objects is shared by concurrent readers. */
+#define CHAIN 40
+
 struct shared {
     objstore *s;
     int commits;
     atomic_int writer_done;
 };
+
+static int new_pair(objstore_txn *t, objstore_oid *pair)
+{
+    objstore_oid next = 0, n;
+    int rc;
+    for (int k = 0; k < CHAIN; k++) {
+        if ((rc = objstore_new(t, 0, 1, 8, &n)) || (rc = objstore_set_ref(t, n, 0, next)))
+            return rc;
+        next = n;
+    }
+    if ((rc = objstore_new(t, 0, 1, 16, pair)) || (rc = objstore_set_ref(t, *pair, 0, next)))
+        return rc;
+    return objstore_root_set(t, "pair", *pair);
+}
+
+static int write_pair(objstore_txn *t, objstore_oid o, uint64_t v)
+{
+    int rc;
+    if ((rc = objstore_write(t, o, 0, &v, 8)))
+        return rc;
+    for (objstore_oid n = o; !rc;) {
+        if ((rc = objstore_get_ref(t, n, 0, &n)) || !n)
+            break;
+        rc = objstore_write(t, n, 0, &v, 8);
+    }
+    return rc ? rc : objstore_write(t, o, 8, &v, 8);
+}
 
 static void *pair_writer(void *arg)
 {
@@ -113,17 +145,10 @@ static void *pair_writer(void *arg)
         T_OK(objstore_begin(sh->s, 0, &t));
         objstore_oid o;
         int rc = objstore_root_get(t, "pair", &o);
-        if (rc == OBJSTORE_OK && i % 5 == 0) {
-            /* A new object in place of the old, which the commit frees. */
-            objstore_oid n;
-            if (!(rc = objstore_new(t, 0, 1, 16, &n)) && !(rc = objstore_root_set(t, "pair", n)))
-                o = n;
-        }
-        uint64_t v = (uint64_t)i;
+        if (!rc && i % 5 == 1)
+            rc = new_pair(t, &o);   /* the old pair and chain are freed */
         if (!rc)
-            rc = objstore_write(t, o, 0, &v, 8);
-        if (!rc)
-            rc = objstore_write(t, o, 8, &v, 8);
+            rc = write_pair(t, o, (uint64_t)i);
         if (rc) {
             objstore_abort(t);
             T_OK(rc);
@@ -135,6 +160,34 @@ out:
     return NULL;
 }
 
+/* Reads the pair and its chain; 0 or a status. */
+static int read_pair(objstore_txn *t, uint64_t w[2], int *len, bool *same)
+{
+    objstore_oid o;
+    const void *p;
+    uint64_t size;
+    int rc;
+    if ((rc = objstore_root_get(t, "pair", &o)) || (rc = objstore_get(t, o, &p, &size)))
+        return rc;
+    if (size != 16)
+        return OBJSTORE_ECORRUPT;
+    memcpy(w, p, 16);
+    *len = 0;
+    *same = true;
+    for (objstore_oid n = o;;) {
+        if ((rc = objstore_get_ref(t, n, 0, &n)))
+            return rc;
+        if (!n)
+            return OBJSTORE_OK;
+        uint64_t v;
+        if ((rc = objstore_get(t, n, &p, &size)))
+            return rc;
+        memcpy(&v, p, 8);
+        *same = *same && v == w[0];
+        ++*len;
+    }
+}
+
 static void *pair_reader(void *arg)
 {
     struct shared *sh = arg;
@@ -143,18 +196,15 @@ static void *pair_reader(void *arg)
     while ((!atomic_load(&sh->writer_done) || reads < 10) && !atomic_load(&g_failed)) {
         objstore_txn *t;
         T_OK(objstore_begin(sh->s, OBJSTORE_TXN_RDONLY, &t));
-        objstore_oid o = 0;
-        const void *p = NULL;
-        uint64_t size = 0, w[2];
-        int rc = objstore_root_get(t, "pair", &o);
-        if (!rc)
-            rc = objstore_get(t, o, &p, &size);
-        if (!rc && size >= 16)
-            memcpy(w, p, 16);
+        uint64_t w[2];
+        int len;
+        bool same;
+        int rc = read_pair(t, w, &len, &same);
         objstore_commit(t);   /* ends a read transaction */
         T_OK(rc);
-        T_CHECK(size == 16, "pair has %llu bytes", U(size));
-        T_CHECK(w[0] == w[1], "a half-applied transaction: %llu != %llu", U(w[0]), U(w[1]));
+        T_CHECK(w[0] == w[1] && same, "a half-applied transaction: %llu, %llu, chain %s",
+                U(w[0]), U(w[1]), same ? "same" : "differs");
+        T_CHECK(len == (w[0] ? CHAIN : 0), "chain of %d objects at %llu", len, U(w[0]));
         T_CHECK(w[0] >= last, "went back in time: %llu after %llu", U(w[0]), U(last));
         last = w[0];
         reads++;
