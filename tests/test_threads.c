@@ -16,7 +16,9 @@
  *   - a transaction may end on another thread than the one that began it,
  *     and a thread started later is not taken for its owner;
  *   - different stores opened and closed by different threads at once stay
- *     apart.
+ *     apart;
+ *   - readers that reach at once arenas open did not check (a large heap)
+ *     share that check.
  * Threads report a failure through a flag (Check's assertions belong to the
  * test's own thread).
  */
@@ -580,6 +582,70 @@ START_TEST(test_a_new_thread_waits_for_a_write_transaction_its_ended_starter_beg
 END_TEST
 
 /* ------------------------------------------------------------------ */
+/* the lazy check of arenas open did not look at                        */
+
+/* Open checks the first arenas only; the rest are checked when first
+ * reached, which concurrent readers may do at once. */
+#define BIG (UINT64_C(40) << 20)
+static const char *const g_bigs[] = {"a", "b", "c"};
+
+struct bigread {
+    objstore *s;
+    int first;   /* which root to reach first */
+};
+
+static void *big_reader(void *arg)
+{
+    struct bigread *b = arg;
+    objstore_txn *t;
+    T_OK(objstore_begin(b->s, OBJSTORE_TXN_RDONLY, &t));
+    int rc = 0;
+    for (int k = 0; k < 3 && !rc; k++) {
+        int i = (b->first + k) % 3;
+        objstore_oid o;
+        const void *p;
+        uint64_t size, v = 0;
+        if (!(rc = objstore_root_get(t, g_bigs[i], &o)) &&
+            !(rc = objstore_get(t, o, &p, &size))) {
+            memcpy(&v, (const uint8_t *)p + size - 8, 8);
+            if (size != BIG || v != (uint64_t)i + 1)
+                rc = OBJSTORE_ECORRUPT;
+        }
+    }
+    objstore_commit(t);
+    T_OK(rc);
+out:
+    return NULL;
+}
+
+START_TEST(test_readers_reaching_unchecked_arenas_at_once_check_them_once)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    for (int i = 0; i < 3; i++) {
+        objstore_oid o = new_obj(t, 0, 0, BIG);
+        put_u64(t, o, BIG - 8, (uint64_t)i + 1);
+        root_set(t, g_bigs[i], o);
+    }
+    commit(t);
+    for (int round = 0; round < 3; round++) {
+        s = reopen(s, NULL);   /* the arenas past the first are unchecked */
+        struct bigread b[NREADERS];
+        pthread_t th[NREADERS];
+        for (int i = 0; i < NREADERS; i++) {
+            b[i] = (struct bigread){.s = s, .first = (i + round) % 3};
+            start(&th[i], big_reader, &b[i]);
+        }
+        for (int i = 0; i < NREADERS; i++)
+            join(th[i]);
+        no_thread_failed();
+    }
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 /* stores opened and closed by different threads at once               */
 
 struct own_store {
@@ -654,6 +720,7 @@ static Suite *threads_suite(void)
     tcase_add_test(tc, test_a_transaction_may_end_on_another_thread_than_began_it);
     tcase_add_test(tc, test_a_new_thread_waits_for_a_write_transaction_its_ended_starter_began);
     tcase_add_test(tc, test_stores_opened_and_closed_by_different_threads_at_once_stay_apart);
+    tcase_add_test(tc, test_readers_reaching_unchecked_arenas_at_once_check_them_once);
     return s;
 }
 
