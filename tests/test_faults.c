@@ -508,6 +508,8 @@ static struct run run_child(const char *shim, const char *fdir, const char *stor
     ck_assert_ptr_nonnull(f);
     while (fgets(line, sizeof line, f)) {
         int k, rc, off = 0;
+        if (strncmp(line, "end", 3) != 0)
+            line[strcspn(line, "\n")] = '\0';
         unsigned long long h;
         if (sscanf(line, "ok %d %llx", &k, &h) == 2) {
             MUST(k == r.nok && k < MAXSTEPS, "child log out of order: %s", line);
@@ -536,10 +538,13 @@ static void check_run(const struct run *clean, const struct run *r, const char *
                       int phase, unsigned long at, const char *err, unsigned *absorbed)
 {
     char where[512];
-    snprintf(where, sizeof where, "phase %d, site %lu (%s, errno %s; steps done %d, "
-             "failed step %d: %d %s)", phase + 1, at, r->failed_call, err, r->nok,
-             r->fail_step, r->fail_step >= 0 ? r->fail_rc : 0,
-             r->fail_step >= 0 ? r->fail_msg : "");
+    if (r->fail_step >= 0)
+        snprintf(where, sizeof where, "phase %d, site %lu (%s, errno %s; %d steps done, "
+                 "step %d failed: %d %s)", phase + 1, at, r->failed_call, err, r->nok,
+                 r->fail_step, r->fail_rc, r->fail_msg);
+    else
+        snprintf(where, sizeof where, "phase %d, site %lu (%s, errno %s; all %d steps "
+                 "done)", phase + 1, at, r->failed_call, err, r->nok);
     for (int k = 0; k < r->nok; k++)
         MUST(r->digest[k] == clean->digest[k] || (phase == 0 && k == 0),
              "%s: step %d succeeded but its state differs from the clean run's", where, k);
