@@ -1,0 +1,1331 @@
+/*
+ * check.c -- objstore_check: the six passes of objstore-fsck (the list is in
+ * objstore_admin.h), each problem reported as a finding with a kind, the
+ * object or offset concerned and words.
+ *
+ * Rules:
+ *   C1 a check writes no byte of any file: the store's lock file is locked
+ *      shared (a writer holds it exclusively, so none runs meanwhile), LMDB
+ *      is opened read-only without its lock file (MDB_NOLOCK: its reader
+ *      table would otherwise be written), the heap is mapped privately and
+ *      pending redo is applied to that mapping only.
+ *   C2 LMDB is not hardened against a damaged data.mdb, so it is read first
+ *      in a child process that validates every database and record and
+ *      sends its findings through a pipe; a child killed by a signal, or
+ *      one that does not finish in time, is the finding "meta/data.mdb is
+ *      damaged".  The checker opens LMDB itself only after the child found
+ *      it sound.
+ *   C3 a pass runs only on what the passes before it found usable: no walk
+ *      over a heap whose header or allocator metadata failed, no walk of a
+ *      store whose redo log cannot be replayed.
+ *   C4 no recursion over the graph; memory is about 13 bytes per object
+ *      plus the mark stack.
+ *   C5 the library's own validation is used wherever it exists (heap_open,
+ *      heap_rebuild_full, heap_check_obj, store_meta_load, store_types_load,
+ *      store_redo_check), so the checker and the store agree on what is
+ *      valid.
+ */
+#include "check_internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static const int kind_pass[OBJSTORE_C_NKINDS] = {
+    [OBJSTORE_C_DIR] = 1,     [OBJSTORE_C_LOCKFILE] = 1, [OBJSTORE_C_HEADER] = 1,
+    [OBJSTORE_C_MISMATCH] = 1, [OBJSTORE_C_STRAY] = 1,   [OBJSTORE_C_META] = 2,
+    [OBJSTORE_C_REDO] = 2,    [OBJSTORE_C_HEAP] = 3,     [OBJSTORE_C_BADOBJ] = 4,
+    [OBJSTORE_C_BADTYPE] = 4, [OBJSTORE_C_DANGLING] = 4, [OBJSTORE_C_BADROOT] = 5,
+    [OBJSTORE_C_COUNT] = 5,   [OBJSTORE_C_LEAK] = 5,     [OBJSTORE_C_BADZCT] = 5,
+    [OBJSTORE_C_BADCAND] = 5,
+};
+
+const char *objstore_check_kind_name(int kind)
+{
+    static const char *names[OBJSTORE_C_NKINDS] = {
+        "store-dir",      "lock-file",   "heap-header",  "heap-mismatch",
+        "stray-heap",     "meta",        "redo",         "heap-structure",
+        "bad-object",     "bad-type",    "dangling-slot", "bad-root",
+        "wrong-count",    "leak",        "stale-zct",    "stale-candidate",
+    };
+    if (kind == OBJSTORE_C_NKINDS)
+        return "lost+found";   /* a repair action: a group linked under a root */
+    return kind >= 0 && kind < OBJSTORE_C_NKINDS ? names[kind] : "unknown";
+}
+
+/* ---- findings ---- */
+
+static void emit(struct ck *c, int kind, uint64_t oid, uint64_t value, int fixable,
+                 const char *text)
+{
+    if (c->quiet)
+        return;
+    objstore_check_report *r = c->r;
+    if (c->final) {
+        r->left[kind]++;
+        r->problems_left++;
+    } else {
+        r->found[kind]++;
+        r->problems++;
+    }
+    if (!r->first_problem[0] || (c->final && r->problems_left == 1))
+        snprintf(r->first_problem, sizeof r->first_problem, "%s", text);
+    if (c->o->on_finding) {
+        objstore_finding f = {.kind = kind, .pass = kind_pass[kind], .oid = oid,
+                              .value = value, .text = text, .fixable = fixable,
+                              .after_repair = c->final};
+        c->o->on_finding(c->o->arg, &f);
+    }
+}
+
+void ck_finding(struct ck *c, int kind, uint64_t oid, uint64_t value, int fixable,
+                const char *fmt, ...)
+{
+    if (c->quiet)
+        return;
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    emit(c, kind, oid, value, fixable, text);
+}
+
+bool ck_progress(struct ck *c, uint64_t done, uint64_t total)
+{
+    if (c->o->on_progress && c->o->on_progress(c->o->arg, c->pass, done, total)) {
+        c->stop = true;
+        c->r->interrupted = 1;
+    }
+    return c->stop;
+}
+
+static bool tick(struct ck *c, uint64_t done, uint64_t total)
+{
+    if ((++c->ticks & 0xFFFF) == 0)
+        return ck_progress(c, done, total);
+    return c->stop;
+}
+
+static void begin_pass(struct ck *c, int pass, const char *title)
+{
+    c->pass = pass;
+    if (!c->quiet && !c->final && c->o->on_pass)
+        c->o->on_pass(c->o->arg, pass, title);
+    if (!c->quiet)
+        c->r->passes_done = pass - 1;
+}
+
+/* ---- the index of live objects ---- */
+
+size_t ck_find(const struct ck *c, uint64_t off)
+{
+    uint64_t p = off >> HEAP_POOL_SHIFT;
+    if ((off & (HEAP_ALIGN - 1)) || p >= c->npools)
+        return CK_NONE;
+    size_t lo = c->pidx[p], hi = c->pidx[p + 1];
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c->off[mid] < off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < c->pidx[p + 1] && c->off[lo] == off ? lo : CK_NONE;
+}
+
+uint64_t ck_indeg(const struct ck *c, size_t i)
+{
+    if (c->indeg[i] < UINT32_MAX)
+        return c->indeg[i];
+    const uint64_t *v = u64map_find(&c->big, i);
+    return v ? *v : UINT32_MAX;
+}
+
+void ck_indeg_add(struct ck *c, size_t i)
+{
+    if (c->indeg[i] < UINT32_MAX - 1) {
+        c->indeg[i]++;
+        return;
+    }
+    uint64_t *v = u64map_find(&c->big, i);
+    if (!v && (v = u64map_upsert(&c->big, i, NULL)))
+        *v = c->indeg[i];
+    c->indeg[i] = UINT32_MAX;
+    if (v)
+        ++*v;
+}
+
+void ck_free(struct ck *c)
+{
+    free(c->off);
+    free(c->pidx);
+    free(c->indeg);
+    free(c->fl);
+    u64map_free(&c->big);
+    for (size_t i = 0; i < c->nbadroots; i++)
+        free(c->badroots[i].name);
+    free(c->badroots);
+    c->off = c->pidx = NULL;
+    c->indeg = NULL;
+    c->fl = NULL;
+    c->badroots = NULL;
+    c->n = c->nbadroots = c->badroots_cap = 0;
+}
+
+static int oom(void) { return store_err(OBJSTORE_ENOMEM, "check: out of memory"); }
+
+static int index_objects(struct ck *c)
+{
+    heap_t *h = c->s->heap;
+    c->npools = heap_size(h) >> HEAP_POOL_SHIFT;
+    c->pidx = calloc(c->npools + 1, sizeof *c->pidx);
+    size_t cap = 4096;
+    c->off = malloc(cap * sizeof *c->off);
+    if (!c->pidx || !c->off)
+        return oom();
+    uint64_t cur = 0, off, bytes = 0, p = 0;
+    while (heap_next_live(h, &cur, &off)) {
+        if (c->n == cap) {
+            cap *= 2;
+            uint64_t *np = realloc(c->off, cap * sizeof *np);
+            if (!np)
+                return oom();
+            c->off = np;
+        }
+        for (uint64_t q = off >> HEAP_POOL_SHIFT; p < q;)
+            c->pidx[++p] = c->n;
+        c->off[c->n++] = off;
+        bytes += heap_block_size(h, off);
+        if (tick(c, off, heap_size(h)))
+            return OBJSTORE_OK;
+    }
+    while (p < c->npools)
+        c->pidx[++p] = c->n;
+    c->indeg = calloc(c->n + 1, sizeof *c->indeg);
+    c->fl = calloc(c->n + 1, 1);
+    if (!c->indeg || !c->fl)
+        return oom();
+    if (!c->quiet) {
+        c->r->objects = c->n;
+        c->r->bytes = bytes;
+        c->r->heap_bytes = heap_size(h);
+        c->r->free_bytes = heap_size(h) > bytes ? heap_size(h) - bytes : 0;
+    }
+    return OBJSTORE_OK;
+}
+
+/* ---- pass 4: objects ---- */
+
+static void pass_objects(struct ck *c)
+{
+    objstore *s = c->s;
+    heap_t *h = s->heap;
+    uint64_t refs = 0;
+    for (size_t i = 0; i < c->n && !c->stop; i++) {
+        uint64_t off = c->off[i], size;
+        if (heap_check_obj(h, off, &size) != HEAP_OK) {
+            c->fl[i] |= CK_BAD;
+            ck_finding(c, OBJSTORE_C_BADOBJ, off, heap_obj_at(h, off)->nrefs, 2,
+                       "object %" PRIu64 ": header beyond use: %u reference slots do not fit "
+                       "its %" PRIu64 "-byte block", off, heap_obj_at(h, off)->nrefs,
+                       heap_block_size(h, off));
+            continue;
+        }
+        const heap_obj *o = heap_obj_at(h, off);
+        if (o->type > s->ntypes_committed)
+            ck_finding(c, OBJSTORE_C_BADTYPE, off, o->type, 0,
+                       "object %" PRIu64 ": type id %u is not registered (%u types)", off,
+                       o->type, s->ntypes_committed);
+        const uint64_t *slot = heap_obj_slots(h, off);
+        for (uint32_t j = 0; j < o->nrefs; j++) {
+            if (!slot[j])
+                continue;
+            refs++;
+            size_t t = ck_find(c, slot[j]);
+            if (t == CK_NONE)
+                ck_finding(c, OBJSTORE_C_DANGLING, off, j, 2,
+                           "object %" PRIu64 " slot %u points at %" PRIu64
+                           ", which is no live object's start", off, j, slot[j]);
+            else
+                ck_indeg_add(c, t);
+        }
+        tick(c, i, c->n);
+    }
+    if (!c->quiet)
+        c->r->references = refs;
+}
+
+/* ---- pass 5: counts and tables ---- */
+
+static int add_badroot(struct ck *c, const MDB_val *k, uint64_t oid)
+{
+    if (c->nbadroots == c->badroots_cap) {
+        size_t cap = c->badroots_cap ? c->badroots_cap * 2 : 16;
+        struct ck_root *p = realloc(c->badroots, cap * sizeof *p);
+        if (!p)
+            return oom();
+        c->badroots = p;
+        c->badroots_cap = cap;
+    }
+    char *name = malloc(k->mv_size + 1);
+    if (!name)
+        return oom();
+    memcpy(name, k->mv_data, k->mv_size);
+    name[k->mv_size] = 0;
+    c->badroots[c->nbadroots++] = (struct ck_root){name, k->mv_size, oid};
+    return OBJSTORE_OK;
+}
+
+static int pass_roots(struct ck *c, MDB_txn *txn)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, c->s->db_roots, &cur);
+    if (rc)
+        return store_lmdb_err(rc, "check: roots");
+    MDB_val k, d;
+    uint64_t nroots = 0;
+    int err = OBJSTORE_OK;
+    for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0 && !err;
+         rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+        nroots++;
+        uint64_t oid = 0;
+        if (d.mv_size == 8)
+            memcpy(&oid, d.mv_data, 8);
+        size_t t = oid ? ck_find(c, oid) : CK_NONE;
+        int klen = (int)(k.mv_size > 200 ? 200 : k.mv_size);
+        if (t == CK_NONE) {
+            ck_finding(c, OBJSTORE_C_BADROOT, oid, 0, 2,
+                       "root '%.*s' names %" PRIu64 ", which is no live object", klen,
+                       (const char *)k.mv_data, oid);
+            err = add_badroot(c, &k, oid);
+        } else if (c->fl[t] & CK_BAD) {
+            err = add_badroot(c, &k, oid);   /* the object's finding covers it */
+        } else {
+            ck_indeg_add(c, t);
+        }
+    }
+    mdb_cursor_close(cur);
+    if (!c->quiet)
+        c->r->roots = nroots;
+    return err;
+}
+
+static void pass_counts(struct ck *c, MDB_txn *txn)
+{
+    objstore *s = c->s;
+    heap_t *h = s->heap;
+    for (size_t i = 0; i < c->n && !c->stop; i++) {
+        if (c->fl[i] & CK_BAD)
+            continue;
+        uint64_t rc = heap_obj_refcount(heap_obj_at(h, c->off[i])), in = ck_indeg(c, i);
+        if (rc != in)
+            ck_finding(c, OBJSTORE_C_COUNT, c->off[i], rc, 1,
+                       "object %" PRIu64 ": count %" PRIu64 ", but %" PRIu64
+                       " references point at it", c->off[i], rc, in);
+        else if (rc == 0 && !u64map_find(&s->zct.committed, c->off[i]))
+            ck_finding(c, OBJSTORE_C_LEAK, c->off[i], 0, 1,
+                       "object %" PRIu64 ": count 0 and not in the zero-count table "
+                       "(it would never be freed)", c->off[i]);
+        tick(c, i, c->n);
+    }
+    MDB_dbi dbs[2] = {s->db_zct, s->db_cand};
+    for (int d = 0; d < 2 && !c->stop; d++) {
+        MDB_cursor *cur;
+        if (mdb_cursor_open(txn, dbs[d], &cur))
+            continue;
+        MDB_val k, v;
+        for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            if (k.mv_size != 8)
+                continue;   /* malformed: pass 2's finding */
+            uint64_t oid = store_get_be64(k.mv_data);
+            size_t t = ck_find(c, oid);
+            bool bad = t == CK_NONE || (c->fl[t] & CK_BAD);
+            if (d == 0 && (bad || heap_obj_refcount(heap_obj_at(h, oid))))
+                ck_finding(c, OBJSTORE_C_BADZCT, oid, 0, 1,
+                           "zero-count table entry %" PRIu64 " is %s", oid,
+                           bad ? "no live object" : "at a count above 0");
+            else if (d == 1 && bad)
+                ck_finding(c, OBJSTORE_C_BADCAND, oid, 0, 1,
+                           "cycle candidate %" PRIu64 " is no live object", oid);
+        }
+        mdb_cursor_close(cur);
+    }
+}
+
+/* ---- pass 6: connectivity ---- */
+
+int ck_mark_from(struct ck *c, size_t root)
+{
+    heap_t *h = c->s->heap;
+    if (c->fl[root] & CK_MARK)
+        return OBJSTORE_OK;
+    size_t cap = 1024, sp = 0;
+    size_t *stack = malloc(cap * sizeof *stack);
+    if (!stack)
+        return oom();
+    c->fl[root] |= CK_MARK;
+    stack[sp++] = root;
+    while (sp) {
+        size_t i = stack[--sp];
+        if (c->fl[i] & CK_BAD)
+            continue;
+        const heap_obj *o = heap_obj_at(h, c->off[i]);
+        const uint64_t *slot = heap_obj_slots(h, c->off[i]);
+        for (uint32_t j = 0; j < o->nrefs; j++) {
+            size_t t = slot[j] ? ck_find(c, slot[j]) : CK_NONE;
+            if (t == CK_NONE || (c->fl[t] & CK_MARK))
+                continue;
+            c->fl[t] |= CK_MARK;
+            if (sp == cap) {
+                size_t *p = realloc(stack, 2 * cap * sizeof *p);
+                if (!p) {
+                    free(stack);
+                    return oom();
+                }
+                stack = p;
+                cap *= 2;
+            }
+            stack[sp++] = t;
+        }
+    }
+    free(stack);
+    return OBJSTORE_OK;
+}
+
+static int mark_roots(struct ck *c, MDB_txn *txn)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, c->s->db_roots, &cur);
+    if (rc)
+        return store_lmdb_err(rc, "check: roots");
+    MDB_val k, d;
+    int err = OBJSTORE_OK;
+    for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0 && !err && !c->stop;
+         rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+        uint64_t oid = 0;
+        if (d.mv_size == 8)
+            memcpy(&oid, d.mv_data, 8);
+        size_t t = oid ? ck_find(c, oid) : CK_NONE;
+        if (t != CK_NONE)
+            err = ck_mark_from(c, t);
+        ck_progress(c, 0, 1);
+    }
+    mdb_cursor_close(cur);
+    return err;
+}
+
+static size_t uf_find(size_t *parent, size_t x)
+{
+    while (parent[x] != x) {
+        parent[x] = parent[parent[x]];
+        x = parent[x];
+    }
+    return x;
+}
+
+/* Connected parts of the unreachable objects (edges taken both ways). */
+static int report_groups(struct ck *c)
+{
+    heap_t *h = c->s->heap;
+    size_t u = 0;
+    for (size_t i = 0; i < c->n; i++)
+        if (!(c->fl[i] & CK_MARK))
+            u++;
+    if (!c->quiet)
+        c->r->reachable = c->n - u;
+    if (!u)
+        return OBJSTORE_OK;
+    size_t *uidx = malloc(u * sizeof *uidx), *parent = malloc(u * sizeof *parent);
+    if (!uidx || !parent) {
+        free(uidx);
+        free(parent);
+        return oom();
+    }
+    for (size_t i = 0, k = 0; i < c->n; i++)
+        if (!(c->fl[i] & CK_MARK)) {
+            uidx[k] = i;
+            parent[k] = k;
+            k++;
+        }
+    for (size_t k = 0; k < u; k++) {
+        size_t i = uidx[k];
+        if (c->fl[i] & CK_BAD)
+            continue;
+        const heap_obj *o = heap_obj_at(h, c->off[i]);
+        const uint64_t *slot = heap_obj_slots(h, c->off[i]);
+        for (uint32_t j = 0; j < o->nrefs; j++) {
+            size_t t = slot[j] ? ck_find(c, slot[j]) : CK_NONE;
+            if (t == CK_NONE || (c->fl[t] & CK_MARK))
+                continue;
+            /* t is unreachable too: its place among uidx (both ascending). */
+            size_t lo = 0, hi = u;
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (uidx[mid] < t)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            size_t a = uf_find(parent, k), b = uf_find(parent, lo);
+            if (a != b)
+                parent[a > b ? a : b] = a < b ? a : b;
+        }
+    }
+    /* Each group is announced once, in the order of its lowest member (the
+     * root of its set, since unions keep the lower index). */
+    size_t ngroups = 0;
+    for (size_t k = 0; k < u; k++) {
+        parent[k] = uf_find(parent, k);
+        if (parent[k] == k)
+            ngroups++;
+    }
+    size_t *gnum = malloc(u * sizeof *gnum);
+    objstore_group *grp = calloc(ngroups, sizeof *grp);
+    bool *head = calloc(ngroups, sizeof *head);
+    if (!gnum || !grp || !head) {
+        free(gnum);
+        free(grp);
+        free(head);
+        free(uidx);
+        free(parent);
+        return oom();
+    }
+    for (size_t k = 0, g = 0; k < u; k++) {
+        if (parent[k] == k) {
+            gnum[k] = g;
+            grp[g++].oid = c->off[uidx[k]];
+        }
+        objstore_group *G = &grp[gnum[parent[k]]];
+        size_t i = uidx[k];
+        G->objects++;
+        G->bytes += heap_block_size(h, c->off[i]);
+        if (!head[G - grp] && ck_indeg(c, i) == 0 && !(c->fl[i] & CK_BAD)) {
+            G->oid = c->off[i];
+            head[G - grp] = true;
+        }
+        uint32_t ty = heap_obj_at(h, c->off[i])->type;
+        bool seen = false;
+        for (uint32_t q = 0; q < G->ntypes; q++)
+            seen |= G->types[q] == ty;
+        if (!seen && G->ntypes < 8)
+            G->types[G->ntypes++] = ty;
+    }
+    for (size_t g = 0; g < ngroups && !c->quiet; g++) {
+        c->r->groups++;
+        c->r->group_objects += grp[g].objects;
+        c->r->group_bytes += grp[g].bytes;
+        if (!c->final && c->o->on_group)
+            c->o->on_group(c->o->arg, &grp[g]);
+    }
+    free(gnum);
+    free(grp);
+    free(head);
+    free(uidx);
+    free(parent);
+    return OBJSTORE_OK;
+}
+
+int ck_walk(struct ck *c, MDB_txn *txn)
+{
+    int rc;
+    begin_pass(c, 4, "Checking objects: headers, slots, types");
+    if ((rc = index_objects(c)) || c->stop)
+        return rc;
+    pass_objects(c);
+    if (c->stop)
+        return OBJSTORE_OK;
+    begin_pass(c, 5, "Checking reference counts and the zero-count and candidate tables");
+    if ((rc = pass_roots(c, txn)))
+        return rc;
+    pass_counts(c, txn);
+    if (c->stop)
+        return OBJSTORE_OK;
+    begin_pass(c, 6, "Checking connectivity from the roots");
+    if ((rc = mark_roots(c, txn)) || c->stop)
+        return rc;
+    if ((rc = report_groups(c)))
+        return rc;
+    if (!c->quiet && !c->stop)
+        c->r->passes_done = 6;
+    return OBJSTORE_OK;
+}
+
+/* ---- pass 2's child: LMDB read in a process of its own (C2) ---- */
+
+struct metainfo {
+    bool usable;             /* env, databases and meta keys all sound */
+    bool redo_bad;           /* a damaged redo record */
+    uint64_t redo_bad_epoch; /* the first damaged record's epoch */
+    uint8_t uuid[16];
+    uint64_t generation, epoch, redo_records, redo_bytes, types, roots;
+};
+
+static void child_say(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void child_say(int fd, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if (n > (int)sizeof line - 2)
+        n = (int)sizeof line - 2;
+    for (int i = 0; i < n; i++)
+        if (line[i] == '\n')
+            line[i] = ' ';
+    line[n++] = '\n';
+    for (int done = 0; done < n;) {
+        ssize_t w = write(fd, line + done, (size_t)(n - done));
+        if (w <= 0)
+            _exit(3);
+        done += (int)w;
+    }
+}
+
+/* "F kind oid value fixable text": a finding. */
+#define CHILD_FINDING(fd, kind, oid, value, fixable, ...)                                 \
+    do {                                                                                  \
+        char t_[700];                                                                     \
+        snprintf(t_, sizeof t_, __VA_ARGS__);                                             \
+        child_say(fd, "F %d %" PRIu64 " %" PRIu64 " %d %s", kind, (uint64_t)(oid),        \
+                  (uint64_t)(value), fixable, t_);                                        \
+    } while (0)
+
+static uint64_t child_walk_db(int fd, MDB_txn *txn, MDB_dbi db, const char *name,
+                              size_t kmin, size_t kmax, size_t vmin, size_t vmax)
+{
+    MDB_cursor *cur;
+    uint64_t n = 0, bad = 0;
+    int rc = mdb_cursor_open(txn, db, &cur);
+    if (rc) {
+        CHILD_FINDING(fd, OBJSTORE_C_META, 0, 0, 0, "meta/ database '%s' cannot be read: %s",
+                      name, mdb_strerror(rc));
+        return 0;
+    }
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
+        if (k.mv_size < kmin || k.mv_size > kmax || v.mv_size < vmin || v.mv_size > vmax) {
+            if (bad++ < 100)
+                CHILD_FINDING(fd, OBJSTORE_C_META, n, k.mv_size, 0,
+                              "meta/ database '%s', entry %" PRIu64 ": malformed (key of %zu "
+                              "bytes, value of %zu bytes)", name, n, k.mv_size, v.mv_size);
+        }
+    }
+    if (rc != MDB_NOTFOUND)
+        CHILD_FINDING(fd, OBJSTORE_C_META, 0, 0, 0,
+                      "meta/ database '%s' cannot be read past entry %" PRIu64 ": %s", name, n,
+                      mdb_strerror(rc));
+    mdb_cursor_close(cur);
+    return n;
+}
+
+static void child_redo(int fd, objstore *s, MDB_txn *txn, struct metainfo *mi)
+{
+    MDB_cursor *cur;
+    if (mdb_cursor_open(txn, s->db_redo, &cur))
+        return;
+    MDB_val k, v;
+    uint64_t last = 0;
+    int rc;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        mi->redo_records++;
+        mi->redo_bytes += v.mv_size;
+        if (store_redo_check(s, &k, &v) == OBJSTORE_OK) {
+            last = store_get_be64(k.mv_data);
+            continue;
+        }
+        uint64_t epoch = k.mv_size >= 8 ? store_get_be64(k.mv_data) : 0;
+        /* Its ranges, as far as the record can be read (FORMAT.md 2.1). */
+        char ranges[200] = "";
+        size_t used = 0;
+        if (v.mv_size >= 64) {
+            uint32_t nr;
+            memcpy(&nr, (const uint8_t *)v.mv_data + 20, 4);
+            for (uint32_t i = 0; i < nr && i < 4 && 64 + (i + 1) * 16 <= v.mv_size; i++) {
+                uint64_t ro, rl;
+                memcpy(&ro, (const uint8_t *)v.mv_data + 64 + i * 16, 8);
+                memcpy(&rl, (const uint8_t *)v.mv_data + 72 + i * 16, 8);
+                int w = snprintf(ranges + used, sizeof ranges - used, "%s%" PRIu64 "+%" PRIu64,
+                                 i ? ", " : "; ranges ", ro, rl);
+                if (w < 0 || (size_t)w >= sizeof ranges - used)
+                    break;
+                used += (size_t)w;
+            }
+            if (nr > 4 && used + 8 < sizeof ranges)
+                snprintf(ranges + used, sizeof ranges - used, ", ...");
+        }
+        if (!mi->redo_bad)
+            mi->redo_bad_epoch = epoch;
+        mi->redo_bad = true;
+        CHILD_FINDING(fd, OBJSTORE_C_REDO, epoch, v.mv_size, 2, "%s%s (epoch %" PRIu64 ")",
+                      objstore_errmsg(), ranges, epoch);
+    }
+    mdb_cursor_close(cur);
+    if (last > mi->epoch)
+        mi->epoch = last;
+}
+
+static void child_types(int fd, objstore *s, MDB_txn *txn, struct metainfo *mi)
+{
+    if (store_types_load(s, txn)) {
+        CHILD_FINDING(fd, OBJSTORE_C_META, 0, 0, 0, "%s", objstore_errmsg());
+        return;
+    }
+    mi->types = s->ntypes;
+    MDB_cursor *cur;
+    if (mdb_cursor_open(txn, s->db_types, &cur))
+        return;
+    MDB_val k, v;
+    uint64_t n = 0;
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
+        uint32_t id = 0;
+        if (v.mv_size == 4) {
+            const uint8_t *p = v.mv_data;
+            id = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+        }
+        if (!id || id > s->ntypes || strlen(s->type_names[id - 1]) != k.mv_size ||
+            memcmp(s->type_names[id - 1], k.mv_data, k.mv_size))
+            CHILD_FINDING(fd, OBJSTORE_C_META, id, n, 0,
+                          "meta/ types: '%.*s' does not match typeids (id %u)",
+                          (int)(k.mv_size > 100 ? 100 : k.mv_size), (const char *)k.mv_data,
+                          id);
+    }
+    mdb_cursor_close(cur);
+    if (n != s->ntypes)
+        CHILD_FINDING(fd, OBJSTORE_C_META, 0, n, 0,
+                      "meta/ has %" PRIu64 " type names but %u type ids", n, s->ntypes);
+}
+
+static void child_main(int fd, const char *dir)
+{
+    objstore *s = calloc(1, sizeof *s);
+    char meta[4096];
+    snprintf(meta, sizeof meta, "%s/meta", dir);
+    struct stat sb;
+    char data[4200];
+    snprintf(data, sizeof data, "%s/data.mdb", meta);
+    if (stat(meta, &sb) != 0 || !S_ISDIR(sb.st_mode) || stat(data, &sb) != 0) {
+        CHILD_FINDING(fd, OBJSTORE_C_META, 0, 0, 0, "%s: meta/data.mdb is missing", dir);
+        _exit(0);
+    }
+    if (!s || !(s->dir = strdup(dir)))
+        _exit(2);
+    s->ro = true;
+    s->lmdb_nolock = true;
+    struct metainfo mi = {0};
+    MDB_txn *txn;
+    int rc;
+    if (store_env_open(s, meta, false)) {
+        CHILD_FINDING(fd, OBJSTORE_C_META, 0, 0, 0, "meta/data.mdb is damaged: %s",
+                      objstore_errmsg());
+        _exit(0);
+    }
+    if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn))) {
+        CHILD_FINDING(fd, OBJSTORE_C_META, 0, 0, 0, "meta/data.mdb is damaged: %s",
+                      mdb_strerror(rc));
+        _exit(0);
+    }
+    if (store_dbs_open(s, txn, false) || store_meta_load(s, txn)) {
+        CHILD_FINDING(fd, OBJSTORE_C_META, 0, 0, 0, "%s", objstore_errmsg());
+        _exit(0);
+    }
+    memcpy(mi.uuid, s->uuid, 16);
+    mi.generation = s->generation;
+    mi.epoch = s->epoch;
+    mi.roots = child_walk_db(fd, txn, s->db_roots, "roots", 1, STORE_NAME_MAX, 8, 8);
+    child_walk_db(fd, txn, s->db_user, "user", 1, STORE_NAME_MAX, 0, STORE_META_VALUE_MAX);
+    child_walk_db(fd, txn, s->db_zct, "zct", 8, 8, 0, 0);
+    child_walk_db(fd, txn, s->db_cand, "candidates", 8, 8, 0, 0);
+    child_walk_db(fd, txn, s->db_meta, "meta", 1, 511, 0, 4096);
+    child_walk_db(fd, txn, s->db_types, "types", 1, STORE_TYPE_NAME_MAX, 4, 4);
+    child_walk_db(fd, txn, s->db_redo, "redo", 12, 12, 64, SIZE_MAX);
+    child_types(fd, s, txn, &mi);
+    child_redo(fd, s, txn, &mi);
+    char hex[33];
+    for (int i = 0; i < 16; i++)
+        snprintf(hex + 2 * i, 3, "%02x", mi.uuid[i]);
+    child_say(fd, "I %s %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
+                  " %d %" PRIu64,
+              hex, mi.generation, mi.epoch, mi.redo_records, mi.redo_bytes, mi.types, mi.roots,
+              mi.redo_bad ? 1 : 0, mi.redo_bad_epoch);
+    _exit(0);
+}
+
+struct childres {
+    char **lines;
+    size_t n, cap;
+    struct metainfo mi;
+};
+
+static int keep_line(struct childres *cr, const char *line, size_t len)
+{
+    if (cr->n == cr->cap) {
+        size_t cap = cr->cap ? cr->cap * 2 : 16;
+        char **p = realloc(cr->lines, cap * sizeof *p);
+        if (!p)
+            return oom();
+        cr->lines = p;
+        cr->cap = cap;
+    }
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return oom();
+    memcpy(copy, line, len);
+    copy[len] = 0;
+    cr->lines[cr->n++] = copy;
+    return OBJSTORE_OK;
+}
+
+static void childres_free(struct childres *cr)
+{
+    for (size_t i = 0; i < cr->n; i++)
+        free(cr->lines[i]);
+    free(cr->lines);
+    memset(cr, 0, sizeof *cr);
+}
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Runs the child; its findings stay in cr->lines until pass 2 reports them. */
+static int run_meta_child(struct ck *c, const char *dir, struct childres *cr)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0)
+        return store_err(OBJSTORE_EIO, "check: pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(p[0]);
+        close(p[1]);
+        return store_err(OBJSTORE_EIO, "check: fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        close(p[0]);
+        child_main(p[1], dir);
+        _exit(0);
+    }
+    close(p[1]);
+    unsigned limit = c->o->meta_timeout_s ? c->o->meta_timeout_s : 300;
+    double deadline = mono() + limit;
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    int err = buf ? OBJSTORE_OK : oom();
+    bool timed_out = false;
+    while (!err) {
+        struct pollfd pf = {.fd = p[0], .events = POLLIN};
+        int pr = poll(&pf, 1, 100);
+        if (pr < 0 && errno != EINTR) {
+            err = store_err(OBJSTORE_EIO, "check: poll: %s", strerror(errno));
+            break;
+        }
+        if (ck_progress(c, 0, 1))
+            break;
+        if (mono() > deadline) {
+            timed_out = true;
+            break;
+        }
+        if (pr <= 0)
+            continue;
+        if (len + 1024 > cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                err = oom();
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t r = read(p[0], buf + len, cap - len - 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    close(p[0]);
+    int status = 0;
+    if (err || c->stop || timed_out)
+        kill(pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    for (size_t at = 0; !err && at < len;) {
+        char *nl = memchr(buf + at, '\n', len - at);
+        size_t l = nl ? (size_t)(nl - (buf + at)) : len - at;
+        buf[at + l] = 0;
+        if (buf[at] == 'I') {
+            char hex[40] = "";
+            int bad = 0;
+            struct metainfo *mi = &cr->mi;
+            if (sscanf(buf + at, "I %32s %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64
+                                 " %" SCNu64 " %" SCNu64 " %d %" SCNu64,
+                       hex, &mi->generation, &mi->epoch, &mi->redo_records, &mi->redo_bytes,
+                       &mi->types, &mi->roots, &bad, &mi->redo_bad_epoch) == 9 &&
+                strlen(hex) == 32) {
+                for (int i = 0; i < 16; i++) {
+                    unsigned x;
+                    sscanf(hex + 2 * i, "%2x", &x);
+                    mi->uuid[i] = (uint8_t)x;
+                }
+                mi->redo_bad = bad;
+                mi->usable = true;
+            }
+        } else if (buf[at] == 'F') {
+            err = keep_line(cr, buf + at, l);
+        }
+        at += l + 1;
+    }
+    free(buf);
+    if (c->stop || err)
+        return err;
+    char line[300];
+    if (timed_out) {
+        snprintf(line, sizeof line, "F %d 0 0 0 meta/data.mdb is damaged: reading it did not "
+                 "finish in %u s (the reading process was stopped)", OBJSTORE_C_META, limit);
+        cr->mi.usable = false;
+        return keep_line(cr, line, strlen(line));
+    }
+    if (WIFSIGNALED(status)) {
+        snprintf(line, sizeof line, "F %d 0 %d 0 meta/data.mdb is damaged: reading it killed "
+                 "the reading process (signal %d, %s)", OBJSTORE_C_META, WTERMSIG(status),
+                 WTERMSIG(status), strsignal(WTERMSIG(status)));
+        cr->mi.usable = false;
+        return keep_line(cr, line, strlen(line));
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        snprintf(line, sizeof line, "F %d 0 0 0 meta/ could not be read (the reading process "
+                 "exited with status %d)", OBJSTORE_C_META,
+                 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        cr->mi.usable = false;
+        return keep_line(cr, line, strlen(line));
+    }
+    return OBJSTORE_OK;
+}
+
+static void report_child(struct ck *c, struct childres *cr)
+{
+    for (size_t i = 0; i < cr->n; i++) {
+        int kind, fixable, pos = 0;
+        uint64_t oid, value;
+        if (sscanf(cr->lines[i], "F %d %" SCNu64 " %" SCNu64 " %d %n", &kind, &oid, &value,
+                   &fixable, &pos) < 4 || kind < 0 || kind >= OBJSTORE_C_NKINDS)
+            continue;
+        emit(c, kind, oid, value, fixable, cr->lines[i] + pos);
+    }
+}
+
+/* ---- pass 1: files ---- */
+
+static int heap_gen_of(const char *name, uint64_t *gen)
+{
+    if (strncmp(name, "heap.", 5) || !name[5])
+        return 0;
+    uint64_t g = 0;
+    for (const char *p = name + 5; *p; p++) {
+        if (*p < '0' || *p > '9' || g > UINT64_MAX / 10 - 10)
+            return 0;
+        g = g * 10 + (uint64_t)(*p - '0');
+    }
+    *gen = g;
+    return 1;
+}
+
+/* The heap generation to check: meta/'s, or when meta/ is unusable the
+ * highest heap.N present.  Reports stray generations. */
+static uint64_t pass_files(struct ck *c, const char *dir, const struct metainfo *mi,
+                           bool lock_missing, uint64_t *stray_out)
+{
+    if (lock_missing)
+        ck_finding(c, OBJSTORE_C_LOCKFILE, 0, 0, 2,
+                   "%s/lock is missing (a read-write open or a repair creates it)", dir);
+    DIR *d = opendir(dir);
+    uint64_t gens[64], ng = 0, best = 0;
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            uint64_t g;
+            if (heap_gen_of(e->d_name, &g)) {
+                if (ng < 64)
+                    gens[ng++] = g;
+                if (g > best)
+                    best = g;
+            }
+        }
+        closedir(d);
+    }
+    uint64_t cur = mi->usable ? mi->generation : best;
+    bool present = false;
+    *stray_out = 0;
+    for (uint64_t i = 0; i < ng; i++) {
+        if (gens[i] == cur) {
+            present = true;
+        } else if (mi->usable) {
+            ck_finding(c, OBJSTORE_C_STRAY, gens[i], cur, 2,
+                       "%s/heap.%" PRIu64 " is a stray heap generation (meta/ names heap.%"
+                       PRIu64 ")", dir, gens[i], cur);
+            *stray_out += 1;
+        }
+    }
+    if (!present) {
+        if (cur)
+            ck_finding(c, OBJSTORE_C_DIR, cur, 0, 0,
+                       "%s/heap.%" PRIu64 ", the heap file meta/ names, is missing", dir, cur);
+        else
+            ck_finding(c, OBJSTORE_C_DIR, 0, 0, 0, "%s: no heap file (heap.N)", dir);
+        return 0;
+    }
+    return cur;
+}
+
+/* Opens heap.<gen> as a check reads it; findings for its header. */
+static heap_t *open_heap_checked(struct ck *c, const char *dir, uint64_t gen,
+                                 const struct metainfo *mi, bool rw)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/heap.%" PRIu64, dir, gen);
+    heap_open_opts ho = {.flags = HEAP_OPEN_NOLOCK | HEAP_OPEN_NOREBUILD |
+                                  (rw ? 0 : HEAP_OPEN_RDONLY)};
+    char msg[HEAP_MSG_MAX];
+    heap_t *h = NULL;
+    heap_status hs = heap_open(path, &ho, &h, msg);
+    if (hs) {
+        ck_finding(c, OBJSTORE_C_HEADER, 0, (uint64_t)hs, 0, "heap header: %s", msg);
+        return NULL;
+    }
+    if (mi->usable && memcmp(heap_uuid(h), mi->uuid, 16)) {
+        ck_finding(c, OBJSTORE_C_MISMATCH, 40, 0, 0,
+                   "%s: the heap file belongs to another store (its uuid differs from meta/'s)",
+                   path);
+        heap_close(h);
+        return NULL;
+    }
+    if (mi->usable && heap_generation(h) != mi->generation) {
+        ck_finding(c, OBJSTORE_C_MISMATCH, 56, heap_generation(h), 0,
+                   "%s: the header says generation %" PRIu64 ", meta/ names %" PRIu64, path,
+                   heap_generation(h), mi->generation);
+        heap_close(h);
+        return NULL;
+    }
+    return h;
+}
+
+/* ---- the store, opened as the check (or the repair) needs it ---- */
+
+/* Builds an objstore over heap h for passes 3..6: LMDB read-only without its
+ * lock file (check) or read-write (repair), redo replayed (in RAM for a
+ * check), allocator state rebuilt and validated whole.  On a finding or an
+ * error, *out is NULL; *finding says whether it was a finding. */
+int ck_open_store(struct ck *c, const char *dir, heap_t *h, bool rw, objstore **out);
+int ck_open_store(struct ck *c, const char *dir, heap_t *h, bool rw, objstore **out)
+{
+    *out = NULL;
+    objstore *s = calloc(1, sizeof *s);
+    if (!s || !(s->dir = strdup(dir))) {
+        free(s);
+        heap_close(h);
+        return oom();
+    }
+    s->lock_fd = -1;
+    s->ro = !rw;
+    s->lmdb_nolock = !rw;
+    s->opts.free_budget = 1000000;
+    s->opts.checkpoint_bytes = UINT64_C(64) << 20;
+    s->opts.gc_threshold = UINT64_MAX;   /* a repair collects nothing */
+    s->opts.gc_budget = 1000000;
+    store_lock_init(&s->lock);
+    pthread_mutex_init(&s->pin_lock, NULL);
+    s->heap = h;
+    char meta[4200];
+    snprintf(meta, sizeof meta, "%s/meta", dir);
+    int rc = store_env_open(s, meta, false);
+    MDB_txn *txn = NULL;
+    if (!rc && (rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn)))
+        rc = store_lmdb_err(rc, meta);
+    if (!rc && ((rc = store_dbs_open(s, txn, false)) || (rc = store_meta_load(s, txn)))) {
+        mdb_txn_abort(txn);
+        txn = NULL;
+    }
+    if (txn && (rc = mdb_txn_commit(txn)))
+        rc = store_lmdb_err(rc, meta);
+    if (rc) {
+        ck_finding(c, OBJSTORE_C_META, 0, 0, 0, "%s", objstore_errmsg());
+        goto fail;
+    }
+    if ((rc = store_replay(s))) {
+        ck_finding(c, rc == OBJSTORE_EREDO ? OBJSTORE_C_REDO : OBJSTORE_C_META, 0, 0, 0, "%s",
+                   objstore_errmsg());
+        goto fail;
+    }
+    heap_status hs = heap_reload_header(s->heap);
+    if (hs) {
+        ck_finding(c, OBJSTORE_C_HEADER, 0, (uint64_t)hs, 0,
+                   "heap header after the pending redo records: %s", heap_errmsg(s->heap));
+        rc = (int)hs;
+        goto fail;
+    }
+    c->pass = 3;
+    if (!c->quiet && !c->final && c->o->on_pass)
+        c->o->on_pass(c->o->arg, 3, "Checking heap structure: arena tables, pools, bitmaps, runs");
+    if (!c->quiet)
+        c->r->passes_done = 2;
+    if ((hs = heap_rebuild_full(s->heap))) {
+        ck_finding(c, OBJSTORE_C_HEAP, 0, (uint64_t)hs, 0, "%s", heap_errmsg(s->heap));
+        rc = (int)hs;
+        goto fail;
+    }
+    if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn))) {
+        rc = store_lmdb_err(rc, meta);
+        goto fail;
+    }
+    rc = store_types_load(s, txn);
+    if (!rc)
+        rc = store_sets_load(s, txn);
+    mdb_txn_abort(txn);
+    if (rc) {
+        ck_finding(c, OBJSTORE_C_META, 0, 0, 0, "%s", objstore_errmsg());
+        goto fail;
+    }
+    *out = s;
+    return OBJSTORE_OK;
+fail:
+    s->failed = true;   /* closing writes nothing (no checkpoint) */
+    objstore_close(s);
+    return rc ? rc : OBJSTORE_ECORRUPT;
+}
+
+/* ---- the lock ---- */
+
+/* The pid holding a lock on the file (dev, ino), from /proc/locks, or 0. */
+static long lock_holder(const struct stat *sb)
+{
+    FILE *f = fopen("/proc/locks", "re");
+    if (!f)
+        return 0;
+    char line[512];
+    long pid = 0;
+    while (!pid && fgets(line, sizeof line, f)) {
+        char type[32], adv[32], mode[32];
+        long p;
+        unsigned maj, min;
+        unsigned long long ino;
+        char *at = strchr(line, ':');
+        if (!at)
+            continue;
+        if (sscanf(at + 1, " %31s %31s %31s %ld %x:%x:%llu", type, adv, mode, &p, &maj, &min,
+                   &ino) == 7 &&
+            strcmp(mode, "WRITE") == 0 && ino == (unsigned long long)sb->st_ino &&
+            (dev_t)makedev(maj, min) == sb->st_dev && p > 0)
+            pid = p;
+    }
+    fclose(f);
+    return pid;
+}
+
+/* Takes the store lock (shared for a check, exclusive for a repair) on fd. */
+static int take_lock(int fd, const char *dir, bool exclusive)
+{
+    struct flock fl = {.l_type = exclusive ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET};
+    if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+        return OBJSTORE_OK;
+    if (errno != EAGAIN && errno != EACCES)
+        return store_err(OBJSTORE_EIO, "%s/lock: %s", dir, strerror(errno));
+    struct stat sb;
+    long pid = fstat(fd, &sb) == 0 ? lock_holder(&sb) : 0;
+    char comm[64] = "";
+    if (pid) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%ld/comm", pid);
+        FILE *f = fopen(path, "re");
+        if (f) {
+            if (fgets(comm, sizeof comm, f))
+                comm[strcspn(comm, "\n")] = 0;
+            fclose(f);
+        }
+    }
+    if (pid)
+        return store_err(OBJSTORE_EBUSY, "%s is open for writing by process %ld%s%s%s; run the "
+                         "check once it has closed the store", dir, pid, comm[0] ? " (" : "",
+                         comm, comm[0] ? ")" : "");
+    return store_err(OBJSTORE_EBUSY, "%s is open %s by another process; run the check once it "
+                     "has closed the store", dir, exclusive ? "" : "for writing");
+}
+
+/* ---- one whole check ---- */
+
+struct state {
+    struct childres cr;
+    uint64_t gen;
+    uint64_t strays;
+};
+
+static int check_once(struct ck *c, const char *dir, bool lock_missing, struct state *st)
+{
+    objstore_check_report *r = c->r;
+    int rc = run_meta_child(c, dir, &st->cr);
+    if (rc || c->stop)
+        return rc;
+    const struct metainfo *mi = &st->cr.mi;
+    begin_pass(c, 1, "Checking the store's files: directory, lock, heap header");
+    st->gen = pass_files(c, dir, mi, lock_missing, &st->strays);
+    heap_t *h = st->gen ? open_heap_checked(c, dir, st->gen, mi, false) : NULL;
+    begin_pass(c, 2, "Checking meta/ (LMDB, read in a child process) and the redo log");
+    report_child(c, &st->cr);
+    if (!c->quiet) {
+        r->epoch = mi->epoch;
+        r->redo_records = mi->redo_records;
+        r->redo_bytes = mi->redo_bytes;
+        r->types = mi->types;
+        r->roots = mi->roots;
+    }
+    if (!h || !mi->usable || mi->redo_bad) {
+        if (h)
+            heap_close(h);
+        if (!c->quiet)
+            r->passes_done = 2;
+        return OBJSTORE_OK;   /* C3 */
+    }
+    if (!c->quiet)
+        r->heap_bytes = heap_size(h);
+    objstore *s;
+    if ((rc = ck_open_store(c, dir, h, false, &s)))
+        return OBJSTORE_OK;   /* its finding is reported */
+    c->s = s;
+    MDB_txn *txn;
+    if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn))) {
+        rc = store_lmdb_err(rc, "check");
+    } else {
+        rc = ck_walk(c, txn);
+        mdb_txn_abort(txn);
+    }
+    if (!c->quiet)
+        r->types = s->ntypes_committed;
+    return rc;
+}
+
+static void end_walk(struct ck *c)
+{
+    if (c->s)
+        objstore_close(c->s);
+    c->s = NULL;
+    ck_free(c);
+}
+
+int objstore_check(const char *dir, const objstore_check_opts *opts,
+                   objstore_check_report *r)
+{
+    static const objstore_check_opts none;
+    memset(r, 0, sizeof *r);
+    if (!opts)
+        opts = &none;
+    struct stat sb;
+    if (!dir || stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return store_err(OBJSTORE_ENOENT, "%s: no such store directory", dir ? dir : "(null)");
+    char lockpath[4200];
+    snprintf(lockpath, sizeof lockpath, "%s/lock", dir);
+    int fd = open(lockpath, O_RDONLY | O_CLOEXEC);
+    bool lock_missing = fd < 0 && errno == ENOENT;
+    if (fd < 0 && !lock_missing)
+        return store_err(OBJSTORE_EIO, "%s: %s", lockpath, strerror(errno));
+    int rc = fd >= 0 ? take_lock(fd, dir, false) : OBJSTORE_OK;
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    struct ck c = {.o = opts, .r = r};
+    struct state st = {0};
+    rc = check_once(&c, dir, lock_missing, &st);
+    bool walked = c.s != NULL && r->passes_done == 6;
+    end_walk(&c);
+    uint64_t want_lf = (opts->flags & OBJSTORE_CHECK_LOST_FOUND) && r->groups;
+    if (rc || c.stop || opts->mode == OBJSTORE_CHECK_READONLY ||
+        (!r->problems && !want_lf)) {
+        memcpy(r->left, r->found, sizeof r->left);
+        r->problems_left = r->problems;
+        childres_free(&st.cr);
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
+
+    /* Repair (or preen): the store to ourselves, then a check again. */
+    if (fd < 0) {
+        fd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            childres_free(&st.cr);
+            return store_err(OBJSTORE_EIO, "%s: %s", lockpath, strerror(errno));
+        }
+    }
+    if ((rc = take_lock(fd, dir, true)))
+        goto out;
+    if (opts->mode == OBJSTORE_CHECK_REPAIR) {
+        if ((rc = ck_repair_files(&c, dir, st.gen)))
+            goto out;
+        if (st.cr.mi.redo_bad && opts->discard_redo_from &&
+            opts->discard_redo_from <= st.cr.mi.redo_bad_epoch) {
+            if ((rc = ck_discard_redo(&c, dir, opts->discard_redo_from, &r->lost_commits)))
+                goto out;
+            st.cr.mi.redo_bad = false;
+            walked = true;   /* the store is walked again below */
+        }
+    }
+    if (walked && st.gen) {
+        struct ck w = {.o = opts, .r = r, .quiet = true};
+        heap_t *h = open_heap_checked(&w, dir, st.gen, &st.cr.mi, true);
+        objstore *s = NULL;
+        if (h && !(rc = ck_open_store(&w, dir, h, true, &s))) {
+            w.s = s;
+            rc = ck_repair_store(&w);
+        } else if (h) {
+            rc = OBJSTORE_OK;   /* not repairable here: the check says why */
+        }
+        end_walk(&w);
+        if (rc)
+            goto out;
+    }
+    /* The check after the repair gives what is left. */
+    struct ck f = {.o = opts, .r = r, .final = true};
+    objstore_check_report keep = *r;
+    memset(r, 0, sizeof *r);
+    r->repairs = keep.repairs;
+    r->repaired = keep.repaired;
+    r->lost_commits = keep.lost_commits;
+    memcpy(r->first_problem, keep.first_problem, sizeof r->first_problem);
+    struct state st2 = {0};
+    {
+        struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET};
+        fcntl(fd, F_OFD_SETLK, &fl);   /* downgrade: cannot fail */
+    }
+    rc = check_once(&f, dir, false, &st2);
+    end_walk(&f);
+    childres_free(&st2.cr);
+    /* The figures describe the store as it is now; found[] as first seen. */
+    memcpy(r->found, keep.found, sizeof r->found);
+    r->problems = keep.problems;
+out:
+    childres_free(&st.cr);
+    close(fd);
+    return rc;
+}

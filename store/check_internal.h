@@ -1,0 +1,77 @@
+/*
+ * check_internal.h -- what check.c (the passes) and repair.c (the repairs)
+ * share: the walk over a store's objects and what it remembers for a repair.
+ *
+ * The walk's index is the array of live offsets in address order (the heap
+ * iterates that way) with, per 16 KiB pool, the index of its first object:
+ * finding an object is a short binary search inside one pool.  Per object
+ * the walk keeps 13 bytes: its offset, its in-degree (u32, saturating; the
+ * few above that live in a map) and a flag byte.
+ */
+#ifndef OBJSTORE_CHECK_INTERNAL_H
+#define OBJSTORE_CHECK_INTERNAL_H
+
+#include "store_internal.h"
+
+#define CK_NONE SIZE_MAX
+
+enum {
+    CK_MARK = 1,     /* reached from a root */
+    CK_BAD = 2,      /* header beyond use: its slots are not read */
+};
+
+struct ck_root {     /* a root the repair removes */
+    char *name;
+    size_t len;
+    uint64_t oid;
+};
+
+struct ck {
+    const objstore_check_opts *o;
+    objstore_check_report *r;
+    bool final;              /* the check after a repair: counts go to left[] */
+    bool quiet;              /* the walk inside a repair: no findings */
+    bool stop;               /* interrupted */
+    int pass;
+    uint64_t ticks;
+
+    objstore *s;
+    uint64_t *off;           /* live objects, ascending */
+    size_t n;
+    uint64_t *pidx;          /* pool p's objects are off[pidx[p] .. pidx[p+1]) */
+    uint64_t npools;
+    uint32_t *indeg;
+    u64map big;              /* index -> in-degree, for those >= UINT32_MAX */
+    uint8_t *fl;
+
+    struct ck_root *badroots;     /* roots naming no live object, or a bad one */
+    size_t nbadroots, badroots_cap;
+};
+
+/* check.c */
+void ck_finding(struct ck *c, int kind, uint64_t oid, uint64_t value, int fixable,
+                const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+size_t ck_find(const struct ck *c, uint64_t off);
+uint64_t ck_indeg(const struct ck *c, size_t i);
+void ck_indeg_add(struct ck *c, size_t i);
+/* Marks what object i reaches (explicit stack).  Returns an error code. */
+int ck_mark_from(struct ck *c, size_t i);
+/* Passes 4..6 over an open store whose allocator state is rebuilt; txn is an
+ * LMDB read transaction of its committed state. */
+int ck_walk(struct ck *c, MDB_txn *txn);
+void ck_free(struct ck *c);
+bool ck_progress(struct ck *c, uint64_t done, uint64_t total);
+
+/* repair.c */
+/* Applies the repairs the walk c found (mode preen or repair) inside a write
+ * transaction of c->s, and commits it. */
+int ck_repair_store(struct ck *c);
+/* Drops redo records of epoch >= from (one LMDB transaction); *lost gets
+ * the number of commits dropped. */
+int ck_discard_redo(struct ck *c, const char *dir, uint64_t from, uint64_t *lost);
+/* Renames a stray heap file out of the way, creates a missing lock file. */
+int ck_repair_files(struct ck *c, const char *dir, uint64_t generation);
+void ck_action(struct ck *c, int kind, uint64_t oid, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#endif
