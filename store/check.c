@@ -1118,30 +1118,49 @@ fail:
 
 /* ---- the lock ---- */
 
-/* The pid holding a lock on the file (dev, ino), from /proc/locks, or 0. */
+/* The pid of a process holding a write lock on the file (dev, ino), or 0.
+ * An OFD lock names no process in /proc/locks (its pid is -1), so the open
+ * files of every process we may look at are searched, and their fdinfo says
+ * whether that descriptor holds the lock. */
 static long lock_holder(const struct stat *sb)
 {
-    FILE *f = fopen("/proc/locks", "re");
-    if (!f)
+    DIR *proc = opendir("/proc");
+    if (!proc)
         return 0;
-    char line[512];
-    long pid = 0;
-    while (!pid && fgets(line, sizeof line, f)) {
-        char type[32], adv[32], mode[32];
-        long p;
-        unsigned maj, min;
-        unsigned long long ino;
-        char *at = strchr(line, ':');
-        if (!at)
+    long found = 0;
+    struct dirent *pe;
+    while (!found && (pe = readdir(proc))) {
+        char *end;
+        long pid = strtol(pe->d_name, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid())
             continue;
-        if (sscanf(at + 1, " %31s %31s %31s %ld %x:%x:%llu", type, adv, mode, &p, &maj, &min,
-                   &ino) == 7 &&
-            strcmp(mode, "WRITE") == 0 && ino == (unsigned long long)sb->st_ino &&
-            (dev_t)makedev(maj, min) == sb->st_dev && p > 0)
-            pid = p;
+        char path[300];
+        snprintf(path, sizeof path, "/proc/%ld/fd", pid);
+        DIR *fds = opendir(path);
+        if (!fds)
+            continue;
+        struct dirent *fe;
+        while (!found && (fe = readdir(fds))) {
+            if (fe->d_name[0] == '.')
+                continue;
+            struct stat fsb;
+            snprintf(path, sizeof path, "/proc/%ld/fd/%s", pid, fe->d_name);
+            if (stat(path, &fsb) != 0 || fsb.st_ino != sb->st_ino || fsb.st_dev != sb->st_dev)
+                continue;
+            snprintf(path, sizeof path, "/proc/%ld/fdinfo/%s", pid, fe->d_name);
+            FILE *f = fopen(path, "re");
+            if (!f)
+                continue;
+            char line[512];
+            while (fgets(line, sizeof line, f))
+                if (strncmp(line, "lock:", 5) == 0 && strstr(line, "WRITE"))
+                    found = pid;
+            fclose(f);
+        }
+        closedir(fds);
     }
-    fclose(f);
-    return pid;
+    closedir(proc);
+    return found;
 }
 
 /* Takes the store lock (shared for a check, exclusive for a repair) on fd. */
@@ -1278,6 +1297,13 @@ int objstore_check(const char *dir, const objstore_check_opts *opts,
             return store_err(OBJSTORE_EIO, "%s: %s", lockpath, strerror(errno));
         }
     }
+    /* An exclusive lock needs a descriptor open for writing. */
+    close(fd);
+    fd = open(lockpath, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        childres_free(&st.cr);
+        return store_err(OBJSTORE_EIO, "%s: %s", lockpath, strerror(errno));
+    }
     if ((rc = take_lock(fd, dir, true)))
         goto out;
     if (opts->mode == OBJSTORE_CHECK_REPAIR) {
@@ -1301,9 +1327,16 @@ int objstore_check(const char *dir, const objstore_check_opts *opts,
         } else if (h) {
             rc = OBJSTORE_OK;   /* not repairable here: the check says why */
         }
+        bool stopped = w.stop;
         end_walk(&w);
         if (rc)
             goto out;
+        if (stopped) {   /* nothing of the repair was committed */
+            memcpy(r->left, r->found, sizeof r->left);
+            r->problems_left = r->problems;
+            r->interrupted = 1;
+            goto out;
+        }
     }
     /* The check after the repair gives what is left. */
     struct ck f = {.o = opts, .r = r, .final = true};
