@@ -653,16 +653,17 @@ static void child_redo(int fd, objstore *s, MDB_txn *txn, struct metainfo *mi)
             continue;
         }
         uint64_t epoch = k.mv_size >= 8 ? store_get_be64(k.mv_data) : 0;
-        /* Its ranges, as far as the record can be read (FORMAT.md 2.1). */
+        /* Its ranges, as far as the record can be read (FORMAT.md 2.1:
+         * nranges at 20, the ranges from 80, 16 bytes each). */
         char ranges[200] = "";
         size_t used = 0;
-        if (v.mv_size >= 64) {
+        if (v.mv_size >= 80) {
             uint32_t nr;
             memcpy(&nr, (const uint8_t *)v.mv_data + 20, 4);
-            for (uint32_t i = 0; i < nr && i < 4 && 64 + (i + 1) * 16 <= v.mv_size; i++) {
+            for (uint32_t i = 0; i < nr && i < 4 && 80 + (i + 1) * 16 <= v.mv_size; i++) {
                 uint64_t ro, rl;
-                memcpy(&ro, (const uint8_t *)v.mv_data + 64 + i * 16, 8);
-                memcpy(&rl, (const uint8_t *)v.mv_data + 72 + i * 16, 8);
+                memcpy(&ro, (const uint8_t *)v.mv_data + 80 + i * 16, 8);
+                memcpy(&rl, (const uint8_t *)v.mv_data + 88 + i * 16, 8);
                 int w = snprintf(ranges + used, sizeof ranges - used, "%s%" PRIu64 "+%" PRIu64,
                                  i ? ", " : "; ranges ", ro, rl);
                 if (w < 0 || (size_t)w >= sizeof ranges - used)
@@ -729,6 +730,12 @@ static void child_main(int fd, const char *dir)
     }
     if (!s || !(s->dir = strdup(dir)))
         _exit(2);
+    /* The library's own look at data.mdb before LMDB maps it (meta.c M3). */
+    if (store_meta_precheck(dir, data)) {
+        CHILD_FINDING(fd, OBJSTORE_C_META, 0, 0, 0, "meta/data.mdb is damaged: %s",
+                      objstore_errmsg());
+        _exit(0);
+    }
     s->ro = true;
     s->lmdb_nolock = true;
     struct metainfo mi = {0};
@@ -1058,9 +1065,12 @@ int ck_open_store(struct ck *c, const char *dir, heap_t *h, bool rw, objstore **
     store_lock_init(&s->lock);
     pthread_mutex_init(&s->pin_lock, NULL);
     s->heap = h;
-    char meta[4200];
+    char meta[4200], data[4300];
     snprintf(meta, sizeof meta, "%s/meta", dir);
-    int rc = store_env_open(s, meta, false);
+    snprintf(data, sizeof data, "%s/data.mdb", meta);
+    int rc = store_meta_precheck(dir, data);
+    if (!rc)
+        rc = store_env_open(s, meta, false);
     MDB_txn *txn = NULL;
     if (!rc && (rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn)))
         rc = store_lmdb_err(rc, meta);
@@ -1075,8 +1085,14 @@ int ck_open_store(struct ck *c, const char *dir, heap_t *h, bool rw, objstore **
         goto fail;
     }
     if ((rc = store_replay(s))) {
-        ck_finding(c, rc == OBJSTORE_EREDO ? OBJSTORE_C_REDO : OBJSTORE_C_META, 0, 0, 0, "%s",
-                   objstore_errmsg());
+        /* The chain of records and the heap's age against meta/ are the
+         * store's own checks (txn.c T5, T6). */
+        int kind = rc == OBJSTORE_EREDO       ? OBJSTORE_C_REDO
+                   : rc == OBJSTORE_EMISMATCH ? OBJSTORE_C_MISMATCH
+                                              : OBJSTORE_C_META;
+        if (kind == OBJSTORE_C_REDO)
+            c->redo_bad = true;
+        ck_finding(c, kind, 0, 0, kind == OBJSTORE_C_REDO ? 2 : 0, "%s", objstore_errmsg());
         goto fail;
     }
     heap_status hs = heap_reload_header(s->heap);
@@ -1309,12 +1325,15 @@ int objstore_check(const char *dir, const objstore_check_opts *opts,
     if (opts->mode == OBJSTORE_CHECK_REPAIR) {
         if ((rc = ck_repair_files(&c, dir, st.gen)))
             goto out;
-        if (st.cr.mi.redo_bad && opts->discard_redo_from &&
-            opts->discard_redo_from <= st.cr.mi.redo_bad_epoch) {
+        /* The epoch must not be past the damaged record's, when a record is
+         * damaged; a chain with a record missing names no record. */
+        bool redo_bad = st.cr.mi.redo_bad || c.redo_bad;
+        if (redo_bad && opts->discard_redo_from &&
+            (!st.cr.mi.redo_bad || opts->discard_redo_from <= st.cr.mi.redo_bad_epoch)) {
             if ((rc = ck_discard_redo(&c, dir, opts->discard_redo_from, &r->lost_commits)))
                 goto out;
             st.cr.mi.redo_bad = false;
-            walked = true;   /* the store is walked again below */
+            walked = st.gen != 0;   /* the store is walked now */
         }
     }
     if (walked && st.gen) {

@@ -32,6 +32,7 @@ struct ck {
     bool final;              /* the check after a repair: counts go to left[] */
     bool quiet;              /* the walk inside a repair: no findings */
     bool stop;               /* interrupted */
+    bool redo_bad;           /* replay refused the redo log */
     int pass;
     uint64_t ticks;
 

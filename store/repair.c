@@ -137,6 +137,23 @@ int ck_discard_redo(struct ck *c, const char *dir, uint64_t from, uint64_t *lost
         }
         if (mrc == MDB_NOTFOUND)
             mrc = 0;
+        /* The chain (FORMAT.md 2.1) now ends at the newest record left:
+         * redo-head names it (nseq, u32 at offset 64 of its header), or
+         * goes when no record is left. */
+        MDB_val hk = {9, "redo-head"};
+        if (!mrc && (mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST)) == 0 && k.mv_size == 12 &&
+            v.mv_size >= 80) {
+            uint8_t head[16] = {0};
+            uint64_t e = store_get_be64(k.mv_data);
+            memcpy(head, &e, 8);
+            memcpy(head + 8, (const uint8_t *)v.mv_data + 64, 4);
+            MDB_val hv = {16, head};
+            mrc = mdb_put(w, s.db_main, &hk, &hv, 0);
+        } else if (mrc == MDB_NOTFOUND || !mrc) {
+            mrc = mdb_del(w, s.db_main, &hk, NULL);
+            if (mrc == MDB_NOTFOUND)
+                mrc = 0;
+        }
         mdb_cursor_close(cur);
         if (!mrc) {
             store_hook("lmdb-commit");
