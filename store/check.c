@@ -27,6 +27,11 @@
  */
 #include "check_internal.h"
 
+#include <stddef.h>
+#include <xxhash.h>
+
+#include "heap_format.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -246,7 +251,7 @@ static void pass_objects(struct ck *c)
         }
         const heap_obj *o = heap_obj_at(h, off);
         if (o->type > s->ntypes_committed)
-            ck_finding(c, OBJSTORE_C_BADTYPE, off, o->type, 0,
+            ck_finding(c, OBJSTORE_C_BADTYPE, off, o->type, 2,
                        "object %" PRIu64 ": type id %u is not registered (%u types)", off,
                        o->type, s->ntypes_committed);
         const uint64_t *slot = heap_obj_slots(h, off);
@@ -572,6 +577,8 @@ struct metainfo {
     uint64_t redo_bad_epoch; /* the first damaged record's epoch */
     uint8_t uuid[16];
     uint64_t generation, epoch, redo_records, redo_bytes, types, roots;
+    uint64_t ckpt;           /* meta/ "ckpt": the heap file holds every commit
+                                up to this epoch */
 };
 
 static void child_say(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -758,6 +765,7 @@ static void child_main(int fd, const char *dir)
     memcpy(mi.uuid, s->uuid, 16);
     mi.generation = s->generation;
     mi.epoch = s->epoch;
+    mi.ckpt = s->meta_ckpt;
     mi.roots = child_walk_db(fd, txn, s->db_roots, "roots", 1, STORE_NAME_MAX, 8, 8);
     child_walk_db(fd, txn, s->db_user, "user", 1, STORE_NAME_MAX, 0, STORE_META_VALUE_MAX);
     child_walk_db(fd, txn, s->db_zct, "zct", 8, 8, 0, 0);
@@ -771,9 +779,9 @@ static void child_main(int fd, const char *dir)
     for (int i = 0; i < 16; i++)
         snprintf(hex + 2 * i, 3, "%02x", mi.uuid[i]);
     child_say(fd, "I %s %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
-                  " %d %" PRIu64,
+                  " %d %" PRIu64 " %" PRIu64,
               hex, mi.generation, mi.epoch, mi.redo_records, mi.redo_bytes, mi.types, mi.roots,
-              mi.redo_bad ? 1 : 0, mi.redo_bad_epoch);
+              mi.redo_bad ? 1 : 0, mi.redo_bad_epoch, mi.ckpt);
     _exit(0);
 }
 
@@ -888,9 +896,9 @@ static int run_meta_child(struct ck *c, const char *dir, struct childres *cr)
             int bad = 0;
             struct metainfo *mi = &cr->mi;
             if (sscanf(buf + at, "I %32s %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64
-                                 " %" SCNu64 " %" SCNu64 " %d %" SCNu64,
+                                 " %" SCNu64 " %" SCNu64 " %d %" SCNu64 " %" SCNu64,
                        hex, &mi->generation, &mi->epoch, &mi->redo_records, &mi->redo_bytes,
-                       &mi->types, &mi->roots, &bad, &mi->redo_bad_epoch) == 9 &&
+                       &mi->types, &mi->roots, &bad, &mi->redo_bad_epoch, &mi->ckpt) == 10 &&
                 strlen(hex) == 32) {
                 for (int i = 0; i < 16; i++) {
                     unsigned x;
@@ -1007,6 +1015,21 @@ static uint64_t pass_files(struct ck *c, const char *dir, const struct metainfo 
     return cur;
 }
 
+/* True when the header's checksum matches its bytes: whatever it says
+ * (another version, another geometry, a length the file lacks) was written
+ * so, and is not damage a rebuild should paper over. */
+static bool header_authentic(const char *path)
+{
+    struct heap_file_header h;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return true;
+    bool ok = pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h &&
+              XXH3_64bits(&h, offsetof(struct heap_file_header, checksum)) == h.checksum;
+    close(fd);
+    return ok;
+}
+
 /* Opens heap.<gen> as a check reads it; findings for its header. */
 static heap_t *open_heap_checked(struct ck *c, const char *dir, uint64_t gen,
                                  const struct metainfo *mi, bool rw)
@@ -1019,7 +1042,15 @@ static heap_t *open_heap_checked(struct ck *c, const char *dir, uint64_t gen,
     heap_t *h = NULL;
     heap_status hs = heap_open(path, &ho, &h, msg);
     if (hs) {
-        ck_finding(c, OBJSTORE_C_HEADER, 0, (uint64_t)hs, 0, "heap header: %s", msg);
+        /* Rebuilt from meta/ by a repair when its own checksum fails or its
+         * magic is gone; a sound header of another version or geometry, or a
+         * truncated file, is not overwritten. */
+        bool rebuild = mi->usable && hs != HEAP_ENOENT && hs != HEAP_EIO &&
+                       hs != HEAP_ENOMEM && !header_authentic(path);
+        if (rebuild)
+            c->header_bad = true;
+        ck_finding(c, OBJSTORE_C_HEADER, 0, (uint64_t)hs, rebuild ? 2 : 0, "heap header: %s",
+                   msg);
         return NULL;
     }
     if (mi->usable && memcmp(heap_uuid(h), mi->uuid, 16)) {
@@ -1108,9 +1139,17 @@ int ck_open_store(struct ck *c, const char *dir, heap_t *h, bool rw, objstore **
     if (!c->quiet)
         c->r->passes_done = 2;
     if ((hs = heap_rebuild_full(s->heap))) {
-        ck_finding(c, OBJSTORE_C_HEAP, 0, (uint64_t)hs, 0, "%s", heap_errmsg(s->heap));
-        rc = (int)hs;
-        goto fail;
+        if (rw && c->o->mode == OBJSTORE_CHECK_REPAIR && hs == HEAP_ECORRUPT &&
+            ck_fix_tables(c, s) == OBJSTORE_OK) {
+            hs = HEAP_OK;   /* fixed in the mapping; the repair commits it */
+        } else {
+            if (hs == HEAP_ECORRUPT)
+                c->heap_bad = true;
+            ck_finding(c, OBJSTORE_C_HEAP, heap_arenas_validated(s->heap), (uint64_t)hs,
+                       hs == HEAP_ECORRUPT ? 2 : 0, "%s", heap_errmsg(s->heap));
+            rc = (int)hs;
+            goto fail;
+        }
     }
     if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn))) {
         rc = store_lmdb_err(rc, meta);
@@ -1325,6 +1364,12 @@ int objstore_check(const char *dir, const objstore_check_opts *opts,
     if (opts->mode == OBJSTORE_CHECK_REPAIR) {
         if ((rc = ck_repair_files(&c, dir, st.gen)))
             goto out;
+        if (c.header_bad && st.gen) {
+            const struct metainfo *mi = &st.cr.mi;
+            if ((rc = ck_rebuild_header(&c, dir, st.gen, mi->uuid, mi->ckpt)))
+                goto out;
+            walked = !st.cr.mi.redo_bad;   /* the store is walked now */
+        }
         /* The epoch must not be past the damaged record's, when a record is
          * damaged; a chain with a record missing names no record. */
         bool redo_bad = st.cr.mi.redo_bad || c.redo_bad;
@@ -1336,6 +1381,8 @@ int objstore_check(const char *dir, const objstore_check_opts *opts,
             walked = st.gen != 0;   /* the store is walked now */
         }
     }
+    if (c.heap_bad && opts->mode == OBJSTORE_CHECK_REPAIR && !st.cr.mi.redo_bad)
+        walked = true;   /* the tables are fixed as the store opens */
     if (walked && st.gen) {
         struct ck w = {.o = opts, .r = r, .quiet = true};
         heap_t *h = open_heap_checked(&w, dir, st.gen, &st.cr.mi, true);

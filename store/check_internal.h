@@ -33,6 +33,9 @@ struct ck {
     bool quiet;              /* the walk inside a repair: no findings */
     bool stop;               /* interrupted */
     bool redo_bad;           /* replay refused the redo log */
+    bool header_bad;         /* the heap header can be rebuilt from meta/ */
+    bool heap_bad;           /* pass 3 failed: a repair rebuilds the tables */
+    bool tables_fixed;       /* arena tables fixed in the mapping (dirty) */
     int pass;
     uint64_t ticks;
 
@@ -72,6 +75,15 @@ int ck_repair_store(struct ck *c);
 int ck_discard_redo(struct ck *c, const char *dir, uint64_t from, uint64_t *lost);
 /* Renames a stray heap file out of the way, creates a missing lock file. */
 int ck_repair_files(struct ck *c, const char *dir, uint64_t generation);
+/* Writes a new heap header from meta/'s uuid and generation, its geometry
+ * and the arenas whose tables validate (the old 128 bytes are kept in
+ * old-header.heap.<generation>). */
+int ck_rebuild_header(struct ck *c, const char *dir, uint64_t generation,
+                      const uint8_t uuid[16], uint64_t ckpt);
+/* Repair: arena tables that fail validation, fixed from their other fields
+ * and the object headers in the store's private mapping (dirty: the
+ * repair's commit writes them); then the allocator state is rebuilt. */
+int ck_fix_tables(struct ck *c, objstore *s);
 void ck_action(struct ck *c, int kind, uint64_t oid, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

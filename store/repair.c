@@ -23,6 +23,10 @@
  */
 #include "check_internal.h"
 
+#include <xxhash.h>
+
+#include "heap_format.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -235,6 +239,21 @@ static int repair(struct ck *c, objstore_txn *t, MDB_txn *txn)
                           j, old, tg == CK_NONE ? "no live object" : "an object beyond use");
             }
         }
+        /* Type ids nobody registered: the object keeps its slots and
+         * payload, untyped (type 0); the old id is said. */
+        for (size_t i = 0; i < c->n; i++) {
+            if (c->fl[i] & CK_BAD)
+                continue;
+            heap_obj *o = heap_obj_at(h, c->off[i]);
+            if (o->type <= s->ntypes_committed)
+                continue;
+            uint32_t old = o->type;
+            heap_mark_dirty(h, c->off[i] + 8, 4);
+            o->type = 0;
+            ck_action(c, OBJSTORE_C_BADTYPE, c->off[i],
+                      "object %" PRIu64 ": type id %u (not registered) set to 0, untyped",
+                      c->off[i], old);
+        }
         /* Objects beyond use: freed (their slots cannot be read). */
         for (size_t i = 0; i < c->n; i++) {
             if (!(c->fl[i] & CK_BAD))
@@ -339,7 +358,7 @@ int ck_repair_store(struct ck *c)
     uint64_t before = c->r->repairs;
     rc = repair(c, t, txn);
     mdb_txn_abort(txn);
-    if (rc || ck_progress(c, 1, 1) || c->r->repairs == before) {
+    if (rc || ck_progress(c, 1, 1) || (c->r->repairs == before && !c->tables_fixed)) {
         objstore_abort(t);   /* nothing of it reaches a file */
         if (c->stop)
             c->r->repairs = before;
@@ -349,4 +368,251 @@ int ck_repair_store(struct ck *c)
         return rc;
     c->r->repaired = 1;
     return OBJSTORE_OK;
+}
+
+/* ---- the heap header, rebuilt from meta/ ---- */
+
+static int pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+    return pread(fd, buf, len, (off_t)off) == (ssize_t)len ? 0 : -1;
+}
+
+/* How many arenas the heap has, from the file: arena k counts when its table
+ * says so (magic or index k), or when a huge run that starts earlier covers
+ * it.  The first arena that does neither ends the heap. */
+static uint64_t count_arenas(int fd, uint64_t file_bytes)
+{
+    uint64_t k = 0, max = file_bytes >> HEAP_ARENA_SHIFT;
+    while (k < max) {
+        struct heap_arena_table t;
+        /* One of magic and index intact is enough: a repair of the
+         * tables rewrites the other. */
+        if (pread_all(fd, &t, 64 + sizeof t.pool, (k << HEAP_ARENA_SHIFT) + HEAP_TABLE_OFFSET) ||
+            (t.magic != HEAP_ARENA_MAGIC && t.index != (uint32_t)k))
+            break;
+        uint64_t span = 1;
+        if (t.pool[1].kind == HEAP_POOL_HUGE)
+            span = ((uint64_t)t.pool[1].npools + 1) / HEAP_POOLS_PER_ARENA;
+        if (span < 1 || span > max - k)
+            break;
+        k += span;
+    }
+    return k;
+}
+
+int ck_rebuild_header(struct ck *c, const char *dir, uint64_t generation,
+                      const uint8_t uuid[16], uint64_t ckpt)
+{
+    char path[4200], keep[4300];
+    snprintf(path, sizeof path, "%s/heap.%" PRIu64, dir, generation);
+    snprintf(keep, sizeof keep, "%s/old-header.heap.%" PRIu64, dir, generation);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return store_err(OBJSTORE_EIO, "%s: %s", path, strerror(errno));
+    struct stat sb;
+    uint8_t old[HEAP_HEADER_SIZE];
+    int rc = OBJSTORE_OK;
+    if (fstat(fd, &sb) != 0 || pread_all(fd, old, sizeof old, 0)) {
+        rc = store_err(OBJSTORE_EIO, "%s: cannot read the header: %s", path, strerror(errno));
+        goto out;
+    }
+    uint64_t narenas = count_arenas(fd, (uint64_t)sb.st_size);
+    if (narenas == 0) {
+        rc = OBJSTORE_OK;   /* no arena validates: the finding stays */
+        goto out;
+    }
+    /* The old bytes are kept, never lost (G4): written and synced first. */
+    int kfd = open(keep, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (kfd < 0 || write(kfd, old, sizeof old) != (ssize_t)sizeof old || fsync(kfd) != 0) {
+        rc = store_err(OBJSTORE_EIO, "%s: %s", keep, strerror(errno));
+        if (kfd >= 0)
+            close(kfd);
+        goto out;
+    }
+    close(kfd);
+    struct heap_file_header h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, HEAP_MAGIC, 8);
+    h.version = HEAP_FORMAT_VERSION;
+    h.header_size = HEAP_HEADER_SIZE;
+    h.arena_size = HEAP_ARENA_SIZE;
+    h.pool_size = HEAP_POOL_SIZE;
+    h.align = HEAP_ALIGN;
+    h.nclasses = HEAP_NCLASSES;
+    h.table_offset = HEAP_TABLE_OFFSET;
+    memcpy(h.uuid, uuid, 16);
+    h.generation = generation;
+    h.narenas = narenas;
+    /* meta/'s "ckpt" is what the store vouches the file holds (txn.c T6). */
+    h.ckpt_epoch = ckpt;
+    h.checksum = XXH3_64bits(&h, offsetof(struct heap_file_header, checksum));
+    /* One 128-byte write inside one sector: the old header or the new. */
+    store_hook("heap-pwrite");
+    if (pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h) {
+        rc = store_err(OBJSTORE_EIO, "%s: pwrite: %s", path, strerror(errno));
+        goto out;
+    }
+    store_hook("heap-fdatasync");
+    if (fdatasync(fd) != 0 || fsync_dir(dir) != 0) {
+        rc = store_err(OBJSTORE_EIO, "%s: fdatasync: %s", path, strerror(errno));
+        goto out;
+    }
+    ck_action(c, OBJSTORE_C_HEADER, 0,
+              "heap header of %s rebuilt from meta/ (%" PRIu64 " arena%s; the old bytes kept "
+              "in %s)", path, narenas, narenas == 1 ? "" : "s", keep);
+out:
+    close(fd);
+    return rc;
+}
+
+/* ---- allocator metadata, rebuilt from what validates ---- */
+
+static unsigned popcount_bitmap(const uint64_t *b)
+{
+    unsigned n = 0;
+    for (unsigned w = 0; w < HEAP_BITMAP_WORDS; w++)
+        n += (unsigned)__builtin_popcountll(b[w]);
+    return n;
+}
+
+static uint32_t class_blocks(unsigned cls) { return HEAP_POOL_SIZE / heap_class_size(cls); }
+
+/* True when every block the bitmap of pool i marks holds a header whose
+ * slots fit a block of class cls: the pool's objects vouch for it. */
+static bool small_pool_validates(heap_t *h, uint64_t k, unsigned i, unsigned cls,
+                                 const uint64_t *bitmap)
+{
+    uint32_t size = heap_class_size(cls), nb = class_blocks(cls);
+    uint64_t base = (k << HEAP_ARENA_SHIFT) + ((uint64_t)i << HEAP_POOL_SHIFT);
+    for (uint32_t b = 0; b < nb; b++) {
+        if (!((bitmap[b >> 6] >> (b & 63)) & 1))
+            continue;
+        const heap_obj *o = heap_obj_at(h, base + (uint64_t)b * size);
+        uint64_t pad = (o->rc_bits & HEAP_PAD_MASK) >> HEAP_PAD_SHIFT;
+        if (pad >= size || size - pad < HEAP_OBJ_HEADER ||
+            (uint64_t)o->nrefs * 8 > size - pad - HEAP_OBJ_HEADER)
+            return false;
+    }
+    return true;
+}
+
+/* Fixes, in the private mapping (marked dirty, so the repair's commit
+ * writes them through the redo log with everything else), what arena k's
+ * table says that its own other fields and the object headers contradict.
+ * Returns how many fields it changed. */
+static unsigned fix_table(struct ck *c, heap_t *h, uint64_t k)
+{
+    struct heap_arena_table *t =
+        (struct heap_arena_table *)heap_ptr(h, (k << HEAP_ARENA_SHIFT) + HEAP_TABLE_OFFSET);
+    uint64_t toff = (k << HEAP_ARENA_SHIFT) + HEAP_TABLE_OFFSET;
+    unsigned changed = 0;
+    heap_mark_dirty(h, toff, sizeof *t);
+    if (t->magic != HEAP_ARENA_MAGIC || t->index != (uint32_t)k) {
+        ck_action(c, OBJSTORE_C_HEAP, toff, "arena %" PRIu64 ": table magic %08x and index %u "
+                  "rewritten", k, t->magic, t->index);
+        t->magic = HEAP_ARENA_MAGIC;
+        t->index = (uint32_t)k;
+        changed++;
+    }
+    unsigned run_left = 0, run_at = 0;   /* a run covering the pools after run_at */
+    for (unsigned i = 1; i <= HEAP_DATA_POOLS; i++) {
+        struct heap_pooldesc *d = &t->pool[i];
+        uint64_t at = (k << HEAP_ARENA_SHIFT) + ((uint64_t)i << HEAP_POOL_SHIFT);
+        if (run_left) {
+            run_left--;
+            if (d->kind != HEAP_POOL_RUNCONT || d->npools != i - run_at) {
+                ck_action(c, OBJSTORE_C_HEAP, at, "pool at offset %" PRIu64 ": marked as "
+                          "pool %u of the run at offset %" PRIu64 " (was kind %u, %u)", at,
+                          i - run_at, (k << HEAP_ARENA_SHIFT) + ((uint64_t)run_at << HEAP_POOL_SHIFT),
+                          d->kind, d->npools);
+                d->kind = HEAP_POOL_RUNCONT;
+                d->npools = i - run_at;
+                changed++;
+            }
+            continue;
+        }
+        if (d->kind == HEAP_POOL_HUGE && i == 1)
+            break;   /* whole arenas: not rebuilt here */
+        if (d->kind == HEAP_POOL_RUN && d->size) {
+            /* Its length, from the continuations that follow it. */
+            unsigned n = 1;
+            while (i + n <= HEAP_DATA_POOLS && t->pool[i + n].kind == HEAP_POOL_RUNCONT &&
+                   t->pool[i + n].npools == n)
+                n++;
+            if (d->npools != n && d->size > (uint64_t)(n - 1) * HEAP_POOL_SIZE &&
+                d->size <= (uint64_t)n * HEAP_POOL_SIZE) {
+                ck_action(c, OBJSTORE_C_HEAP, at, "run at offset %" PRIu64 ": %u pools (was "
+                          "%u), as its continuations and size say", at, n, d->npools);
+                d->npools = n;
+                changed++;
+            }
+            if (d->npools >= 1 && d->npools <= HEAP_DATA_POOLS + 1 - i) {
+                run_left = d->npools - 1;
+                run_at = i;
+            }
+            continue;
+        }
+        bool small_ok = d->cls < HEAP_NCLASSES;
+        if (d->kind != HEAP_POOL_SMALL && d->kind != HEAP_POOL_FREE &&
+            d->kind != HEAP_POOL_RUNCONT) {
+            /* Unknown kind: small when its class, count and bitmap agree and
+             * its blocks' headers validate; free when it says nothing. */
+            bool empty = !d->cls && !d->nalloc && !d->npools && !d->size;
+            if (small_ok && d->nalloc && popcount_bitmap(t->bitmap[i]) == d->nalloc &&
+                small_pool_validates(h, k, i, d->cls, t->bitmap[i])) {
+                ck_action(c, OBJSTORE_C_HEAP, at, "pool at offset %" PRIu64 ": kind %u set to "
+                          "small (class %u, %u blocks, their headers validate)", at, d->kind,
+                          d->cls, d->nalloc);
+                d->kind = HEAP_POOL_SMALL;
+                changed++;
+            } else if (empty) {
+                ck_action(c, OBJSTORE_C_HEAP, at, "pool at offset %" PRIu64 ": kind %u set to "
+                          "free (it describes nothing)", at, d->kind);
+                d->kind = HEAP_POOL_FREE;
+                changed++;
+            }
+        }
+        if (d->kind == HEAP_POOL_SMALL && small_ok) {
+            uint32_t nb = class_blocks(d->cls);
+            unsigned lastw = (nb - 1) / 64;
+            uint64_t tail = nb % 64 ? ~((UINT64_C(1) << (nb % 64)) - 1) : 0;
+            if ((t->bitmap[i][lastw] & tail)) {
+                t->bitmap[i][lastw] &= ~tail;
+                changed++;
+                ck_action(c, OBJSTORE_C_HEAP, at, "pool at offset %" PRIu64 ": bitmap bits "
+                          "past its %u blocks cleared", at, nb);
+            }
+            for (unsigned w = lastw + 1; w < HEAP_BITMAP_WORDS; w++)
+                if (t->bitmap[i][w]) {
+                    t->bitmap[i][w] = 0;
+                    changed++;
+                }
+            unsigned count = popcount_bitmap(t->bitmap[i]);
+            if (count != d->nalloc && small_pool_validates(h, k, i, d->cls, t->bitmap[i])) {
+                ck_action(c, OBJSTORE_C_HEAP, at, "pool at offset %" PRIu64 ": count %u set "
+                          "to %u, as its bitmap and its blocks' headers say", at, d->nalloc,
+                          count);
+                d->nalloc = (uint16_t)count;
+                changed++;
+            }
+        }
+    }
+    return changed;
+}
+
+int ck_fix_tables(struct ck *c, objstore *s)
+{
+    heap_t *h = s->heap;
+    uint64_t last = UINT64_MAX;
+    heap_status hs;
+    while ((hs = heap_rebuild_full(h)) == HEAP_ECORRUPT) {
+        uint64_t k = heap_arenas_validated(h);
+        if (k == last || k >= heap_size(h) >> HEAP_ARENA_SHIFT)
+            return OBJSTORE_ECORRUPT;   /* no progress: the finding stays */
+        last = k;
+        if (!fix_table(c, h, k))
+            return OBJSTORE_ECORRUPT;
+        c->tables_fixed = true;
+    }
+    return hs ? store_heap_err(s, hs) : OBJSTORE_OK;
 }
