@@ -339,7 +339,8 @@ static void pass_counts(struct ck *c, MDB_txn *txn)
         if (rc != in)
             ck_finding(c, OBJSTORE_C_COUNT, c->off[i], rc, 1,
                        "object %" PRIu64 ": count %" PRIu64 ", but %" PRIu64
-                       " references point at it", c->off[i], rc, in);
+                       " reference%s point%s at it", c->off[i], rc, in, in == 1 ? "" : "s",
+                       in == 1 ? "s" : "");
         else if (rc == 0 && !u64map_find(&s->zct.committed, c->off[i]))
             ck_finding(c, OBJSTORE_C_LEAK, c->off[i], 0, 1,
                        "object %" PRIu64 ": count 0 and not in the zero-count table "

@@ -417,7 +417,7 @@ START_TEST(test_a_wrong_count_is_found_and_rewritten_to_the_in_degree)
     uint64_t keep = content_digest("keep"), tree = content_digest("tree");
     uint64_t rc = heap_peek64(f.chain[3]);
     heap_poke64(f.chain[3], rc + 5);   /* FORMAT 1.3: rc_bits at offset 0 */
-    EXPECT_FSCK(4, "references point at it", g_store);
+    EXPECT_FSCK(4, "reference points at it", g_store);
     MUST(strstr(g_out, "wrong-count"), "kind named:\n%s", g_out);
     check_fix_clean("wrong-count", REPAIR("-y", g_store));
     ck_assert_uint_eq(heap_peek64(f.chain[3]) & HEAP_RC_MASK, 1);
