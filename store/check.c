@@ -1383,10 +1383,28 @@ int objstore_check(const char *dir, const objstore_check_opts *opts,
             walked = st.gen != 0;   /* the store is walked now */
         }
     }
+    bool force_lf = false;
+    if (opts->mode == OBJSTORE_CHECK_REPAIR && (opts->flags & OBJSTORE_CHECK_REBUILD_META) &&
+        !st.cr.mi.usable && st.gen && r->found[OBJSTORE_C_META]) {
+        struct metainfo *mi = &st.cr.mi;
+        uint64_t before = r->repairs;
+        if ((rc = ck_rebuild_meta(&c, dir, st.gen, mi->uuid, &mi->ckpt)))
+            goto out;
+        if (r->repairs > before) {
+            mi->usable = true;
+            mi->generation = st.gen;
+            mi->redo_bad = false;
+            walked = true;
+            force_lf = true;   /* objects nothing points at become roots */
+        }
+    }
     if (c.heap_bad && opts->mode == OBJSTORE_CHECK_REPAIR && !st.cr.mi.redo_bad)
         walked = true;   /* the tables are fixed as the store opens */
     if (walked && st.gen) {
-        struct ck w = {.o = opts, .r = r, .quiet = true};
+        objstore_check_opts wo = *opts;
+        if (force_lf)
+            wo.flags |= OBJSTORE_CHECK_LOST_FOUND;
+        struct ck w = {.o = &wo, .r = r, .quiet = true};
         heap_t *h = open_heap_checked(&w, dir, st.gen, &st.cr.mi, true);
         objstore *s = NULL;
         if (h && !(rc = ck_open_store(&w, dir, h, true, &s))) {

@@ -84,6 +84,10 @@ int ck_rebuild_header(struct ck *c, const char *dir, uint64_t generation,
  * and the object headers in the store's private mapping (dirty: the
  * repair's commit writes them); then the allocator state is rebuilt. */
 int ck_fix_tables(struct ck *c, objstore *s);
+/* Builds a new meta/ from heap.<generation> alone, swaps it in (the old one
+ * kept as meta.damaged-<n>); *uuid and *ckpt get what it recorded. */
+int ck_rebuild_meta(struct ck *c, const char *dir, uint64_t generation, uint8_t uuid[16],
+                    uint64_t *ckpt);
 void ck_action(struct ck *c, int kind, uint64_t oid, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

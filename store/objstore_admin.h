@@ -149,6 +149,12 @@ enum objstore_check_mode {
 enum objstore_check_flags {
     OBJSTORE_CHECK_LOST_FOUND = 1,  /* repair: link each unreachable group
                                        under a root lost+found/<oid> */
+    OBJSTORE_CHECK_REBUILD_META = 2,/* repair: when meta/ is missing or
+                                       unreadable, build a new one from the
+                                       heap alone (objects nothing points at
+                                       become roots lost+found/<oid>, type ids
+                                       keep their numbers as "type#<id>");
+                                       the old meta/ is kept, renamed */
 };
 
 typedef struct objstore_check_opts {

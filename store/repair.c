@@ -28,6 +28,7 @@
 #include "heap_format.h"
 
 #include <dirent.h>
+#include <ftw.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -35,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -615,4 +617,119 @@ int ck_fix_tables(struct ck *c, objstore *s)
         c->tables_fixed = true;
     }
     return hs ? store_heap_err(s, hs) : OBJSTORE_OK;
+}
+
+/* ---- meta/, rebuilt from the heap alone ---- */
+
+static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)ftw;
+    return (flag == FTW_DP ? rmdir(p) : unlink(p)) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+/* Removes a meta.new/ an interrupted rebuild left (only ever ours). */
+static int ts_rmtree_quiet(const char *path)
+{
+    struct stat sb;
+    if (lstat(path, &sb) != 0)
+        return 0;
+    return nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+#define REBUILD_MAX_TYPES 4096   /* ids above: the walk makes those untyped */
+
+static int put_type_name(MDB_txn *w, objstore *s, uint32_t id)
+{
+    char name[32];
+    snprintf(name, sizeof name, "type#%u", id);
+    uint8_t key[4] = {(uint8_t)(id >> 24), (uint8_t)(id >> 16), (uint8_t)(id >> 8), (uint8_t)id};
+    MDB_val kn = {strlen(name), name}, vi = {4, key}, ki = {4, key}, vn = {strlen(name), name};
+    int rc = mdb_put(w, s->db_types, &kn, &vi, 0);
+    return rc ? rc : mdb_put(w, s->db_typeids, &ki, &vn, 0);
+}
+
+int ck_rebuild_meta(struct ck *c, const char *dir, uint64_t generation, uint8_t uuid[16],
+                    uint64_t *ckpt)
+{
+    char path[4200], meta[4200], fresh[4200], old[4300];
+    snprintf(path, sizeof path, "%s/heap.%" PRIu64, dir, generation);
+    snprintf(meta, sizeof meta, "%s/meta", dir);
+    snprintf(fresh, sizeof fresh, "%s/meta.new", dir);
+    heap_open_opts ho = {.flags = HEAP_OPEN_RDONLY | HEAP_OPEN_NOLOCK | HEAP_OPEN_NOREBUILD};
+    char msg[HEAP_MSG_MAX];
+    heap_t *h = NULL;
+    if (heap_open(path, &ho, &h, msg))
+        return OBJSTORE_OK;   /* no heap to build from: the findings stay */
+    /* The type ids the objects use: the new meta/ names them all. */
+    uint32_t maxtype = 0;
+    uint64_t cur = 0, off, size;
+    if (heap_rebuild_full(h) == HEAP_OK)
+        while (heap_next_live(h, &cur, &off))
+            if (heap_check_obj(h, off, &size) == HEAP_OK) {
+                uint32_t t = heap_obj_at(h, off)->type;
+                if (t > maxtype && t <= REBUILD_MAX_TYPES)
+                    maxtype = t;
+            }
+    memcpy(uuid, heap_uuid(h), 16);
+    *ckpt = heap_ckpt_epoch(h);
+    heap_close(h);
+
+    /* Built aside in meta.new/, made durable, then swapped in at once. */
+    objstore s = {.dir = (char *)dir};
+    if (ts_rmtree_quiet(fresh) != 0 || mkdir(fresh, 0755) != 0)
+        return store_err(OBJSTORE_EIO, "%s: %s", fresh, strerror(errno));
+    int rc = store_env_open(&s, fresh, true);
+    if (rc)
+        return rc;
+    MDB_txn *w;
+    int mrc = mdb_txn_begin(s.env, NULL, 0, &w);
+    if (!mrc) {
+        if ((rc = store_dbs_open(&s, w, true)) ||
+            (rc = store_put_u64(w, s.db_meta, "format", STORE_FORMAT_VERSION)) ||
+            (rc = store_put_u64(w, s.db_meta, "generation", generation)) ||
+            (rc = store_put_u64(w, s.db_meta, "epoch", *ckpt)) ||
+            (rc = store_put_u64(w, s.db_meta, "ckpt", *ckpt))) {
+            mdb_txn_abort(w);
+        } else {
+            MDB_val k = {4, "uuid"}, v = {16, uuid};
+            mrc = mdb_put(w, s.db_meta, &k, &v, 0);
+            for (uint32_t id = 1; !mrc && id <= maxtype; id++)
+                mrc = put_type_name(w, &s, id);
+            if (mrc)
+                mdb_txn_abort(w);
+            else
+                mrc = mdb_txn_commit(w);
+        }
+    }
+    if (!rc && !mrc)
+        mrc = mdb_env_sync(s.env, 1);
+    mdb_env_close(s.env);
+    if (rc)
+        return rc;
+    if (mrc)
+        return store_lmdb_err(mrc, fresh);
+    if (fsync_dir(fresh) != 0)
+        return store_err(OBJSTORE_EIO, "%s: fsync: %s", fresh, strerror(errno));
+    struct stat sb;
+    bool had = lstat(meta, &sb) == 0;
+    unsigned n = 1;
+    do
+        snprintf(old, sizeof old, "%s/meta.damaged-%u", dir, n++);
+    while (lstat(old, &sb) == 0 && n < 10000);
+    if (had) {
+        /* One atomic exchange: meta/ is the old or the new, never absent. */
+        if (renameat2(AT_FDCWD, fresh, AT_FDCWD, meta, RENAME_EXCHANGE) != 0 ||
+            rename(fresh, old) != 0)
+            return store_err(OBJSTORE_EIO, "%s: swap in the new meta/: %s", dir,
+                             strerror(errno));
+    } else if (rename(fresh, meta) != 0) {
+        return store_err(OBJSTORE_EIO, "%s: %s", meta, strerror(errno));
+    }
+    if (fsync_dir(dir) != 0)
+        return store_err(OBJSTORE_EIO, "%s: fsync: %s", dir, strerror(errno));
+    ck_action(c, OBJSTORE_C_META, 0, "meta/ rebuilt from %s (%u type%s named type#<id>, epoch "
+              "%" PRIu64 ")%s%s", path, maxtype, maxtype == 1 ? "" : "s", *ckpt,
+              had ? "; the old one kept as " : "", had ? old : "");
+    return OBJSTORE_OK;
 }

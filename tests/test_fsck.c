@@ -775,6 +775,58 @@ START_TEST(test_a_damaged_redo_record_is_named_and_discarded_on_request)
 }
 END_TEST
 
+
+START_TEST(test_a_lost_meta_is_rebuilt_from_the_heap_and_the_old_one_kept)
+{
+    fixture f;
+    make_store(g_store, &f);
+    uint64_t keep = content_digest("keep"), tree = content_digest("tree");
+    if (_i == 0) {
+        char *data = ts_path(g_store, "meta/data.mdb");
+        uint8_t junk[8192];
+        pattern_into(junk, sizeof junk, 5);
+        poke(data, 0, junk, sizeof junk);
+        free(data);
+    } else {
+        char *meta = ts_path(g_store, "meta");
+        ck_assert_int_eq(ts_rmtree(meta), 0);
+        free(meta);
+    }
+    EXPECT_FSCK(4, "meta", g_store);
+    EXPECT_FSCK(4, "meta", "-y", g_store);   /* only when asked */
+    EXPECT_FSCK(1, "meta/ rebuilt from", "-y", "--rebuild-meta", "-v", g_store);
+    EXPECT_FSCK(0, "0 problems", g_store);
+    MUST(strstr(g_out, "0 unreachable groups"), "everything is linked:\n%s", g_out);
+    char *old = ts_path(g_store, "meta.damaged-1");
+    ck_assert_int_eq(access(old, F_OK), _i == 0 ? 0 : -1);
+    free(old);
+    /* The content under its lost+found roots, type ids kept. */
+    char name[64];
+    objstore *s = open_store(g_store, NULL);
+    objstore_txn *t = rbegin(s);
+    snprintf(name, sizeof name, "lost+found/%llu", U(f.keep));
+    ck_assert_uint_eq(root_get(t, name), f.keep);
+    snprintf(name, sizeof name, "lost+found/%llu", U(f.tree));
+    ck_assert_uint_eq(root_get(t, name), f.tree);
+    const char *tn;
+    OK(objstore_type_name(t, 2, &tn));
+    ck_assert_str_eq(tn, "type#2");
+    objstore_commit(t);
+    /* Renamed back, the digests are those of before. */
+    t = wbegin(s);
+    snprintf(name, sizeof name, "lost+found/%llu", U(f.keep));
+    root_set(t, "keep", f.keep);
+    OK(objstore_root_del(t, name));
+    snprintf(name, sizeof name, "lost+found/%llu", U(f.tree));
+    root_set(t, "tree", f.tree);
+    OK(objstore_root_del(t, name));
+    commit(t);
+    close_store(s);
+    ck_assert_uint_eq(content_digest("keep"), keep);
+    ck_assert_uint_eq(content_digest("tree"), tree);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* the command line                                                     */
 
@@ -788,6 +840,7 @@ START_TEST(test_the_command_line_gives_e2fsck_exit_codes)
     EXPECT_FSCK(16, "STORE missing", "-n");
     EXPECT_FSCK(16, "exclude each other", "-n", "-y", g_store);
     EXPECT_FSCK(16, "need -y", "--lost-found", g_store);
+    EXPECT_FSCK(16, "need -y", "--rebuild-meta", g_store);
     EXPECT_FSCK(16, "epoch", "-y", "--discard-redo-from=x", g_store);
     char *none = ts_path(g_dir, "nothing-here");
     EXPECT_FSCK(8, "no such store directory", none);
@@ -1336,7 +1389,8 @@ START_TEST(test_randomized_damage_never_crashes_and_repair_leaves_clean_or_named
             close(p[0]);
             alarm(20);   /* a hang is a failure: SIGALRM kills the case */
             objstore_check_opts o = {.mode = OBJSTORE_CHECK_REPAIR,
-                                     .flags = OBJSTORE_CHECK_LOST_FOUND};
+                                     .flags = OBJSTORE_CHECK_LOST_FOUND |
+                                              OBJSTORE_CHECK_REBUILD_META};
             objstore_check_report r, again;
             int rc = objstore_check(work, &o, &r);
             int code = 0;
@@ -1410,6 +1464,7 @@ static Suite *fsck_suite(void)
     tcase_add_test(tc, test_a_damaged_redo_record_is_named_and_discarded_on_request);
     tcase_add_test(tc, test_a_missing_redo_record_is_found_by_the_chain_and_can_be_discarded);
     tcase_add_test(tc, test_a_meta_reader_that_hangs_or_dies_is_the_finding_meta_damaged);
+    tcase_add_loop_test(tc, test_a_lost_meta_is_rebuilt_from_the_heap_and_the_old_one_kept, 0, 2);
 
     tc = ts_tcase(s, "tool", t);
     tcase_add_test(tc, test_the_command_line_gives_e2fsck_exit_codes);

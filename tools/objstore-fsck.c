@@ -38,6 +38,8 @@ static void usage(FILE *f)
             "  -y, --repair       fix everything that can be fixed\n"
             "      --lost-found   with -y: link each unreachable group under a root\n"
             "                     lost+found/<oid>\n"
+            "      --rebuild-meta with -y: when meta/ is missing or unreadable, build a\n"
+            "                     new one from the heap alone (the old one is kept)\n"
             "      --discard-redo-from=EPOCH\n"
             "                     with -y: drop the damaged redo record of EPOCH (or an\n"
             "                     earlier epoch) and every later one\n"
@@ -177,7 +179,7 @@ static int exit_code(int rc, const objstore_check_report *r)
 
 int main(int argc, char **argv)
 {
-    enum { O_JSON = 256, O_PROGRESS, O_NOPROGRESS, O_LOSTFOUND, O_DISCARD };
+    enum { O_JSON = 256, O_PROGRESS, O_NOPROGRESS, O_LOSTFOUND, O_DISCARD, O_REBUILDMETA };
     static const struct option longs[] = {
         {"repair", no_argument, NULL, 'y'},
         {"preen", no_argument, NULL, 'p'},
@@ -186,6 +188,7 @@ int main(int argc, char **argv)
         {"progress", no_argument, NULL, O_PROGRESS},
         {"no-progress", no_argument, NULL, O_NOPROGRESS},
         {"lost-found", no_argument, NULL, O_LOSTFOUND},
+        {"rebuild-meta", no_argument, NULL, O_REBUILDMETA},
         {"discard-redo-from", required_argument, NULL, O_DISCARD},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -205,6 +208,7 @@ int main(int argc, char **argv)
         case O_PROGRESS: progress = 1; break;
         case O_NOPROGRESS: progress = 0; break;
         case O_LOSTFOUND: opts.flags |= OBJSTORE_CHECK_LOST_FOUND; break;
+        case O_REBUILDMETA: opts.flags |= OBJSTORE_CHECK_REBUILD_META; break;
         case O_DISCARD: {
             char *end;
             opts.discard_redo_from = strtoull(optarg, &end, 10);
@@ -233,9 +237,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: -n, -p and -y exclude each other\n", prog);
         return TOOL_EXIT_USAGE;
     }
-    if ((opts.flags & OBJSTORE_CHECK_LOST_FOUND || opts.discard_redo_from) &&
-        opts.mode != OBJSTORE_CHECK_REPAIR) {
-        fprintf(stderr, "%s: --lost-found and --discard-redo-from need -y\n", prog);
+    if ((opts.flags || opts.discard_redo_from) && opts.mode != OBJSTORE_CHECK_REPAIR) {
+        fprintf(stderr, "%s: --lost-found, --rebuild-meta and --discard-redo-from need -y\n",
+                prog);
         return TOOL_EXIT_USAGE;
     }
     const char *store = argv[optind];
