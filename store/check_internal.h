@@ -52,6 +52,29 @@ struct ck {
     size_t nbadroots, badroots_cap;
 };
 
+/* What pass 2's child found about meta/ (check_meta.c). */
+struct metainfo {
+    bool usable;             /* env, databases and meta keys all sound */
+    bool redo_bad;           /* a damaged redo record */
+    uint64_t redo_bad_epoch; /* the first damaged record's epoch */
+    uint8_t uuid[16];
+    uint64_t generation, epoch, redo_records, redo_bytes, types, roots;
+    uint64_t ckpt;           /* meta/ "ckpt": the heap file holds every commit
+                                up to this epoch */
+};
+
+/* The child's findings, kept until pass 2 reports them. */
+struct childres {
+    char **lines;
+    size_t n, cap;
+    struct metainfo mi;
+};
+
+/* check_meta.c */
+int ck_meta_run(struct ck *c, const char *dir, struct childres *cr);
+void ck_meta_report(struct ck *c, struct childres *cr);
+void ck_meta_free(struct childres *cr);
+
 /* check.c */
 void ck_finding(struct ck *c, int kind, uint64_t oid, uint64_t value, int fixable,
                 const char *fmt, ...) __attribute__((format(printf, 6, 7)));
