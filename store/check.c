@@ -792,7 +792,7 @@ fail:
  * An OFD lock names no process in /proc/locks (its pid is -1), so the open
  * files of every process we may look at are searched, and their fdinfo says
  * whether that descriptor holds the lock. */
-static long lock_holder(const struct stat *sb)
+static long lock_holder(const struct stat *sb, bool readers_too)
 {
     DIR *proc = opendir("/proc");
     if (!proc)
@@ -823,7 +823,8 @@ static long lock_holder(const struct stat *sb)
                 continue;
             char line[512];
             while (fgets(line, sizeof line, f))
-                if (strncmp(line, "lock:", 5) == 0 && strstr(line, "WRITE"))
+                if (strncmp(line, "lock:", 5) == 0 &&
+                    (strstr(line, "WRITE") || (readers_too && strstr(line, "READ"))))
                     found = pid;
             fclose(f);
         }
@@ -842,7 +843,7 @@ static int take_lock(int fd, const char *dir, bool exclusive)
     if (errno != EAGAIN && errno != EACCES)
         return store_err(OBJSTORE_EIO, "%s/lock: %s", dir, strerror(errno));
     struct stat sb;
-    long pid = fstat(fd, &sb) == 0 ? lock_holder(&sb) : 0;
+    long pid = fstat(fd, &sb) == 0 ? lock_holder(&sb, exclusive) : 0;
     char comm[64] = "";
     if (pid) {
         char path[64];
@@ -854,12 +855,14 @@ static int take_lock(int fd, const char *dir, bool exclusive)
             fclose(f);
         }
     }
+    /* A repair needs the store to itself: a reader blocks it too. */
+    const char *how = exclusive ? "open" : "open for writing";
     if (pid)
-        return store_err(OBJSTORE_EBUSY, "%s is open for writing by process %ld%s%s%s; run the "
-                         "check once it has closed the store", dir, pid, comm[0] ? " (" : "",
-                         comm, comm[0] ? ")" : "");
-    return store_err(OBJSTORE_EBUSY, "%s is open %s by another process; run the check once it "
-                     "has closed the store", dir, exclusive ? "" : "for writing");
+        return store_err(OBJSTORE_EBUSY, "%s is %s by process %ld%s%s%s; run %s once it has "
+                         "closed the store", dir, how, pid, comm[0] ? " (" : "", comm,
+                         comm[0] ? ")" : "", exclusive ? "the repair" : "the check");
+    return store_err(OBJSTORE_EBUSY, "%s is %s by another process; run %s once it has closed "
+                     "the store", dir, how, exclusive ? "the repair" : "the check");
 }
 
 /* ---- one whole check ---- */

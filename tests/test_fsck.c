@@ -851,7 +851,7 @@ START_TEST(test_the_command_line_gives_e2fsck_exit_codes)
 }
 END_TEST
 
-START_TEST(test_a_store_held_by_a_writer_is_exit_8_with_a_sentence)
+START_TEST(test_a_store_held_by_a_writer_is_exit_8_with_a_sentence_and_a_reader_blocks_only_repair)
 {
     fixture f;
     make_store(g_store, &f);
@@ -877,6 +877,28 @@ START_TEST(test_a_store_held_by_a_writer_is_exit_8_with_a_sentence)
     EXPECT_FSCK(8, "open", "-y", g_store);
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
+
+    /* A reader shares the store with a check, not with a repair. */
+    heap_poke64(f.chain[2], 5);
+    fflush(NULL);
+    pid = fork();
+    if (pid == 0) {
+        objstore *s;
+        if (objstore_open(g_store, &(objstore_options){.flags = OBJSTORE_RDONLY}, &s))
+            _exit(1);
+        char c = 1;
+        if (write(p[1], &c, 1) != 1)
+            _exit(2);
+        pause();
+        _exit(0);
+    }
+    ck_assert_int_eq(read(p[0], &c, 1), 1);
+    EXPECT_FSCK(4, "wrong-count", g_store);
+    snprintf(want, sizeof want, "is open by process %d", (int)pid);
+    EXPECT_FSCK(8, want, "-y", g_store);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    EXPECT_FSCK(1, "count 5 set to 1", "-y", "-v", g_store);
     close(p[0]);
     close(p[1]);
 }
@@ -1468,7 +1490,7 @@ static Suite *fsck_suite(void)
 
     tc = ts_tcase(s, "tool", t);
     tcase_add_test(tc, test_the_command_line_gives_e2fsck_exit_codes);
-    tcase_add_test(tc, test_a_store_held_by_a_writer_is_exit_8_with_a_sentence);
+    tcase_add_test(tc, test_a_store_held_by_a_writer_is_exit_8_with_a_sentence_and_a_reader_blocks_only_repair);
     tcase_add_test(tc, test_sigint_during_a_check_exits_32_and_changes_nothing);
 
     tc = ts_tcase(s, "repair-safety", t);
