@@ -9,12 +9,12 @@
  * a pipe; the parent keeps them for pass 2 to report.
  *
  * Rules:
- *   M1 a child killed by a signal, one that fails, and one that does not
+ *   P1 a child killed by a signal, one that fails, and one that does not
  *      finish within the time limit are each the finding "meta/data.mdb is
  *      damaged", never a dead checker;
- *   M2 the child writes nothing but the pipe: it leaves with _exit, never
+ *   P2 the child writes nothing but the pipe: it leaves with _exit, never
  *      runs the parent's atexit handlers or flushes its stdio;
- *   M3 the protocol is lines: "F kind oid value fixable text" for a finding,
+ *   P3 the protocol is lines: "F kind oid value fixable text" for a finding,
  *      "I uuid generation epoch records bytes types roots bad bad_epoch ckpt"
  *      for what the parent needs; a line the parent cannot parse is ignored.
  */
