@@ -830,6 +830,39 @@ START_TEST(test_a_lost_meta_is_rebuilt_from_the_heap_and_the_old_one_kept)
 }
 END_TEST
 
+
+static void copy_tree_file(const char *from, const char *to)
+{
+    int in = open(from, O_RDONLY), out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    MUST(in >= 0 && out >= 0, "copy %s: %s", from, strerror(errno));
+    static uint8_t buf[1 << 16];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof buf)) > 0)
+        MUST(write(out, buf, (size_t)n) == n, "write %s", to);
+    close(in);
+    close(out);
+}
+
+START_TEST(test_a_heap_file_older_than_meta_is_a_mismatch)
+{
+    fixture f;
+    make_store(g_store, &f);
+    char *h = heap_path(), *saved = ts_path(g_dir, "heap.saved");
+    copy_tree_file(h, saved);
+    objstore *s = open_store(g_store, NULL);
+    objstore_txn *t = wbegin(s);
+    OK(objstore_write(t, f.leaf[0], 0, "newer!!!", 8));
+    commit(t);
+    close_store(s);   /* a checkpoint: meta/ vouches for the newer heap */
+    copy_tree_file(saved, h);   /* a restored, older copy of the heap */
+    EXPECT_FSCK(4, "heap-mismatch", g_store);
+    MUST(strstr(g_out, "older than meta/"), "says which is older:\n%s", g_out);
+    EXPECT_FSCK(4, "heap-mismatch", "-y", g_store);   /* not guessed at */
+    free(h);
+    free(saved);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* the command line                                                     */
 
@@ -1489,6 +1522,7 @@ static Suite *fsck_suite(void)
     tcase_add_test(tc, test_a_damaged_redo_record_is_named_and_discarded_on_request);
     tcase_add_test(tc, test_a_missing_redo_record_is_found_by_the_chain_and_can_be_discarded);
     tcase_add_test(tc, test_a_meta_reader_that_hangs_or_dies_is_the_finding_meta_damaged);
+    tcase_add_test(tc, test_a_heap_file_older_than_meta_is_a_mismatch);
     tcase_add_loop_test(tc, test_a_lost_meta_is_rebuilt_from_the_heap_and_the_old_one_kept, 0, 2);
 
     tc = ts_tcase(s, "tool", t);
