@@ -16,9 +16,9 @@
  *   B4 a result is one line, `RESULT key=value ...`, the format bench/run.sh
  *      reads: `impl=` names the implementation, keys ending in `_per_s` are
  *      rates (higher is better), keys ending in `_s`, `_ms`, `_us`, `_ns`,
- *      `_bytes` or `_per_node` are times and sizes (lower is better), keys
- *      ending in `_pct` are shown but not compared, and every other key
- *      (workload=, order=, payload=, nodes=, ...) describes the
+ *      `_bytes`, `_per_node` or `_per_object` are times and sizes (lower is
+ *      better), keys ending in `_pct` are shown but not compared, and every
+ *      other key (workload=, order=, payload=, nodes=, ...) describes the
  *      configuration: only lines with the same configuration are compared.
  */
 #ifndef OBJSTORE_BENCH_UTIL_H

@@ -13,7 +13,7 @@
 # A result is one line `RESULT key=value ...` (bench/bench_util.h, B4):
 #   impl=...              the implementation measured;
 #   *_per_s               a rate: higher is better;
-#   *_s *_ms *_us *_ns *_bytes *_per_node
+#   *_s *_ms *_us *_ns *_bytes *_per_node *_per_object
 #                         a time or a size: lower is better;
 #   *_pct                 other measures (shown by the programs, not compared);
 #   any other key         the configuration (workload=, order=, payload=,
@@ -76,10 +76,10 @@ fi
 
 grep '^RESULT ' "$out" | awk '
 function is_measure(k) {
-    return k ~ /_(per_s|s|ms|us|ns|bytes|per_node|pct)$/
+    return k ~ /_(per_s|s|ms|us|ns|bytes|per_node|per_object|pct)$/
 }
 function compared(k) {
-    return k ~ /_(per_s|s|ms|us|ns|bytes|per_node)$/
+    return k ~ /_(per_s|s|ms|us|ns|bytes|per_node|per_object)$/
 }
 function higher_better(k) {
     return k ~ /_per_s$/

@@ -337,6 +337,11 @@ heap_status heap_validate_upto(heap_t *h, uint64_t k)
     return st;
 }
 
+uint64_t heap_arenas_validated(const heap_t *h)
+{
+    return atomic_load_explicit(&((heap_t *)h)->valid_upto, memory_order_acquire);
+}
+
 bool heap_arena_ready_slow(const heap_t *h, uint64_t k)
 {
     heap_t *m = (heap_t *)h;   /* derived state only: see heap_internal.h */

@@ -146,6 +146,11 @@ heap_status heap_rebuild(heap_t *h);
 /* The same, validating every arena now (verification). */
 heap_status heap_rebuild_full(heap_t *h);
 
+/* Arenas validated so far, in address order: after heap_rebuild_full
+ * failed, the index of the arena whose table failed (a checker's repair
+ * starts there). */
+uint64_t heap_arenas_validated(const heap_t *h);
+
 /* Message of the last error on this handle. */
 const char *heap_errmsg(const heap_t *h);
 

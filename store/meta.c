@@ -133,6 +133,8 @@ int store_env_open(objstore *s, const char *metadir, bool create)
     unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
     if (s->ro)
         flags |= MDB_RDONLY;
+    if (s->lmdb_nolock)
+        flags |= MDB_NOLOCK;
     if (s->opts.sync == OBJSTORE_SYNC_RELAXED)
         flags |= MDB_NOSYNC;
     rc = mdb_env_open(s->env, metadir, flags, 0644);

@@ -77,6 +77,8 @@ struct objstore {
     bool ro;
     bool failed;
     bool forked;               /* inherited by fork: unusable, not closable */
+    bool lmdb_nolock;          /* read-only checker: LMDB's lock file untouched
+                                  (the store lock already excludes writers) */
     objstore_options opts;
 
     heap_t *heap;
@@ -173,6 +175,11 @@ int store_grow_map(objstore *s);
 
 /* txn.c */
 int store_replay(objstore *s);
+/* Validates one redo record (key k, value v) against s's uuid and generation
+ * (rule T2; without s->heap its ranges are bounded by the largest heap the
+ * format allows); OBJSTORE_EREDO with a message naming its epoch and what is
+ * wrong.  The chain of records (T5) is store_replay's to check. */
+int store_redo_check(objstore *s, const MDB_val *k, const MDB_val *v);
 int store_checkpoint_all(objstore *s);
 int store_shrink(objstore *s);
 int store_write_begin(objstore *s, objstore_txn **out);

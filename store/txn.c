@@ -753,7 +753,10 @@ static int check_record(objstore *s, const MDB_val *k, const MDB_val *v, struct 
                          v->mv_size);
     memcpy(&h, v->mv_data, sizeof h);
     const char *why = NULL;
-    uint64_t limit = heap_reserve_size(s->heap);
+    /* Without a heap (a checker reading meta/ alone, check.c): the largest
+     * heap the format allows, 2^32 arenas. */
+    uint64_t limit = s->heap ? heap_reserve_size(s->heap)
+                             : (uint64_t)UINT32_MAX << HEAP_ARENA_SHIFT;
     if (h.magic != REDO_MAGIC)
         why = "bad magic";
     else if (h.version != REDO_VERSION)
@@ -790,6 +793,12 @@ static int check_record(objstore *s, const MDB_val *k, const MDB_val *v, struct 
                          seq, why);
     *out = h;
     return OBJSTORE_OK;
+}
+
+int store_redo_check(objstore *s, const MDB_val *k, const MDB_val *v)
+{
+    struct redo_hdr h;
+    return check_record(s, k, v, &h);
 }
 
 static int apply_record(objstore *s, const MDB_val *v)
