@@ -11,7 +11,7 @@
  *      counted root naming the object, one per slot of a copied object
  *      pointing at it.  Holds (NULL-named roots, i.e. pins) are copied but
  *      not counted, as pins are not in the persisted count.
- *   P3 the destination's dirty bytes go to its file every COPY_FLUSH bytes:
+ *   P3 the destination's dirty bytes go to its file every COPY_FLUSH bytes copied:
  *      the new file is not part of the store until the caller's LMDB switch,
  *      so writing it early is free of any ordering concern.
  *   P4 no recursion: a FIFO of old offsets (the queue is the copy order).
@@ -59,7 +59,7 @@ heap_status gc_copy(heap_t *src, heap_t *dst, const gc_roots *roots, u64map *map
     struct u64vec queue = {0};
     size_t head = 0;
     heap_status st = HEAP_OK;
-    uint64_t bytes = 0, done = 0, oid, nw;
+    uint64_t bytes = 0, flushed = 0, done = 0, oid, nw;
     const char *name;
     size_t len;
     int more;
@@ -95,7 +95,8 @@ heap_status gc_copy(heap_t *src, heap_t *dst, const gc_roots *roots, u64map *map
                 st = HEAP_EINVAL;
                 break;
             }
-            if (heap_dirty_bytes(dst) >= COPY_FLUSH) {
+            if (bytes - flushed >= COPY_FLUSH) {   /* (counting dirty lines costs more) */
+                flushed = bytes;
                 if ((st = heap_writeback(dst)))
                     break;
                 heap_drop_clean(dst);
