@@ -11,8 +11,9 @@
  *      write it back, cut it to length, fdatasync it, fsync the directory;
  *   3. ONE LMDB transaction: meta generation = g+1, every root rewritten,
  *      the zero-count set = copied objects at count 0 (pinned ones), the
- *      candidate set and the redo log emptied, the epoch bumped; types and
- *      user metadata are untouched.  mdb_txn_commit is the commit point;
+ *      candidate set and the redo log emptied, the epoch bumped and "ckpt"
+ *      set to it (the new file's header carries the same checkpoint epoch,
+ *      written before its fdatasync); types and user metadata are untouched.  mdb_txn_commit is the commit point;
  *   4. map the new file, unlink the old one, fsync the directory; tell the
  *      caller old -> new.
  *
@@ -126,8 +127,14 @@ static int switch_txn(objstore *s, uint64_t gen, const store_rootlist *l, const 
     uint64_t epoch = s->epoch + 1;
     MDB_val gk = {10, "generation"}, gv = {8, &gen};
     MDB_val ek = {5, "epoch"}, ev = {8, &epoch};
+    MDB_val ck = {4, "ckpt"}, cv = {8, &epoch};
+    /* The new file's header says it holds everything up to this epoch
+     * (ckpt_epoch), and so does meta/'s "ckpt": no redo record is needed
+     * (redo-head keeps naming an older epoch, at most "ckpt": nothing is
+     * missing from the log). */
     if ((rc = mdb_put(w, s->db_meta, &gk, &gv, 0)) ||
-        (rc = mdb_put(w, s->db_meta, &ek, &ev, 0)) || (rc = mdb_drop(w, s->db_redo, 0)) ||
+        (rc = mdb_put(w, s->db_meta, &ek, &ev, 0)) ||
+        (rc = mdb_put(w, s->db_meta, &ck, &cv, 0)) || (rc = mdb_drop(w, s->db_redo, 0)) ||
         (rc = mdb_drop(w, s->db_zct, 0)) || (rc = mdb_drop(w, s->db_cand, 0)))
         goto fail;
     for (size_t i = 0; i < l->n; i++) {
@@ -255,7 +262,10 @@ static int compact_locked(objstore *s)
         }
     heap_release_tail(dst);
     store_hook("compact-pwrite");
-    if ((hs = heap_writeback(dst)) || (hs = heap_truncate(dst)) || (hs = heap_sync(dst))) {
+    /* The header's checkpoint epoch is the switch's epoch (T6 of txn.c):
+     * written after the write-back, so the header's page is clean. */
+    if ((hs = heap_writeback(dst)) || (hs = heap_write_ckpt(dst, s->epoch + 1)) ||
+        (hs = heap_truncate(dst)) || (hs = heap_sync(dst))) {
         rc = store_err((int)hs, "compact: %s", heap_errmsg(dst));
         goto out_unlink;
     }
@@ -298,7 +308,7 @@ static int compact_locked(objstore *s)
     /* Step 4 (K3). */
     s->generation = gen;
     s->epoch++;
-    s->synced_epoch = s->deleted_upto = s->epoch;
+    s->synced_epoch = s->deleted_upto = s->meta_ckpt = s->epoch;
     s->redo_high = s->redo_since_ckpt = s->commits_since_ckpt = 0;
     s->st_commits++;
     oo.flags = HEAP_OPEN_NOLOCK | HEAP_OPEN_NOREBUILD;
