@@ -86,6 +86,19 @@ static void fragmented(objstore *s, uint64_t seed, uint32_t n, unsigned drop_pct
     commit(t);
 }
 
+
+/* n two-object garbage cycles (never referenced from outside). */
+static void make_cycle_garbage(objstore *s, int n)
+{
+    objstore_txn *t = wbegin(s);
+    for (int i = 0; i < n; i++) {
+        objstore_oid a = new_obj(t, 0, 1, 24), b = new_obj(t, 0, 1, 24);
+        set_ref(t, a, 0, b);
+        set_ref(t, b, 0, a);
+    }
+    commit(t);
+}
+
 struct pairs {
     uint64_t *old, *nw;
     size_t n, cap;
@@ -252,6 +265,37 @@ START_TEST(test_a_leftover_generation_file_is_removed_at_open)
     close_store(s);
     free(stray);
     free(stray2);
+}
+END_TEST
+
+
+static int stop_at_copy(void *arg, const char *phase, uint64_t done, uint64_t total)
+{
+    (void)arg;
+    (void)done;
+    (void)total;
+    return strcmp(phase, "copy") == 0;
+}
+
+START_TEST(test_a_compaction_asked_to_stop_leaves_the_store_as_it_was)
+{
+    objstore *s = new_store(&manual);
+    fragmented(s, 13, 150000, 20);
+    dig_t before = digest(s);
+    uint64_t live = get_stats(s).live_objects;
+    objstore_gc_options o = {.progress = stop_at_copy};
+    objstore_gc_stats st;
+    OK(objstore_compact(s, &o, NULL, NULL, &st));
+    ck_assert_int_eq(st.interrupted, 1);
+    uint64_t gen = 0;
+    ck_assert_int_eq(heap_files(g_store, &gen), 1);
+    ck_assert_uint_eq(gen, 1);
+    ck_assert_uint_eq(get_stats(s).live_objects, live);
+    verify_clean(s);
+    SAME_DIGEST(before, digest(s));
+    s = reopen(s, &manual);
+    SAME_DIGEST(before, digest(s));
+    close_store(s);
 }
 END_TEST
 
@@ -534,6 +578,47 @@ START_TEST(test_the_tool_refuses_a_damaged_store_and_changes_nothing)
 }
 END_TEST
 
+
+START_TEST(test_sigint_stops_objstore_gc_at_a_clean_point_with_exit_32)
+{
+    objstore *s = new_store(&manual);
+    fragmented(s, 41, 120000, 30);
+    make_cycle_garbage(s, 3000);
+    dig_t before = digest(s);
+    uint64_t reach = verify_clean(s).reachable;
+    close_store(s);
+    char *tool = tool_path();
+    int interrupted = 0;
+    const char *modes[] = {"--compact", "--batch=100"};
+    for (int round = 0; round < 6; round++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            int nul = open("/dev/null", O_WRONLY);
+            dup2(nul, 1);
+            dup2(nul, 2);
+            execl(tool, tool, "-q", modes[round % 2], g_store, (char *)NULL);
+            _exit(127);
+        }
+        struct timespec ts = {0, 20000000L * (round / 2 + 1)};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGINT);
+        int st;
+        waitpid(pid, &st, 0);
+        MUST(WIFEXITED(st) && (WEXITSTATUS(st) == 0 || WEXITSTATUS(st) == 32),
+             "round %d: status %d", round, st);
+        interrupted += WEXITSTATUS(st) == 32;
+        s = open_store(g_store, &manual);
+        MUST(heap_files(g_store, NULL) == 1, "round %d: not exactly one heap file", round);
+        objstore_verify_report r = verify_clean(s);
+        ck_assert_uint_eq(r.reachable, reach);
+        SAME_DIGEST(before, digest(s));
+        close_store(s);
+    }
+    free(tool);
+    ck_assert_int_gt(interrupted, 0);
+}
+END_TEST
+
 static uint64_t now_ns(void)
 {
     struct timespec ts;
@@ -595,6 +680,7 @@ static Suite *compact_suite(void)
     tcase_add_test(tc, test_roots_and_slots_point_at_the_moved_objects_and_the_map_is_complete);
     tcase_add_test(tc, test_compaction_drops_unreachable_objects_and_moves_pins);
     tcase_add_test(tc, test_a_leftover_generation_file_is_removed_at_open);
+    tcase_add_test(tc, test_a_compaction_asked_to_stop_leaves_the_store_as_it_was);
 
     tc = ts_tcase(s, "crash", 300);
     tcase_add_test(tc, test_a_crash_at_every_step_of_compaction_leaves_the_old_or_the_new_store);
@@ -604,6 +690,7 @@ static Suite *compact_suite(void)
     tc = ts_tcase(s, "tool", 120);
     tcase_add_test(tc, test_the_tool_collects_compacts_digests_and_dry_runs);
     tcase_add_test(tc, test_the_tool_refuses_a_damaged_store_and_changes_nothing);
+    tcase_add_test(tc, test_sigint_stops_objstore_gc_at_a_clean_point_with_exit_32);
     return s;
 }
 

@@ -306,6 +306,44 @@ START_TEST(test_a_damaged_slot_is_refused_before_anything_is_freed)
 }
 END_TEST
 
+
+static int stop_after_first(void *arg, const char *phase, uint64_t done, uint64_t total)
+{
+    (void)done;
+    (void)total;
+    int *calls = arg;
+    return strcmp(phase, "free") == 0 && ++*calls >= 1;
+}
+
+START_TEST(test_a_collection_asked_to_stop_stops_after_a_commit_and_loses_nothing)
+{
+    /* A small free budget: the first commit's drain cannot free the rest. */
+    objstore_options small = manual;
+    small.free_budget = 200;
+    objstore *s = new_store(&small);
+    random_graph(s, 5, 4000);
+    make_ring(s, "ring", 5000, true);
+    objstore_verify_report r0 = verify_clean(s);
+    dig_t before = digest(s);
+    int calls = 0;
+    objstore_gc_options o = {.batch = 500, .progress = stop_after_first, .progress_arg = &calls};
+    objstore_gc_stats st;
+    OK(objstore_full_collect(s, &o, &st));
+    ck_assert_int_eq(st.interrupted, 1);
+    ck_assert_uint_eq(st.commits, 1);
+    ck_assert(st.freed > 0 && st.freed < r0.unreachable);
+    objstore_verify_report r = verify_clean(s);
+    ck_assert_uint_eq(r.reachable, r0.reachable);
+    ck_assert_uint_eq(r.unreachable, r0.unreachable - st.freed);
+    SAME_DIGEST(before, digest(s));
+    /* the next run finishes */
+    st = full_collect(s, 0);
+    ck_assert_uint_eq(verify_clean(s).unreachable, 0);
+    SAME_DIGEST(before, digest(s));
+    close_store(s);
+}
+END_TEST
+
 /* ---- the digest ---- */
 
 static void build_small(objstore *s, bool reversed, const char *payload, int target)
@@ -482,6 +520,7 @@ static Suite *fullgc_suite(void)
     tcase_add_test(tc, test_a_dry_run_counts_the_garbage_and_writes_nothing);
     tcase_add_test(tc, test_a_pinned_unreachable_object_survives_a_full_collection);
     tcase_add_test(tc, test_a_damaged_slot_is_refused_before_anything_is_freed);
+    tcase_add_test(tc, test_a_collection_asked_to_stop_stops_after_a_commit_and_loses_nothing);
 
     tc = ts_tcase(s, "digest", 60);
     tcase_add_test(tc, test_the_digest_depends_on_content_not_on_where_objects_live);
