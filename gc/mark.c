@@ -84,11 +84,15 @@ heap_status gc_mark(heap_t *h, const gc_roots *roots, gc_marks *m,
                 if (!(y & (HEAP_ALIGN - 1)) && (g >> 6) < m->nwords &&
                     ((m->bits[g >> 6] >> (g & 63)) & 1))
                     continue;
-                if ((st = heap_check_ref(h, y)))
+                uint64_t size;
+                if ((st = heap_check_obj(h, y, &size)))
                     break;
                 mark_bit(m, y);
                 m->marked++;
-                m->marked_bytes += heap_block_size(h, y);
+                /* A small block's size follows from the object's (one lookup). */
+                m->marked_bytes += size <= HEAP_SMALL_MAX
+                                       ? heap_class_size(heap_size_class(size))
+                                       : heap_block_size(h, y);
                 if (!u64vec_push(&stack, y)) {
                     st = HEAP_ENOMEM;
                     break;

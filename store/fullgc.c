@@ -143,10 +143,14 @@ static int free_batch(struct fgc *f, const uint64_t *batch, size_t n, bool all)
     else
         hs = gc_batch_freeable(h, batch, n, (uint64_t (*)(void *, uint64_t))store_refcount,
                                s, fr);
+    /* F as a set.  When the batch is all the garbage left, F is the live
+     * unmarked objects from batch[0] on (the list is in address order;
+     * those kept by earlier batches lie below it): the marks answer
+     * without a map. */
     u64map white = {0};
     if (hs)
         rc = store_gc_err(s, hs, "full collection");
-    for (size_t i = 0; i < n && !rc; i++)
+    for (size_t i = 0; i < n && !rc && !all; i++)
         if (fr[i] && !u64map_upsert(&white, batch[i], NULL))
             rc = store_err(OBJSTORE_ENOMEM, "out of memory");
     for (size_t i = 0; i < n && !rc; i++) {
@@ -155,8 +159,9 @@ static int free_batch(struct fgc *f, const uint64_t *batch, size_t n, bool all)
         uint64_t *slot = heap_obj_slots(h, x);
         for (uint32_t k = 0; k < nrefs && !rc; k++) {
             uint64_t t = slot[k];
-            if (!t || (fr[i] && u64map_find(&white, t)))
-                continue;
+            if (!t || (fr[i] && (all ? t >= batch[0] && !gc_is_marked(&f->marks, t)
+                                     : u64map_find(&white, t) != NULL)))
+                continue;   /* freed with x: no count to keep */
             if (heap_check_ref(h, t) != HEAP_OK) {
                 rc = store_err(OBJSTORE_ECORRUPT, "%s: object %llu slot %u points at %llu, "
                                "not a live object", s->dir, (unsigned long long)x, k,
@@ -171,7 +176,6 @@ static int free_batch(struct fgc *f, const uint64_t *batch, size_t n, bool all)
         }
         if (rc || !fr[i])
             continue;
-        f->st->freed_bytes += heap_block_size(h, x);
         oidset_remove(&s->zct, x);
         oidset_remove(&s->cand, x);
         u64map_del(&s->zeroed, x);
