@@ -331,8 +331,12 @@ static int compact_locked(objstore *s)
     st->freed_bytes = st->bytes_before > bytes ? st->bytes_before - bytes : 0;
     st->garbage = st->freed;
     st->garbage_bytes = st->freed_bytes;
+    /* Under OBJSTORE_SYNC_RELAXED meta/ is not flushed at commit: the old
+     * file may go only once the switch is on disk (else it stays, a stray
+     * for the next open to remove). */
+    bool durable = s->opts.sync != OBJSTORE_SYNC_RELAXED || mdb_env_sync(s->env, 1) == 0;
     store_hook("compact-unlink");
-    if (unlink(oldp) == 0) {
+    if (durable && unlink(oldp) == 0) {
         store_hook("compact-dirsync");
         fsync_dir(s->dir);   /* if this fails, the next open removes the stray */
     }
