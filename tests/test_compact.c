@@ -269,6 +269,29 @@ START_TEST(test_a_leftover_generation_file_is_removed_at_open)
 END_TEST
 
 
+START_TEST(test_an_empty_store_compacts_and_keeps_its_digest)
+{
+    objstore *s = new_store(&manual);
+    dig_t before = digest(s);
+    objstore_gc_stats st;
+    OK(objstore_full_collect(s, NULL, &st));
+    ck_assert_uint_eq(st.freed, 0);
+    OK(objstore_compact(s, NULL, NULL, NULL, &st));
+    ck_assert_uint_eq(st.reachable, 0);
+    ck_assert_uint_eq(st.generation, 2);
+    SAME_DIGEST(before, digest(s));
+    verify_clean(s);
+    s = reopen(s, &manual);
+    objstore_txn *t = wbegin(s);
+    root_set(t, "x", new_obj(t, 0, 0, 8));
+    commit(t);
+    OK(objstore_compact(s, NULL, NULL, NULL, &st));
+    ck_assert_uint_eq(st.generation, 3);
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
 static int stop_at_copy(void *arg, const char *phase, uint64_t done, uint64_t total)
 {
     (void)arg;
@@ -538,6 +561,11 @@ START_TEST(test_the_tool_collects_compacts_digests_and_dry_runs)
     ck_assert_int_eq(run_tool(NULL, (const char *[]){NULL}), 16);
     ck_assert_int_eq(run_tool(out, (const char *[]){"--help", NULL}), 0);
     ck_assert_int_eq(run_tool(out, (const char *[]){"--version", NULL}), 0);
+    /* A store another process holds open: locked, exit 8, nothing done. */
+    s = open_store(g_store, &manual);
+    ck_assert_int_eq(run_tool(NULL, (const char *[]){"--compact", g_store, NULL}), 8);
+    ck_assert_int_eq(heap_files(g_store, NULL), 1);
+    close_store(s);
     char *missing = ts_path(g_dir, "nothing");
     ck_assert_int_eq(run_tool(NULL, (const char *[]){missing, NULL}), 8);
     free(missing);
@@ -681,6 +709,7 @@ static Suite *compact_suite(void)
     tcase_add_test(tc, test_compaction_drops_unreachable_objects_and_moves_pins);
     tcase_add_test(tc, test_a_leftover_generation_file_is_removed_at_open);
     tcase_add_test(tc, test_a_compaction_asked_to_stop_leaves_the_store_as_it_was);
+    tcase_add_test(tc, test_an_empty_store_compacts_and_keeps_its_digest);
 
     tc = ts_tcase(s, "crash", 300);
     tcase_add_test(tc, test_a_crash_at_every_step_of_compaction_leaves_the_old_or_the_new_store);
