@@ -129,7 +129,8 @@ typedef void (*objstore_oid_map_fn)(void *arg, objstore_oid old_oid,
  * disk is OBJSTORE_ENOSPC with the old store intact.  With opts->dry_run
  * nothing is written; st->compacted_bytes is the size estimate.  Its steps
  * for objstore_set_crash_hook: "compact-create", "compact-pwrite" (then the
- * heap's "heap-pwrite" and "heap-fdatasync" of the new file),
+ * heap's "heap-pwrite", "heap-ckpt-pwrite" and "heap-fdatasync" of the new
+ * file),
  * "compact-dirsync", "compact-commit", "compact-committed",
  * "compact-unlink", "compact-dirsync". */
 int objstore_compact(objstore *s, const objstore_gc_options *opts,

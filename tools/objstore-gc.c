@@ -6,9 +6,9 @@
  *
  * Rules:
  *   1. a damaged store is refused before anything is written: the store is
- *      opened (replaying what a crash left is part of opening, and is not a
- *      change of content) and objstore_verify must find no problem, or the
- *      exit code is 4 and nothing was collected or moved;
+ *      opened read-only and objstore_verify must find no problem, or the
+ *      exit code is 4 and nothing was written; only then is it opened for
+ *      writing;
  *   2. SIGINT is a request: the library stops at its next clean point (the
  *      end of a commit; before compaction's switch) and the exit code is 32;
  *   3. the logic is the library's (objstore_full_collect, objstore_compact,
@@ -144,10 +144,10 @@ int main(int argc, char **argv)
     signal(SIGXFSZ, SIG_IGN);
     tool_catch_sigint();
 
-    objstore_options oo = {0};
-    if (digest || dry)
-        oo.flags = OBJSTORE_RDONLY;
-    oo.gc_threshold = UINT64_MAX;   /* the full collection does the work */
+    /* Rule 1: the store is first opened read-only, which writes nothing
+     * (not even what a read-write open does: replay to the file, the drain
+     * of the zero-count table, removing stray heap files), and verified. */
+    objstore_options oo = {.flags = OBJSTORE_RDONLY, .gc_threshold = UINT64_MAX};
     objstore *s;
     int rc = objstore_open(dir, &oo, &s);
     if (rc) {
@@ -189,6 +189,14 @@ int main(int argc, char **argv)
                     (unsigned long long)vr.total_problems, vr.first_problem);
         objstore_close(s);
         return rc ? code_for(rc) : TOOL_EXIT_UNCORRECTED;
+    }
+    if (!dry) {
+        objstore_close(s);
+        oo.flags = 0;   /* the full collection does the work, not the cycle collector */
+        if ((rc = objstore_open(dir, &oo, &s))) {
+            fprintf(stderr, "%s: %s: %s\n", prog, dir, objstore_errmsg());
+            return code_for(rc);
+        }
     }
 
     tool_progress_init(&bar, json ? 0 : bar_mode);
