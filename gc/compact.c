@@ -32,12 +32,14 @@ static heap_status place(heap_t *src, heap_t *dst, u64map *map, struct u64vec *q
         *out = *v;
         return HEAP_OK;
     }
-    heap_status st = heap_check_ref(src, old);
+    uint64_t size;   /* header + slots + payload, from the same lookup */
+    heap_status st = heap_check_obj(src, old, &size);
     if (st)
         return st == HEAP_EBADOFF ? HEAP_ECORRUPT : st;
     const heap_obj *o = heap_obj_at(src, old);
     uint64_t nw;
-    if ((st = heap_obj_new(dst, o->type, o->nrefs, heap_obj_payload_size(src, old), &nw)))
+    if ((st = heap_obj_new(dst, o->type, o->nrefs,
+                           size - HEAP_OBJ_HEADER - (uint64_t)o->nrefs * 8, &nw)))
         return st;
     *bytes += heap_block_size(dst, nw);
     if (!(v = u64map_upsert(map, old, NULL)) || !u64vec_push(queue, old))
@@ -75,7 +77,7 @@ heap_status gc_copy(heap_t *src, heap_t *dst, const gc_roots *roots, u64map *map
             uint64_t old = queue.v[head++];
             uint64_t to = *u64map_find(map, old);
             const heap_obj *o = heap_obj_at(src, old);
-            uint64_t psize = heap_obj_payload_size(src, old);
+            uint64_t psize = heap_obj_payload_size(dst, to);   /* = the old one's */
             if (psize)
                 memcpy(heap_obj_payload(dst, to), heap_obj_payload(src, old), psize);
             const uint64_t *slot = heap_obj_slots(src, old);
