@@ -206,6 +206,86 @@ typedef struct objstore_check_report {
  * committed then).  opts may be NULL (read-only, no callbacks). */
 int objstore_check(const char *dir, const objstore_check_opts *opts,
                    objstore_check_report *report);
+/* ---- full collection, compaction, digest ---- */
+
+/* Called now and then by the long operations below: phase is "mark",
+ * "free", "copy" or "switch"; done counts objects out of total (0 when not
+ * known yet).  Returning non-zero asks the operation to stop at its next
+ * clean point: a full collection stops between two commits (everything
+ * committed so far stays, nothing reachable is touched), a compaction
+ * before its switch (the store stays as it was).  It then returns
+ * OBJSTORE_OK with stats.interrupted set. */
+typedef int (*objstore_progress_fn)(void *arg, const char *phase, uint64_t done,
+                                    uint64_t total);
+
+typedef struct objstore_gc_stats {
+    uint64_t objects_before;     /* live objects before */
+    uint64_t bytes_before;       /* their block bytes */
+    uint64_t reachable;          /* objects the roots (and pins) reach */
+    uint64_t reachable_bytes;
+    uint64_t garbage;            /* live objects nothing reachable points at */
+    uint64_t garbage_bytes;
+    uint64_t freed;              /* objects freed (0 in a dry run) */
+    uint64_t freed_bytes;
+    uint64_t commits;            /* transactions committed */
+    uint64_t file_bytes_before;  /* heap file size */
+    uint64_t file_bytes_after;   /* after (a dry run: before) */
+    uint64_t compacted_bytes;    /* what a compaction would leave: an
+                                    estimate from the reachable blocks' size
+                                    classes */
+    uint64_t generation;         /* heap generation after */
+    int interrupted;             /* the progress callback stopped it */
+} objstore_gc_stats;
+
+typedef struct objstore_gc_options {
+    int dry_run;                  /* mark and count only; writes nothing */
+    uint64_t batch;               /* garbage objects freed per commit
+                                     (0 = the store's free_budget) */
+    objstore_progress_fn progress;
+    void *progress_arg;
+} objstore_gc_options;
+
+/* Full collection: marks everything the roots (and this process's pins)
+ * reach over the whole heap, then frees every other object -- garbage
+ * cycles, leaks, cycles that never had an outside reference -- in bounded
+ * commits, each a normal write transaction: a crash between two of them
+ * loses nothing reachable and leaves every count exact.  Holds the store's
+ * write lock for the whole run (no transaction may be open in this
+ * thread).  A damaged slot or root is OBJSTORE_ECORRUPT before anything is
+ * changed.  opts and st may be NULL. */
+int objstore_full_collect(objstore *s, const objstore_gc_options *opts,
+                          objstore_gc_stats *st);
+
+/* Called once per moved object after a compaction's switch committed. */
+typedef void (*objstore_oid_map_fn)(void *arg, objstore_oid old_oid,
+                                    objstore_oid new_oid);
+
+/* Compaction: copies every object the roots (and pins) reach into a new heap
+ * generation file, breadth first from the roots, rewrites every slot and
+ * root, and switches to it in one LMDB transaction; then the old file is
+ * deleted.  Unreachable objects are left behind (a compaction is also a full
+ * collection).  OIDS CHANGE: every oid held outside the store is stale
+ * afterwards; map (may be NULL) is told old -> new for each object, and
+ * this process's pins move with their objects.  A crash at any instant
+ * leaves the old store or the new one; a leftover generation file is
+ * removed by the next open.  Exclusive: no transaction may be open.  A full
+ * disk is OBJSTORE_ENOSPC with the old store intact.  With opts->dry_run
+ * nothing is written; st->compacted_bytes is the size estimate.  Its steps
+ * for objstore_set_crash_hook: "compact-create", "compact-pwrite" (then the
+ * heap's "heap-pwrite", "heap-ckpt-pwrite" and "heap-fdatasync" of the new
+ * file),
+ * "compact-dirsync", "compact-commit", "compact-committed",
+ * "compact-unlink", "compact-dirsync". */
+int objstore_compact(objstore *s, const objstore_gc_options *opts,
+                     objstore_oid_map_fn map, void *map_arg, objstore_gc_stats *st);
+
+/* The logical digest (docs/FORMAT.md): XXH3-128 over a canonical walk of the
+ * committed content -- roots in name order, objects depth first over slots,
+ * each as its type name, payload and slots written as visit numbers -- so
+ * the same content gives the same digest before and after collection,
+ * compaction and crash recovery, and any change of content changes it.
+ * objects (may be NULL) gets the number of reachable objects. */
+int objstore_digest(objstore *s, uint8_t digest[16], uint64_t *objects);
 
 #ifdef __cplusplus
 }

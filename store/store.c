@@ -17,6 +17,7 @@
  *      descriptor is closed and the handle failed.
  */
 #include "store_internal.h"
+#include "gcstore.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -467,7 +468,8 @@ int objstore_open(const char *dir, const objstore_options *opts, objstore **out)
         rc = store_lmdb_err(mrc, meta);
         goto fail_reg;
     }
-    if ((rc = open_heap(s)) || (rc = store_replay(s)))
+    /* A compaction that crashed leaves a heap file of another generation. */
+    if ((rc = store_remove_stray_heaps(s)) || (rc = open_heap(s)) || (rc = store_replay(s)))
         goto fail_reg;
     heap_status hs = heap_reload_header(s->heap);
     if (!hs)
