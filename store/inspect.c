@@ -53,10 +53,12 @@ static uint64_t db_entries(MDB_txn *txn, MDB_dbi db)
 int objstore_get_store_info(objstore *s, objstore_store_info *info)
 {
     memset(info, 0, sizeof *info);
+    /* One read lock around both, so the counts describe one epoch (the
+     * nested read inside objstore_get_stats does not wait: lock.c K3). */
+    bool locked = store_read_lock(s);
     int rc = objstore_get_stats(s, &info->stats);
     if (rc)
-        return rc;
-    bool locked = store_read_lock(s);
+        goto out;
     info->format = STORE_FORMAT_VERSION;
     memcpy(info->uuid, s->uuid, 16);
     info->generation = s->generation;

@@ -695,10 +695,12 @@ static int do_show(int argc, char **argv)
     struct shown *stack = NULL;
     objstore_oid *seen = NULL;
     size_t sp = 0, cap = 0, nseen = 0, seencap = 0;
+    bool named_bad = rc != OBJSTORE_OK;   /* the argument itself names nothing */
     if (!rc) {
         /* Depth-first with an explicit stack; each object once. */
         rc = show_one(t, oid, 0, o.bytes, arr, &stack, &sp, &cap, &seen, &nseen, &seencap,
                       o.depth);
+        named_bad = rc != OBJSTORE_OK;
         while (!rc && sp) {
             struct shown e = stack[--sp];
             rc = show_one(t, e.oid, e.depth, o.bytes, arr, &stack, &sp, &cap, &seen, &nseen,
@@ -714,8 +716,11 @@ static int do_show(int argc, char **argv)
     if (rc) {
         json_decref(arr);
         fprintf(stderr, "objstore show: %s: %s: %s\n", what, objstore_strerror(rc), msg);
-        return rc == OBJSTORE_ENOTFOUND || rc == OBJSTORE_EBADOID ? TOOL_EXIT_OPERATIONAL
-                                                                   : exit_for(rc);
+        /* A slot of a shown object naming no object is damage; an oid or
+         * root name on the command line that names none is not. */
+        return named_bad && (rc == OBJSTORE_ENOTFOUND || rc == OBJSTORE_EBADOID)
+                   ? TOOL_EXIT_OPERATIONAL
+                   : exit_for(rc);
     }
     return json && tool_json_print(arr) ? TOOL_EXIT_OPERATIONAL : TOOL_EXIT_OK;
 }
@@ -726,8 +731,9 @@ static const char dump_usage[] =
     "usage: objstore dump STORE [-o FILE] [--json]\n"
     "Writes the store's whole logical content (types, metadata, roots, every\n"
     "object reachable from the roots) in objstore's portable text dump format\n"
-    "(docs/FORMAT.md) to standard output, or to FILE.  A summary goes to\n"
-    "standard error; with -o FILE and --json, as JSON to standard output.\n";
+    "(docs/FORMAT.md) to standard output, or to FILE (which must not exist).\n"
+    "A summary goes to standard error; with -o FILE and --json, as JSON to\n"
+    "standard output.\n";
 
 static json_t *dump_json(const objstore_dump_stats *st)
 {
