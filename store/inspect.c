@@ -783,9 +783,10 @@ static int fsync_file(const char *path)
     return rc;
 }
 
-static int make_dest(const char *dest)
+static int make_dest(const char *dest, bool *made)
 {
-    if (mkdir(dest, 0755) == 0)
+    *made = mkdir(dest, 0755) == 0;
+    if (*made)
         return OBJSTORE_OK;
     if (errno != EEXIST)
         return store_err(errno == ENOENT ? OBJSTORE_ENOENT : OBJSTORE_EIO,
@@ -807,6 +808,23 @@ static int make_dest(const char *dest)
                  : store_err(OBJSTORE_EEXIST, "backup: %s is not empty", dest);
 }
 
+/* After a failed backup: removes the names backup creates in dest, which
+ * was empty (or new) when it began, so a retry finds it empty again. */
+static void unmake_dest(const char *dest, uint64_t generation, bool made)
+{
+    char p[4096];
+    static const char *names[] = {"lock", "meta/data.mdb", "meta/lock.mdb", "meta"};
+    snprintf(p, sizeof p, "%s/heap.%llu", dest, (unsigned long long)generation);
+    unlink(p);
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        snprintf(p, sizeof p, "%s/%s", dest, names[i]);
+        if (unlink(p) != 0 && errno == EISDIR)
+            rmdir(p);   /* only when empty: nothing but what backup made */
+    }
+    if (made)
+        rmdir(dest);
+}
+
 int objstore_backup(objstore *s, const char *dest, uint64_t *epoch)
 {
     if (epoch)
@@ -818,7 +836,8 @@ int objstore_backup(objstore *s, const char *dest, uint64_t *epoch)
     if (store_is_writer(s))
         return store_err(OBJSTORE_ETXN, "%s: backup inside this thread's write transaction",
                          s->dir);
-    int rc = make_dest(dest);
+    bool made;
+    int rc = make_dest(dest, &made);
     if (rc)
         return rc;
     size_t plen = strlen(s->dir) + strlen(dest) + 64;
@@ -867,6 +886,8 @@ int objstore_backup(objstore *s, const char *dest, uint64_t *epoch)
     if (epoch)
         *epoch = at;
 out:
+    if (rc)
+        unmake_dest(dest, s->generation, made);
     free(from);
     free(to);
     free(meta);
