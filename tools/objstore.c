@@ -686,7 +686,8 @@ static int do_show(int argc, char **argv)
     objstore_oid oid = 0;
     char *end;
     errno = 0;
-    unsigned long long v = strtoull(what, &end, 0);
+    bool hex = what[0] == '0' && (what[1] == 'x' || what[1] == 'X');
+    unsigned long long v = strtoull(what, &end, hex ? 16 : 10);   /* never octal */
     if (!o.root && *what >= '0' && *what <= '9' && !*end && !errno)
         oid = v;
     else
