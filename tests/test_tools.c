@@ -899,6 +899,46 @@ START_TEST(test_subcommands_report_a_damaged_store_with_exit_4_never_a_crash)
 }
 END_TEST
 
+START_TEST(test_info_shows_the_redo_a_crash_left_and_a_backup_of_it_replays_it)
+{
+    find_tool();
+    objstore *s = new_store(NULL);
+    build_list(s, 10);
+    close_store(s);
+    /* A child commits and dies without closing: its redo stays in meta/. */
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        objstore *c;
+        objstore_txn *t;
+        if (objstore_open(g_store, NULL, &c) || objstore_begin(c, 0, &t))
+            _exit(1);
+        objstore_oid o;
+        uint64_t v = 4242;
+        if (objstore_new(t, 0, 0, 8, &o) || objstore_write(t, o, 0, &v, 8) ||
+            objstore_root_set(t, "late", o) || objstore_commit(t))
+            _exit(2);
+        _exit(0);
+    }
+    ck_assert_int_eq(wait_child(pid), 0);
+    ck_assert_int_eq(run(NULL, NULL, "info '%s' --json", g_store), 0);
+    json_check("d['redo_records'] >= 1 and d['roots'] == 2 and d['live_objects'] == 11");
+    char *bk = sub("bk");
+    ck_assert_int_eq(run(NULL, NULL, "backup '%s' '%s' --json", g_store, bk), 0);
+    json_check("d['epoch'] == 2");
+    objstore *b = open_store(bk, NULL);
+    verify_clean(b);
+    objstore_txn *t = rbegin(b);
+    ck_assert_uint_eq(get_u64(t, root_get(t, "late"), 0), 4242);
+    objstore_abort(t);
+    close_store(b);
+    /* The original was only read: its redo is still pending. */
+    ck_assert_int_eq(run(NULL, NULL, "info '%s' --json", g_store), 0);
+    json_check("d['redo_records'] >= 1");
+    free(bk);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tools");
@@ -918,6 +958,7 @@ int main(void)
     tcase_add_test(tc, test_subcommands_report_a_missing_store_with_exit_8_and_a_message);
     tcase_add_test(tc, test_subcommands_report_a_store_locked_by_a_writer_with_exit_8);
     tcase_add_test(tc, test_subcommands_report_a_damaged_store_with_exit_4_never_a_crash);
+    tcase_add_test(tc, test_info_shows_the_redo_a_crash_left_and_a_backup_of_it_replays_it);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
