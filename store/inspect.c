@@ -395,7 +395,7 @@ static int unescape(struct load *l, const char *tok, size_t *n)
     size_t b = 0;
     for (size_t i = 0; i < len; i++) {
         if (tok[i] == '%') {
-            int h = i + 2 < len + 1 ? hexval(tok[i + 1]) : -1;
+            int h = i + 2 < len ? hexval(tok[i + 1]) : -1;
             int g = h >= 0 ? hexval(tok[i + 2]) : -1;
             if (g < 0)
                 return bad(l, "bad %-escape");
