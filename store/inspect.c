@@ -260,6 +260,9 @@ static int dump_objects(struct dump *d)
             rc = objstore_get(d->t, oid, &payload, &size);
         if (rc)
             return rc;
+        if (info.type > d->t->s->ntypes_committed)
+            return store_err(OBJSTORE_ECORRUPT, "dump: object %llu: type id %u is not "
+                             "registered", (unsigned long long)oid, info.type);
         putf(d->o, "object %zu %u %u", i + 1, info.type, info.nrefs);
         for (uint32_t j = 0; j < info.nrefs; j++) {
             uint64_t target, n = 0;

@@ -276,6 +276,9 @@ static char *sub(const char *name)
     return p;
 }
 
+static void find_tool(void);
+static int run(char **out, char **err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* ------------------------------------------------------------------ */
 /* dump and load                                                        */
 
@@ -426,6 +429,28 @@ START_TEST(test_a_dump_of_a_damaged_store_fails_cleanly_naming_the_object)
     MUST(strstr(objstore_errmsg(), want), "the message does not name %s: %s", want,
          objstore_errmsg());
     close_store(s);
+
+    /* Repaired slot, then a type id no type has: refused too, and show
+     * still shows the object. */
+    fd = open(heap, O_WRONLY);
+    ck_assert_int_eq(pwrite(fd, &head, 8, (off_t)(second + 16)), 8);
+    uint32_t type = 99;
+    ck_assert_int_eq(pwrite(fd, &type, 4, (off_t)(second + 8)), 4);
+    close(fd);
+    s = open_store(g_store, NULL);
+    devnull = fopen("/dev/null", "w");
+    rc = objstore_dump(s, devnull, NULL);
+    fclose(devnull);
+    ck_assert_int_eq(rc, OBJSTORE_ECORRUPT);
+    snprintf(want, sizeof want, "object %llu: type id 99", U(second));
+    MUST(strstr(objstore_errmsg(), want), "the message does not name %s: %s", want,
+         objstore_errmsg());
+    close_store(s);
+    find_tool();
+    char *out;
+    ck_assert_int_eq(run(&out, NULL, "show '%s' %llu", g_store, U(second)), 0);
+    MUST(strstr(out, "(unregistered type) (99)"), "%s", out);
+    free(out);
     free(heap);
 }
 END_TEST
@@ -597,7 +622,6 @@ static void find_tool(void)
 
 /* Runs the tool through the shell; stdout into *out, stderr into *err
  * (malloc'd, may be NULL); returns the exit code (128 + signal if killed). */
-static int run(char **out, char **err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int run(char **out, char **err, const char *fmt, ...)
 {
     char args[4096], cmdline[9000];

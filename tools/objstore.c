@@ -381,8 +381,8 @@ static int print_root(void *arg, const char *name, objstore_oid oid)
     objstore_objinfo info = {0};
     const char *tname = "";
     int rc = objstore_info(c->t, oid, &info);
-    if (!rc && info.type)
-        objstore_type_name(c->t, info.type, &tname);
+    if (!rc && info.type && objstore_type_name(c->t, info.type, &tname))
+        tname = "(unregistered type)";   /* a damaged header */
     if (c->arr) {
         json_t *r = json_object();
         json_bytes(r, "name", name, strlen(name));
@@ -593,8 +593,8 @@ static int show_one(objstore_txn *t, objstore_oid oid, uint64_t depth, uint64_t 
     if (rc)
         return rc;
     const char *tname = "";
-    if (info.type)
-        objstore_type_name(t, info.type, &tname);
+    if (info.type && objstore_type_name(t, info.type, &tname))
+        tname = "(unregistered type)";   /* a damaged header */
     uint64_t shown = maxbytes && maxbytes < size ? maxbytes : size;
     int ind = (int)(depth > 20 ? 40 : depth * 2);
     json_t *slots = arr ? json_array() : NULL;
