@@ -462,7 +462,7 @@ END_TEST
 
 struct writer {
     objstore *s;
-    atomic_bool stop;
+    atomic_bool stop, failed;
     atomic_uint_fast64_t done;     /* commits made */
     uint64_t epoch_of[MAX_COMMITS + 1];   /* epoch after commit i */
     char err[256];
@@ -499,6 +499,7 @@ static void *writer_main(void *arg)
         int rc = writer_commit(w->s, i);
         if (rc) {
             snprintf(w->err, sizeof w->err, "commit %llu: %d %s", U(i), rc, objstore_errmsg());
+            atomic_store(&w->failed, true);
             break;
         }
         w->epoch_of[i] = objstore_epoch(w->s);
@@ -556,7 +557,7 @@ START_TEST(test_backups_taken_while_a_writer_commits_each_match_a_committed_epoc
     for (int k = 0; k < BACKUPS; k++) {
         /* Let the writer get ahead between backups (progress, not time). */
         uint64_t want = atomic_load(&w->done) + 3;
-        while (atomic_load(&w->done) < want && !w->err[0] &&
+        while (atomic_load(&w->done) < want && !atomic_load(&w->failed) &&
                atomic_load(&w->done) < MAX_COMMITS)
             sched_yield();
         char name[32];
