@@ -306,6 +306,18 @@ typedef struct objstore_stats {
 
 int objstore_get_stats(objstore *s, objstore_stats *st);
 
+/* ---- backup ---- */
+
+/* Copies the store, as of its last commit, into a new store at dest (which
+ * must not exist, or be an empty directory), while the store stays open:
+ * other threads' read transactions go on, a write transaction waits until
+ * the copy is taken (the heap file and meta/ are copied under the read side
+ * of the store's lock, so they agree).  The copy is durable (files and
+ * directories fsynced) when this returns; *epoch (may be NULL) receives the
+ * epoch it holds.  Not inside this thread's write transaction.  To back up
+ * a store no process has open, open it with OBJSTORE_RDONLY and call this. */
+int objstore_backup(objstore *s, const char *dest, uint64_t *epoch);
+
 #ifdef __cplusplus
 }
 #endif

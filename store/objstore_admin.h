@@ -5,6 +5,8 @@
 #ifndef OBJSTORE_ADMIN_H
 #define OBJSTORE_ADMIN_H
 
+#include <stdio.h>
+
 #include "objstore.h"
 
 #ifdef __cplusplus
@@ -286,6 +288,54 @@ int objstore_compact(objstore *s, const objstore_gc_options *opts,
  * compaction and crash recovery, and any change of content changes it.
  * objects (may be NULL) gets the number of reachable objects. */
 int objstore_digest(objstore *s, uint8_t digest[16], uint64_t *objects);
+/* ---- inspection, dump/load, backup ---- */
+
+/* What `objstore info` shows: the store's identity and state. */
+typedef struct objstore_store_info {
+    unsigned format;             /* store format version (meta/ "format") */
+    uint8_t uuid[16];
+    uint64_t generation;         /* heap file generation: STORE/heap.<generation> */
+    uint64_t epoch;              /* last committed epoch */
+    uint64_t redo_records;       /* redo records not yet checkpointed away */
+    uint64_t redo_bytes;         /* their bytes */
+    uint64_t roots, types, metadata;
+    uint64_t meta_bytes;         /* bytes of the meta/ LMDB file */
+    objstore_stats stats;        /* heap and counters, as objstore_get_stats */
+} objstore_store_info;
+
+/* Fills info for the committed state (takes the read side of the store's
+ * lock; not inside this thread's write transaction). */
+int objstore_get_store_info(objstore *s, objstore_store_info *info);
+
+/* Calls fn for each user metadata entry in key order (the committed state
+ * of a read transaction; refused with OBJSTORE_ETXN in a write transaction).
+ * Stops early when fn returns non-zero and returns that value. */
+typedef int (*objstore_meta_fn)(void *arg, const void *key, size_t klen, const void *val,
+                                size_t vlen);
+int objstore_meta_iter(objstore_txn *t, objstore_meta_fn fn, void *arg);
+
+typedef struct objstore_dump_stats {
+    uint64_t objects;            /* objects written / loaded */
+    uint64_t payload_bytes;
+    uint64_t references;         /* non-null slots */
+    uint64_t roots, types, metadata;
+    uint64_t epoch;              /* dump: the epoch dumped; load: the new store's */
+} objstore_dump_stats;
+
+/* Writes the whole logical content of the committed state -- types, user
+ * metadata, roots, and every object reachable from the roots -- to out in
+ * the text format of docs/FORMAT.md ("Dump format").  Objects unreachable
+ * from the roots are not written.  A damaged object graph (a slot or root
+ * naming no live object) stops it with an error naming the object.  st may
+ * be NULL.  Runs in a read transaction of its own. */
+int objstore_dump(objstore *s, FILE *out, objstore_dump_stats *st);
+
+/* Creates a new store in dir (as objstore_create; opts may be NULL) and
+ * loads a dump read from in into it, in one transaction: either all of it is
+ * committed or, on error (a malformed or truncated dump: the message names
+ * the line), nothing is and dir holds an empty store.  st may be NULL. */
+int objstore_load(const char *dir, FILE *in, const objstore_options *opts,
+                  objstore_dump_stats *st);
 
 #ifdef __cplusplus
 }
