@@ -5,10 +5,12 @@
  *   objstore-gc [options] STORE
  *
  * Rules:
- *   1. a damaged store is refused before anything is written: the store is
- *      opened read-only and objstore_verify must find no problem, or the
- *      exit code is 4 and nothing was written; only then is it opened for
- *      writing;
+ *   1. a damaged store is refused before anything is written or even mapped
+ *      in this process: objstore_check (the checker behind objstore-fsck,
+ *      read-only, LMDB read in a child process so that a damaged data.mdb
+ *      cannot crash this one) must find no problem, or the exit code is 4;
+ *      only then is the store opened, read-only for --digest and
+ *      --dry-run, for writing otherwise;
  *   2. SIGINT is a request: the library stops at its next clean point (the
  *      end of a commit; before compaction's switch) and the exit code is 32;
  *   3. the logic is the library's (objstore_full_collect, objstore_compact,
@@ -144,13 +146,24 @@ int main(int argc, char **argv)
     signal(SIGXFSZ, SIG_IGN);
     tool_catch_sigint();
 
-    /* Rule 1: the store is first opened read-only, which writes nothing
-     * (not even what a read-write open does: replay to the file, the drain
-     * of the zero-count table, removing stray heap files), and verified. */
-    objstore_options oo = {.flags = OBJSTORE_RDONLY, .gc_threshold = UINT64_MAX};
-    objstore *s;
-    int rc = objstore_open(dir, &oo, &s);
+    /* Rule 1: check first; unreachable objects are what a collection is
+     * for, not problems. */
+    objstore_check_report cr;
+    int rc = objstore_check(dir, NULL, &cr);
     if (rc) {
+        fprintf(stderr, "%s: %s: cannot check the store: %s\n", prog, dir, objstore_errmsg());
+        return code_for(rc);
+    }
+    if (cr.problems || cr.passes_done < 6) {
+        fprintf(stderr, "%s: %s: the store is damaged (%llu problems; first: %s); nothing was "
+                "changed: run objstore-fsck\n", prog, dir, (unsigned long long)cr.problems,
+                cr.first_problem);
+        return TOOL_EXIT_UNCORRECTED;
+    }
+    objstore_options oo = {.flags = digest || dry ? OBJSTORE_RDONLY : 0,
+                           .gc_threshold = UINT64_MAX};
+    objstore *s;
+    if ((rc = objstore_open(dir, &oo, &s))) {
         fprintf(stderr, "%s: %s: %s\n", prog, dir, objstore_errmsg());
         return code_for(rc);
     }
@@ -175,28 +188,6 @@ int main(int argc, char **argv)
         }
         objstore_close(s);
         return TOOL_EXIT_OK;
-    }
-
-    /* Rule 1: verify first. */
-    objstore_verify_report vr;
-    rc = objstore_verify(s, &vr);
-    if (rc || vr.total_problems) {
-        if (rc)
-            fprintf(stderr, "%s: %s: cannot verify: %s\n", prog, dir, objstore_errmsg());
-        else
-            fprintf(stderr, "%s: %s: the store is damaged (%llu problems; first: %s); "
-                    "nothing was changed: run objstore-fsck\n", prog, dir,
-                    (unsigned long long)vr.total_problems, vr.first_problem);
-        objstore_close(s);
-        return rc ? code_for(rc) : TOOL_EXIT_UNCORRECTED;
-    }
-    if (!dry) {
-        objstore_close(s);
-        oo.flags = 0;   /* the full collection does the work, not the cycle collector */
-        if ((rc = objstore_open(dir, &oo, &s))) {
-            fprintf(stderr, "%s: %s: %s\n", prog, dir, objstore_errmsg());
-            return code_for(rc);
-        }
     }
 
     tool_progress_init(&bar, json ? 0 : bar_mode);
