@@ -138,8 +138,13 @@ int objstore_create(const char *dir, const objstore_options *opts);
 
 /* Opens a store.  Replays what a crash left, frees what a crash left
  * unreachable at count 0, checks the heap file against meta/.  A second
- * opener (this process or another) gets OBJSTORE_EBUSY, except that several
- * OBJSTORE_RDONLY openers in different processes may share a store.
+ * opener in this process gets OBJSTORE_EBUSY, and so does a second
+ * read-write opener in another process.  OBJSTORE_RDONLY openers in other
+ * processes share the store, with each other and with one writer: a
+ * read-only handle sees the store as it was committed when it opened, for
+ * as long as it stays open, and while it is open the writer's commits (and
+ * checkpoints) wait for it to close.  A writer cannot open a store that
+ * read-only handles opened while no writer had it (EBUSY).
  * opts may be NULL. */
 int objstore_open(const char *dir, const objstore_options *opts, objstore **out);
 
@@ -315,7 +320,8 @@ int objstore_get_stats(objstore *s, objstore_stats *st);
  * of the store's lock, so they agree).  The copy is durable (files and
  * directories fsynced) when this returns; *epoch (may be NULL) receives the
  * epoch it holds.  Not inside this thread's write transaction.  To back up
- * a store no process has open, open it with OBJSTORE_RDONLY and call this. */
+ * a store another process has open, or none, open it with OBJSTORE_RDONLY
+ * and call this (the writer's commits wait while it copies). */
 int objstore_backup(objstore *s, const char *dest, uint64_t *epoch);
 
 #ifdef __cplusplus

@@ -15,6 +15,12 @@
  *      replays the redo log before any allocator state is built.
  *   S4 a forked child cannot use or keep the store: its copy of the lock
  *      descriptor is closed and the handle failed.
+ *   S5 a read-only opener may run beside a writer in another process: it
+ *      holds the lock file's byte 1 shared from open to close, and the
+ *      writer holds it exclusively whenever it changes the committed files
+ *      (a commit, a checkpoint, replay, shrink, compaction).  The reader's
+ *      heap file and meta/ therefore stay at one committed state for its
+ *      whole life; the writer's commits wait while it reads.
  */
 #include "store_internal.h"
 #include "gcstore.h"
@@ -314,6 +320,23 @@ out:
 
 /* ---- open ---- */
 
+/* The lock file's bytes (S5):
+ *   byte 0  the owner: a writer holds it exclusively; a read-only opener
+ *           shared when it can (then no writer can start while it reads);
+ *   byte 1  the freeze: a read-only opener holds it shared from open to
+ *           close; a writer takes it exclusively around every change of the
+ *           committed files (store_freeze).  So a read-only opener beside a
+ *           writer in another process sees the committed state of its open
+ *           for its whole life, and that writer's commits wait for it. */
+static int lock_byte(int fd, short type, off_t at, bool wait)
+{
+    struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = at, .l_len = 1};
+    int rc;
+    while ((rc = fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl)) != 0 && errno == EINTR)
+        ;
+    return rc;
+}
+
 static int take_lock(objstore *s, const char *lock)
 {
     s->lock_fd = open(lock, (s->ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
@@ -322,11 +345,17 @@ static int take_lock(objstore *s, const char *lock)
     if (s->lock_fd < 0)
         return store_err(errno == ENOENT ? OBJSTORE_ENOENT : OBJSTORE_EIO,
                          "%s: cannot open the lock file: %s", lock, strerror(errno));
-    struct flock fl = {.l_type = s->ro ? F_RDLCK : F_WRLCK, .l_whence = SEEK_SET};
-    if (fcntl(s->lock_fd, F_OFD_SETLK, &fl) != 0) {
+    if (s->ro) {
+        /* The freeze first: a commit under way finishes before we look. */
+        if (lock_byte(s->lock_fd, F_RDLCK, 1, true) != 0)
+            return store_err(errno == EAGAIN || errno == EACCES ? OBJSTORE_EBUSY : OBJSTORE_EIO,
+                             "%s: lock: %s", lock, strerror(errno));
+        s->beside_writer = lock_byte(s->lock_fd, F_RDLCK, 0, false) != 0;
+        if (s->beside_writer && errno != EAGAIN && errno != EACCES)
+            return store_err(OBJSTORE_EIO, "%s: lock: %s", lock, strerror(errno));
+    } else if (lock_byte(s->lock_fd, F_WRLCK, 0, false) != 0) {
         if (errno == EAGAIN || errno == EACCES)
-            return store_err(OBJSTORE_EBUSY, "%s: store is open %s by another process",
-                             s->dir, s->ro ? "for writing" : "");
+            return store_err(OBJSTORE_EBUSY, "%s: store is open by another process", s->dir);
         return store_err(OBJSTORE_EIO, "%s: lock: %s", lock, strerror(errno));
     }
     struct stat sb;
@@ -335,6 +364,25 @@ static int take_lock(objstore *s, const char *lock)
     s->dev = sb.st_dev;
     s->ino = sb.st_ino;
     return OBJSTORE_OK;
+}
+
+int store_freeze(objstore *s)
+{
+    if (s->ro || s->lock_fd < 0 || s->freeze_depth++ > 0)
+        return OBJSTORE_OK;
+    if (lock_byte(s->lock_fd, F_WRLCK, 1, true) != 0) {
+        s->freeze_depth--;
+        return store_err(OBJSTORE_EIO, "%s/lock: cannot take the freeze lock: %s", s->dir,
+                         strerror(errno));
+    }
+    return OBJSTORE_OK;
+}
+
+void store_thaw(objstore *s)
+{
+    if (s->ro || s->lock_fd < 0 || s->freeze_depth == 0 || --s->freeze_depth > 0)
+        return;
+    lock_byte(s->lock_fd, F_UNLCK, 1, false);
 }
 
 static void store_free(objstore *s)
@@ -468,8 +516,11 @@ int objstore_open(const char *dir, const objstore_options *opts, objstore **out)
         rc = store_lmdb_err(mrc, meta);
         goto fail_reg;
     }
-    /* A compaction that crashed leaves a heap file of another generation. */
-    if ((rc = store_remove_stray_heaps(s)) || (rc = open_heap(s)) || (rc = store_replay(s)))
+    /* A writer changes the files from here on: readers in other processes
+     * wait (S5).  A compaction that crashed leaves a heap file of another
+     * generation. */
+    if ((rc = store_freeze(s)) || (rc = store_remove_stray_heaps(s)) || (rc = open_heap(s)) ||
+        (rc = store_replay(s)))
         goto fail_reg;
     heap_status hs = heap_reload_header(s->heap);
     if (!hs)
@@ -495,6 +546,7 @@ int objstore_open(const char *dir, const objstore_options *opts, objstore **out)
         if ((rc = store_write_begin(s, &t)) || (rc = objstore_commit(t)))
             goto fail_reg;
     }
+    store_thaw(s);
     free(lock);
     free(meta);
     free(data);
@@ -517,12 +569,15 @@ int objstore_close(objstore *s)
     int rc = OBJSTORE_OK;
     if (!s->ro && !s->failed) {
         store_write_lock(s);
-        rc = store_checkpoint_all(s);
+        rc = store_freeze(s);
+        if (!rc)
+            rc = store_checkpoint_all(s);
         if (!rc && s->opts.sync == OBJSTORE_SYNC_RELAXED) {
             int mrc = mdb_env_sync(s->env, 1);
             if (mrc)
                 rc = store_lmdb_err(mrc, "close: sync meta/");
         }
+        store_thaw(s);
         store_write_unlock(s);
     }
     reg_del(s);
@@ -542,7 +597,10 @@ int store_exclusive(objstore *s, int (*fn)(objstore *), const char *what)
     if (store_is_writer(s) || store_is_reader(s))
         return store_err(OBJSTORE_ETXN, "%s: %s inside a transaction", s->dir, what);
     store_write_lock(s);
-    int rc = fn(s);
+    int rc = store_freeze(s);
+    if (!rc)
+        rc = fn(s);
+    store_thaw(s);
     store_write_unlock(s);
     return rc;
 }

@@ -75,6 +75,8 @@ struct objstore {
     dev_t dev;
     ino_t ino;
     bool ro;
+    bool beside_writer;        /* read-only, opened while a writer had it (S5) */
+    unsigned freeze_depth;     /* store_freeze nesting (writer only) */
     bool failed;
     bool forked;               /* inherited by fork: unusable, not closable */
     bool lmdb_nolock;          /* read-only checker: LMDB's lock file untouched
@@ -155,6 +157,11 @@ void store_hook(const char *step);
  * shrink.  Refused in a read-only or failed store, or inside this thread's
  * write transaction. */
 int store_exclusive(objstore *s, int (*fn)(objstore *), const char *what);
+/* S5: the writer's hold on the lock file's freeze byte, around changes of
+ * the committed files; nests.  Waits while a reader in another process
+ * holds the store.  No-ops for a read-only handle. */
+int store_freeze(objstore *s);
+void store_thaw(objstore *s);
 /* Takes the read side unless this thread holds the write transaction;
  * returns whether it took it. */
 bool store_read_lock(objstore *s);

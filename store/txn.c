@@ -679,9 +679,15 @@ int objstore_commit(objstore_txn *t)
         return OBJSTORE_OK;
     }
     objstore *s = t->s;
+    /* S5: readers in other processes keep the committed files as they are
+     * until they close; the commit waits for them here. */
     int rc = s->failed ? store_err(OBJSTORE_EFAILED, "%s: the store handle failed earlier",
                                    s->dir)
-                       : commit_write(t);
+                       : store_freeze(s);
+    if (!rc) {
+        rc = commit_write(t);
+        store_thaw(s);
+    }
     if (rc && !s->failed) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", objstore_errmsg());
