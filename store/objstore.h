@@ -120,8 +120,9 @@ typedef struct objstore_options {
     uint64_t free_budget;       /* objects a commit may free (0 = 1,000,000);
                                    the rest is freed by later commits */
     uint64_t checkpoint_bytes;  /* redo bytes between checkpoints (0 = 64 MiB) */
-    uint64_t gc_threshold;      /* cycle candidates that make a commit run the
-                                   cycle collector first (0 = 100,000;
+    uint64_t gc_threshold;      /* cycle candidates added since the last
+                                   collection (counted from open) that make a
+                                   commit run the cycle collector (0 = 100,000;
                                    UINT64_MAX = only objstore_collect) */
     uint64_t gc_budget;         /* objects one collection may scan
                                    (0 = 1,000,000) */
@@ -231,7 +232,9 @@ int objstore_unpin(objstore_txn *t, objstore_oid oid);
  * else points at them.  The cycle collector finds them by trial deletion
  * (as CPython's gc) from the cycle candidates — objects whose count went
  * down but stayed above 0 — and frees them.  It runs inside a commit when
- * the candidates reach gc_threshold, or when asked. */
+ * gc_threshold candidates were added since the last collection, or when
+ * asked.  Objects freed because their count fell to 0 are counted in
+ * objstore_stats.objects_freed, never as cycles. */
 
 typedef struct objstore_collect_stats {
     uint64_t candidates;   /* candidates looked at */
@@ -242,8 +245,12 @@ typedef struct objstore_collect_stats {
     int incomplete;        /* the scan budget cut it short: run it again */
 } objstore_collect_stats;
 
-/* Runs the cycle collector in a transaction of its own and commits it.
- * st may be NULL.  No write transaction may be open in this thread. */
+/* Runs the cycle collector in a transaction of its own and commits it: the
+ * commit frees what sits at count 0, collects, and frees what only the
+ * cycles held.  st may be NULL.  When a call's scan was cut by its budget
+ * (st->incomplete), the next call's budget is twice as large, until a scan
+ * completes, so calling again until incomplete is 0 always finishes.
+ * No write transaction may be open in this thread. */
 int objstore_collect(objstore *s, objstore_collect_stats *st);
 
 /* ---- roots: names (1..511 bytes, no NUL) -> objects, counted ---- */

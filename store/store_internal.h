@@ -125,6 +125,12 @@ struct objstore {
     kvmap user_pending;
     uint64_t tx_heap_len;      /* committed heap length at begin */
 
+    /* the cycle collector (collect.c) */
+    uint64_t gc_cand_since;    /* candidates added since the last collection */
+    uint64_t gc_next_budget;   /* objstore_collect's next budget (C4) */
+    objstore_collect_stats *gc_request;   /* objstore_collect asked for one */
+    bool gc_collected;         /* this write transaction ran a collection */
+
     /* statistics since open */
     uint64_t st_commits, st_aborts, st_redo_bytes, st_direct_bytes, st_checkpoints,
         st_freed, st_collections, st_cycles_freed;
@@ -195,6 +201,12 @@ MDB_txn *store_rtxn(objstore_txn *t, int *rc);
 
 /* collect.c: the cycle collector inside the current write transaction */
 int store_collect(objstore *s, bool automatic, objstore_collect_stats *st);
+/* Commit's frees: drain the zero-count table, collect cycles when due (or
+ * asked), drain what only the cycles held. */
+int store_commit_frees(objstore *s);
+/* After the commit point, before the candidate set folds: counts the new
+ * candidates towards the next automatic collection. */
+void store_gc_committed(objstore *s);
 
 /* object.c */
 /* Objects whose last pin went become cycle candidates (in this transaction). */

@@ -5,7 +5,8 @@
  * (dirty-tracked) and keeps roots, types, metadata and set changes in RAM.
  * Commit:
  *
- *   1. free what sits at count 0 (object.c), within the free budget;
+ *   1. free what sits at count 0 (object.c), within the free budget, then
+ *      collect cycles when due and free what only they held (collect.c);
  *   2. bulk path: dirty ranges above the direct floor are pwritten and
  *      fdatasynced now, when there are at least STORE_DIRECT_MIN bytes of
  *      them; the direct floor is the committed heap length at begin, raised
@@ -220,6 +221,8 @@ static void rollback(objstore *s)
     s->created_at_zero = 0;
     oidset_rollback(&s->zct);
     oidset_rollback(&s->cand);
+    s->gc_collected = false;
+    s->gc_request = NULL;
     while (s->ntypes > s->ntypes_committed) {
         char *name = s->type_names[--s->ntypes];
         kvmap_put(&s->type_ids, name, strlen(name), NULL, 0, true);
@@ -504,12 +507,7 @@ static int commit_write(objstore_txn *t)
     int rc = store_take_unpinned(s);
     if (rc)
         return rc;
-    if (oidset_count(&s->cand) >= s->opts.gc_threshold) {
-        objstore_collect_stats cs;
-        if ((rc = store_collect(s, true, &cs)))
-            return rc;
-    }
-    if ((rc = store_drain_zct(s, s->opts.free_budget)))
+    if ((rc = store_commit_frees(s)))
         return rc;
 #ifdef OBJSTORE_CHECK_WRITES
     heap_status cs = heap_check_unmarked(s->heap);
@@ -634,6 +632,7 @@ static int commit_write(objstore_txn *t)
     kvmap_clear(&s->roots_pending);
     kvmap_clear(&s->user_pending);
     oidset_fold(&s->zct);
+    store_gc_committed(s);
     oidset_fold(&s->cand);
     pthread_mutex_lock(&s->pin_lock);
     u64map_clear(&s->unpinned);

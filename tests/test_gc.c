@@ -218,6 +218,176 @@ START_TEST(test_commits_collect_when_candidates_reach_the_threshold)
 }
 END_TEST
 
+/* A cut scan must not be the last word: repeated calls finish it. */
+START_TEST(test_a_ring_one_past_the_budget_is_freed_by_repeated_collections)
+{
+    objstore_options o = {.gc_budget = 100, .gc_threshold = UINT64_MAX};
+    objstore *s = new_store(&o);
+    objstore_txn *t = wbegin(s);
+    root_set(t, "ring", ring(t, 101, 1));
+    commit(t);
+    t = wbegin(s);
+    OK(objstore_root_del(t, "ring"));
+    commit(t);
+
+    objstore_collect_stats st = collect(s);
+    ck_assert_int_eq(st.incomplete, 1);
+    ck_assert_uint_eq(st.freed, 0);
+    st = collect(s);                          /* twice the budget: it fits */
+    ck_assert_int_eq(st.incomplete, 0);
+    ck_assert_uint_eq(st.freed, 101);
+    objstore_verify_report r = verify_clean(s);
+    ck_assert_uint_eq(r.objects, 0);
+    ck_assert_uint_eq(get_stats(s).cycle_candidates, 0);
+    close_store(s);
+}
+END_TEST
+
+/* The budget of the default options, one object short: a million-object
+ * ring plus one is freed by a few calls. */
+START_TEST(test_a_ring_of_a_million_and_one_is_freed_at_the_default_budget)
+{
+    /* Under the sanitizer a tenth of it, with a tenth of the budget. */
+    uint64_t budget = ts_under_sanitizer() ? 100000 : 0;
+    size_t n = ts_under_sanitizer() ? 100001 : 1000001;
+    objstore_options o = {.gc_budget = budget};
+    objstore *s = new_store(&o);
+    objstore_txn *t = wbegin(s);
+    root_set(t, "ring", ring(t, n, 1));
+    commit(t);
+    t = wbegin(s);
+    OK(objstore_root_del(t, "ring"));
+    commit(t);
+
+    int calls = 0;
+    uint64_t freed = 0;
+    objstore_collect_stats st;
+    do {
+        st = collect(s);
+        freed += st.freed;
+        calls++;
+    } while (st.incomplete && calls < 10);
+    ck_assert_int_eq(st.incomplete, 0);
+    ck_assert_int_le(calls, 2);
+    ck_assert_uint_eq(freed, n);
+    ck_assert_uint_eq(get_stats(s).live_objects, 0);
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
+/* A live structure larger than the budget behind the pending candidates:
+ * the automatic collection it cuts is not run again by every commit after
+ * it, in this session or the next. */
+START_TEST(test_a_cut_automatic_collection_is_not_repeated_by_small_commits)
+{
+    objstore_options o = {.gc_budget = 100, .gc_threshold = 10};
+    objstore *s = new_store(&o);
+    objstore_txn *t = wbegin(s);
+    objstore_oid chain = new_obj(t, 0, 1, 8), prev = chain;
+    for (int i = 1; i < 1000; i++) {
+        objstore_oid x = new_obj(t, 0, 1, 8);
+        set_ref(t, prev, 0, x);
+        prev = x;
+    }
+    root_set(t, "chain", chain);
+    for (int i = 0; i < 10; i++) {
+        char a[16], b[16];
+        snprintf(a, sizeof a, "a%d", i);
+        snprintf(b, sizeof b, "b%d", i);
+        objstore_oid h = new_obj(t, 0, 1, 8);
+        set_ref(t, h, 0, chain);
+        root_set(t, a, h);
+        root_set(t, b, h);
+    }
+    commit(t);
+    t = wbegin(s);
+    for (int i = 0; i < 10; i++) {           /* ten candidates, all live */
+        char b[16];
+        snprintf(b, sizeof b, "b%d", i);
+        OK(objstore_root_del(t, b));
+    }
+    commit(t);
+    objstore_stats st = get_stats(s);
+    ck_assert_uint_eq(st.collections, 1);     /* the threshold ran it, cut */
+    ck_assert_uint_ge(st.cycle_candidates, 10);
+
+    for (int i = 0; i < 5; i++) {
+        t = wbegin(s);
+        OK(objstore_meta_set(t, "k", 1, &i, sizeof i));
+        commit(t);
+    }
+    ck_assert_uint_eq(get_stats(s).collections, 1);
+
+    s = reopen(s, &o);
+    for (int i = 0; i < 5; i++) {
+        t = wbegin(s);
+        OK(objstore_meta_set(t, "k", 1, &i, sizeof i));
+        commit(t);
+    }
+    ck_assert_uint_eq(get_stats(s).collections, 0);   /* since this open */
+    objstore_verify_report r = verify_clean(s);
+    ck_assert_uint_eq(r.objects, 1010);
+    close_store(s);
+}
+END_TEST
+
+/* An object whose count fell to 0 is not a cycle: the drain frees it, and
+ * the statistics say so. */
+START_TEST(test_an_acyclic_candidate_at_zero_is_not_counted_as_a_cycle)
+{
+    objstore *s = new_store(&(objstore_options){.gc_threshold = 1});
+    objstore_txn *t = wbegin(s);
+    objstore_oid x = new_obj(t, 0, 0, 8);
+    root_set(t, "a", x);
+    root_set(t, "b", x);
+    commit(t);
+    objstore_stats before = get_stats(s);
+    t = wbegin(s);
+    OK(objstore_root_del(t, "a"));            /* a candidate at 1 */
+    OK(objstore_root_del(t, "b"));            /* then 0 */
+    commit(t);
+    objstore_stats after = get_stats(s);
+    ck_assert_uint_eq(after.cycles_freed - before.cycles_freed, 0);
+    ck_assert_uint_eq(after.objects_freed - before.objects_freed, 1);
+    ck_assert_uint_eq(after.live_objects, 0);
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
+/* Dropping many cycles at once past the threshold: the same commit frees
+ * them (the collection runs after the drain that made them candidates). */
+START_TEST(test_a_commit_that_drops_cycles_past_the_threshold_leaves_no_garbage)
+{
+    enum { N = 500 };
+    objstore *s = new_store(&(objstore_options){.gc_threshold = 100});
+    objstore_txn *t = wbegin(s);
+    objstore_oid holder = new_obj(t, 0, N, 0);
+    for (int i = 0; i < N; i++)
+        set_ref(t, holder, (uint32_t)i, ring(t, 2, 2));
+    objstore_oid tail = new_obj(t, 0, 0, 8);   /* held by one cycle only */
+    set_ref(t, get_ref(t, holder, 0), 1, tail);
+    root_set(t, "holder", holder);
+    commit(t);
+    ck_assert_uint_eq(get_stats(s).live_objects, 2 * N + 2);
+    uint64_t collections = get_stats(s).collections;
+
+    t = wbegin(s);
+    OK(objstore_root_del(t, "holder"));
+    commit(t);
+    objstore_stats st = get_stats(s);
+    ck_assert_uint_eq(st.collections, collections + 1);
+    ck_assert_uint_eq(st.cycles_freed, 2 * N + 1);   /* the tail was found with them */
+    ck_assert_uint_eq(st.objects_freed, 1);           /* the holder, by the drain */
+    ck_assert_uint_eq(st.live_objects, 0);
+    objstore_verify_report r = verify_clean(s);
+    ck_assert_uint_eq(r.objects, 0);
+    ck_assert_uint_eq(st.cycle_candidates, 0);
+    close_store(s);
+}
+END_TEST
+
 static uint64_t g_rng;
 static uint32_t rnd(uint32_t n)
 {
@@ -288,6 +458,11 @@ int main(void)
     tcase_add_test(tc, test_a_scan_cut_by_its_budget_frees_nothing_wrong);
     tcase_add_test(tc, test_commits_collect_when_candidates_reach_the_threshold);
     tcase_add_test(tc, test_random_graphs_leave_nothing_unreachable_after_a_collection);
+    tcase_add_test(tc, test_a_ring_one_past_the_budget_is_freed_by_repeated_collections);
+    tcase_add_test(tc, test_a_ring_of_a_million_and_one_is_freed_at_the_default_budget);
+    tcase_add_test(tc, test_a_cut_automatic_collection_is_not_repeated_by_small_commits);
+    tcase_add_test(tc, test_an_acyclic_candidate_at_zero_is_not_counted_as_a_cycle);
+    tcase_add_test(tc, test_a_commit_that_drops_cycles_past_the_threshold_leaves_no_garbage);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
