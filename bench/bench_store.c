@@ -35,9 +35,11 @@
  *       6 alternating rounds.
  *
  *   bench_store [-n W1 objects] [-N W2 nodes] [-B W2 big nodes] [-r reps]
- *               [-w W1|W2|W3] [-i objstore] [-v]
+ *               [-w W1|W2|W3] [-i objstore] [-G] [-v]
  *
- * -i objstore runs objstore alone (for a profiler); -v prints every rep.
+ * -i objstore runs objstore alone (for a profiler); -v prints every rep;
+ * -G turns the collector off in W1 (objstore_gc_disable), to measure what the
+ * commit's young collection costs.
  */
 #include <inttypes.h>
 #include <lmdb.h>
@@ -90,10 +92,14 @@ typedef struct w1_times {
     double commit_s;    /* objstore: the alloc phase's commit alone */
 } w1_times;
 
+static bool g_no_gc;
+
 static w1_times w1_objstore(size_t n, const uint16_t *size, const char *path)
 {
     objstore_options o = { .free_budget = W1_FREE_BUDGET };
     objstore *s = store_fresh(path, &o);
+    if (g_no_gc)
+        objstore_gc_disable(s);   /* -G: the commit's young collection off */
     size_t nh = peer_w1_holders(n);
     objstore_txn *t;
     objstore_oid root;
@@ -565,7 +571,7 @@ int main(int argc, char **argv)
     int reps = 5, c;
     bool peers = true;
     const char *only = NULL;
-    while ((c = getopt(argc, argv, "n:N:B:r:w:i:v")) != -1) {
+    while ((c = getopt(argc, argv, "n:N:B:r:w:i:Gv")) != -1) {
         switch (c) {
         case 'n': n = bench_parse_count(optarg, "object count"); break;
         case 'N': nodes = bench_parse_count(optarg, "node count"); break;
@@ -578,9 +584,10 @@ int main(int argc, char **argv)
             peers = false;
             break;
         case 'v': verbose = true; break;
+        case 'G': g_no_gc = true; break;
         default:
             fprintf(stderr, "usage: %s [-n W1 objects] [-N W2 nodes] [-B W2 big nodes, "
-                    "0 = none] [-r reps] [-w W1|W2|W3] [-i objstore] [-v]\n", argv[0]);
+                    "0 = none] [-r reps] [-w W1|W2|W3] [-i objstore] [-G] [-v]\n", argv[0]);
             return 2;
         }
     }

@@ -1,7 +1,8 @@
 /*
  * demo.c -- objstore at work: create a store, build a small graph with a
  * cycle, commit, close, reopen, show what survived, and let the cycle
- * collector reclaim the cycle.
+ * collector reclaim the cycle; a young cycle freed by its own commit; the
+ * allocator report.
  *
  *   build/release/examples/objstore-demo [STORE-DIR]
  *
@@ -155,13 +156,26 @@ int main(int argc, char **argv)
            (unsigned long long)st.epoch, (unsigned long long)st.types,
            (unsigned long long)st.roots, (unsigned long long)st.cycle_candidates,
            (unsigned long long)st.commits, (unsigned long long)st.checkpoints);
-    printf("size classes in use:\n");
-    for (int i = 0; i < 32; i++)
-        if (st.size_class[i].pools)
-            printf("  %3u bytes: %llu pool(s), %llu blocks used, %llu free\n",
-                   st.size_class[i].block_size, (unsigned long long)st.size_class[i].pools,
-                   (unsigned long long)st.size_class[i].blocks_used,
-                   (unsigned long long)st.size_class[i].blocks_free);
+
+    /* A cycle that never had an outside reference: the commit that made it
+     * finds it among its young objects (CPython's generation 0). */
+    CHECK(objstore_begin(s, 0, &t));
+    objstore_oid p = new_node(t, pair, "p", 2), q = new_node(t, pair, "q", 2);
+    CHECK(objstore_set_ref(t, p, 0, q));
+    CHECK(objstore_set_ref(t, q, 0, p));
+    CHECK(objstore_commit(t));
+    objstore_gc_stats gs;
+    CHECK(objstore_gc_get_stats(s, &gs));
+    printf("young: p <-> q created and never linked; collections by kind since open: "
+           "young %llu (collected %llu), candidates %llu, full %llu (collected %llu)\n",
+           (unsigned long long)gs.kind[OBJSTORE_GC_YOUNG].collections,
+           (unsigned long long)gs.kind[OBJSTORE_GC_YOUNG].collected,
+           (unsigned long long)gs.kind[OBJSTORE_GC_CANDIDATES].collections,
+           (unsigned long long)gs.kind[OBJSTORE_GC_FULL].collections,
+           (unsigned long long)gs.kind[OBJSTORE_GC_FULL].collected);
+
+    printf("\nallocator (as sys._debugmallocstats()):\n");
+    CHECK(objstore_print_mallocstats(s, stdout));
     CHECK(objstore_close(s));
     if (temp) {
         char cmd[4200];

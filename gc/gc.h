@@ -57,6 +57,13 @@ typedef struct gc_result {
 heap_status gc_find_cycles(const gc_env *env, const uint64_t *cand, size_t n,
                            uint64_t budget, gc_result *r);
 
+/* Young cycles (young.c): the garbage among objs[0..n), live objects one
+ * transaction created.  Only edges between them are subtracted; anything
+ * outside the set counts as outside, so no budget is needed: the cost is
+ * proportional to the objects and their slots.  Slots that leave the set
+ * are not checked here: the caller checks those of the garbage it frees. */
+heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_result *r);
+
 /* ---- mark from roots, batches of garbage, the canonical walk (mark.c) ----
  *
  * The whole-heap algorithms: a full collection marks what the roots reach

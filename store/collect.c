@@ -1,8 +1,10 @@
 /*
  * collect.c -- the online cycle collector, store side: gives gc/ the
- * candidates, the counts as this transaction sees them and the pins, then
- * frees the garbage it finds inside the write transaction, so the frees are
- * atomic with its commit (ARCHITECTURE §7).
+ * candidates (or the transaction's young objects), the counts as this
+ * transaction sees them and the pins, then frees the garbage it finds
+ * inside the write transaction, so the frees are atomic with its commit
+ * (ARCHITECTURE §7).  Also the gc module's controls (enable, thresholds,
+ * debug flags, callbacks, statistics); introspect.c has the walks.
  *
  * Rules:
  *   C1 a garbage object's references to other garbage are dropped with it;
@@ -37,6 +39,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gc.h"
 
@@ -54,7 +57,21 @@ static int held_cb(void *ctx, uint64_t oid)
     return held;
 }
 
-/* Frees one garbage object: releases its references to survivors (C1). */
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void notify(objstore *s, objstore_gc_info *info)
+{
+    for (unsigned i = 0; i < s->gc_ncb; i++)
+        s->gc_cb[i].fn(s->gc_cb[i].arg, info);
+}
+
+/* Frees one garbage object: releases its references to survivors (C1).
+ * Young garbage's slots out of the young set were not checked (gc.h). */
 static int free_garbage(objstore *s, uint64_t oid, const u64map *white)
 {
     uint32_t nrefs = heap_obj_at(s->heap, oid)->nrefs;
@@ -63,6 +80,10 @@ static int free_garbage(objstore *s, uint64_t oid, const u64map *white)
         uint64_t c = slot[i];
         if (!c || u64map_find(white, c))
             continue;
+        if (heap_check_ref(s->heap, c) != HEAP_OK)
+            return store_err(OBJSTORE_ECORRUPT, "%s: object %llu slot %u points at %llu, "
+                             "not a live object", s->dir, (unsigned long long)oid, i,
+                             (unsigned long long)c);
         int rc = store_decref(s, c);
         if (rc)
             return rc;
@@ -74,8 +95,63 @@ static int free_garbage(objstore *s, uint64_t oid, const u64map *white)
     return hs ? store_heap_err(s, hs) : OBJSTORE_OK;
 }
 
-int store_collect(objstore *s, bool automatic, objstore_collect_stats *st)
+/* C8: links garbage[0..n) under the root "gc.garbage". */
+static int save_garbage(objstore_txn *t, const uint64_t *garbage, size_t n)
 {
+    if (n >= HEAP_MAX_NREFS)
+        return store_err(OBJSTORE_EINVAL, "%s: %zu garbage objects do not fit one "
+                         "gc.garbage object", t->s->dir, n);
+    objstore_oid list, prev = 0;
+    int rc = objstore_root_get(t, OBJSTORE_GC_GARBAGE_ROOT, &prev);
+    if (rc && rc != OBJSTORE_ENOTFOUND)
+        return rc;
+    if ((rc = objstore_new(t, 0, (uint32_t)n + 1, 0, &list)) ||
+        (prev && (rc = objstore_set_ref(t, list, 0, prev))))
+        return rc;
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = objstore_set_ref(t, list, (uint32_t)i + 1, garbage[i]);
+    return rc ? rc : objstore_root_set(t, OBJSTORE_GC_GARBAGE_ROOT, list);
+}
+
+/* Frees (or saves) what a collection found. */
+static int dispose(objstore_txn *t, const gc_result *r)
+{
+    objstore *s = t->s;
+    if (!r->ngarbage)
+        return OBJSTORE_OK;
+    if (s->gc_debug & OBJSTORE_GC_DEBUG_SAVEALL)
+        return save_garbage(t, r->garbage, r->ngarbage);
+    int rc = OBJSTORE_OK;
+    u64map white = {0};
+    for (size_t i = 0; i < r->ngarbage && !rc; i++)
+        if (!u64map_upsert(&white, r->garbage[i], NULL))
+            rc = store_err(OBJSTORE_ENOMEM, "out of memory");
+    for (size_t i = 0; i < r->ngarbage && !rc; i++)
+        rc = free_garbage(s, r->garbage[i], &white);
+    u64map_free(&white);
+    return rc;
+}
+
+static void account(objstore *s, objstore_gc_info *info, uint64_t t0)
+{
+    info->phase = OBJSTORE_GC_STOP;
+    info->time_ns = now_ns() - t0;
+    objstore_gc_kind_stats *k = &s->gc_stats.kind[info->kind];
+    k->collections++;
+    k->scanned += info->scanned;
+    k->collected += info->collected;
+    k->incomplete += info->incomplete != 0;
+    k->time_ns += info->time_ns;
+    if (!(s->gc_debug & OBJSTORE_GC_DEBUG_SAVEALL))
+        s->st_cycles_freed += info->collected;
+    s->gc_collected = info->kind != OBJSTORE_GC_YOUNG || s->gc_collected;   /* C5 */
+    notify(s, info);
+}
+
+/* A collection from the candidates (automatic or objstore_collect's). */
+static int collect_candidates(objstore_txn *t, bool automatic, objstore_collect_stats *st)
+{
+    objstore *s = t->s;
     memset(st, 0, sizeof *st);
     int rc = store_take_unpinned(s);
     if (rc)
@@ -100,6 +176,11 @@ int store_collect(objstore *s, bool automatic, objstore_collect_stats *st)
     uint64_t budget = s->opts.gc_budget;
     if (!automatic && s->gc_next_budget > budget)
         budget = s->gc_next_budget;   /* C4 */
+    objstore_gc_info info = {.phase = OBJSTORE_GC_START,
+                             .kind = automatic ? OBJSTORE_GC_CANDIDATES : OBJSTORE_GC_FULL,
+                             .objects = k};
+    uint64_t t0 = now_ns();
+    notify(s, &info);
     gc_env env = {.heap = s->heap, .count = count_cb, .held = held_cb, .ctx = s};
     gc_result r;
     heap_status hs = gc_find_cycles(&env, cand, k, budget, &r);
@@ -111,45 +192,81 @@ int store_collect(objstore *s, bool automatic, objstore_collect_stats *st)
     }
     st->scanned = r.scanned;
     st->incomplete = r.cut;
-
-    u64map white = {0};
-    for (size_t i = 0; i < r.ngarbage && !rc; i++)
-        if (!u64map_upsert(&white, r.garbage[i], NULL))
-            rc = store_err(OBJSTORE_ENOMEM, "out of memory");
-    for (size_t i = 0; i < r.ngarbage && !rc; i++)
-        rc = free_garbage(s, r.garbage[i], &white);
+    rc = dispose(t, &r);
     if (!rc && !r.cut)
         for (size_t i = 0; i < k; i++)   /* C2 */
             oidset_remove(&s->cand, cand[i]);
     st->freed = rc ? 0 : r.ngarbage;
-    u64map_free(&white);
     free(r.garbage);
     free(cand);
     if (!rc) {
         s->st_collections++;
-        s->st_cycles_freed += st->freed;
-        s->gc_collected = true;   /* C5 */
+        info.scanned = r.scanned;
+        info.collected = r.ngarbage;
+        info.incomplete = r.cut;
+        account(s, &info, t0);
         if (!automatic)           /* C4: 0 = no limit, past doubling's reach */
             s->gc_next_budget = !r.cut ? 0 : budget > UINT64_MAX / 4 ? UINT64_MAX : budget * 2;
     }
     return rc;
 }
 
-int store_commit_frees(objstore *s)
+/* C7: objs[0..n) the transaction's created objects (some freed since). */
+static int collect_young(objstore_txn *t, uint64_t *objs, size_t n, bool drained,
+                         uint64_t *found)
 {
-    uint64_t budget = s->opts.free_budget, before = s->st_freed;
+    objstore *s = t->s;
+    size_t m = n;
+    if (drained) {   /* the drain freed some: perhaps young ones */
+        m = 0;
+        for (size_t i = 0; i < n; i++)
+            if (heap_is_live(s->heap, objs[i]))
+                objs[m++] = objs[i];
+    }
+    *found = 0;
+    if (!m)
+        return OBJSTORE_OK;
+    objstore_gc_info info = {.phase = OBJSTORE_GC_START, .kind = OBJSTORE_GC_YOUNG,
+                             .objects = m};
+    uint64_t t0 = now_ns();
+    notify(s, &info);
+    gc_env env = {.heap = s->heap, .count = count_cb, .held = held_cb, .ctx = s};
+    gc_result r;
+    heap_status hs = gc_find_young(&env, objs, m, &r);
+    if (hs)
+        return store_heap_err(s, hs);
+    int rc = dispose(t, &r);
+    free(r.garbage);
+    if (rc)
+        return rc;
+    *found = r.ngarbage;
+    info.scanned = r.scanned;
+    info.collected = r.ngarbage;
+    account(s, &info, t0);
+    return OBJSTORE_OK;
+}
+
+int store_commit_frees(objstore_txn *t)
+{
+    objstore *s = t->s;
+    uint64_t budget = s->opts.free_budget, before = s->st_freed, found = 0;
+    size_t nyoung = s->ncreated;   /* the drain forgets the list, not its entries */
     int rc = store_drain_zct(s, budget);
     if (rc)
         return rc;
+    bool enabled = !s->gc_disabled;
+    if (enabled && nyoung && (rc = collect_young(t, s->created, nyoung, s->st_freed != before, &found)))
+        return rc;
     objstore_collect_stats *req = s->gc_request, local;
     s->gc_request = NULL;
-    bool due = s->gc_cand_since + s->cand.added.n >= s->opts.gc_threshold;
-    if (!req && !due)
-        return OBJSTORE_OK;
-    objstore_collect_stats *st = req ? req : &local;
-    if ((rc = store_collect(s, !req, st)))
-        return rc;
-    if (!st->freed)
+    bool due = enabled && s->gc_cand_since + s->cand.added.n >= s->opts.gc_threshold;
+    if (req || due) {
+        objstore_collect_stats *st = req ? req : &local;
+        if ((rc = collect_candidates(t, !req, st)))
+            return rc;
+        found += st->freed;
+    }
+    if (!found)
         return OBJSTORE_OK;
     uint64_t used = s->st_freed - before;   /* C6: drain again */
     return store_drain_zct(s, budget > used ? budget - used : 0);
@@ -178,4 +295,161 @@ int objstore_collect(objstore *s, objstore_collect_stats *st)
      * request back (or rollback does) while it holds the store's lock. */
     s->gc_request = st;
     return objstore_commit(t);
+}
+
+/* ---- controls ---- */
+
+/* Settings the commit reads are changed under the store's lock, or by the
+ * thread whose write transaction holds it. */
+static int config_begin(objstore *s, bool *locked, const char *what)
+{
+    *locked = false;
+    if (!s)
+        return store_err(OBJSTORE_EINVAL, "%s: no store", what);
+    if (store_is_writer(s))
+        return OBJSTORE_OK;
+    if (store_is_reader(s))
+        return store_err(OBJSTORE_ETXN, "%s: %s from a thread that holds a read "
+                         "transaction would wait for itself", s->dir, what);
+    store_write_lock(s);
+    *locked = true;
+    return OBJSTORE_OK;
+}
+
+static void config_end(objstore *s, bool locked)
+{
+    if (locked)
+        store_write_unlock(s);
+}
+
+int objstore_gc_enable(objstore *s)
+{
+    if (!s)
+        return store_err(OBJSTORE_EINVAL, "gc_enable: no store");
+    s->gc_disabled = 0;
+    return OBJSTORE_OK;
+}
+
+int objstore_gc_disable(objstore *s)
+{
+    if (!s)
+        return store_err(OBJSTORE_EINVAL, "gc_disable: no store");
+    s->gc_disabled = 1;
+    return OBJSTORE_OK;
+}
+
+int objstore_gc_isenabled(objstore *s)
+{
+    return s && !s->gc_disabled;
+}
+
+int objstore_gc_set_threshold(objstore *s, uint64_t threshold, uint64_t budget)
+{
+    bool locked;
+    int rc = config_begin(s, &locked, "gc_set_threshold");
+    if (rc)
+        return rc;
+    s->opts.gc_threshold = threshold ? threshold : 100000;
+    s->opts.gc_budget = budget ? budget : 1000000;
+    s->gc_next_budget = 0;
+    config_end(s, locked);
+    return OBJSTORE_OK;
+}
+
+int objstore_gc_get_threshold(objstore *s, uint64_t *threshold, uint64_t *budget)
+{
+    bool locked;
+    int rc = config_begin(s, &locked, "gc_get_threshold");
+    if (rc)
+        return rc;
+    if (threshold)
+        *threshold = s->opts.gc_threshold;
+    if (budget)
+        *budget = s->opts.gc_budget;
+    config_end(s, locked);
+    return OBJSTORE_OK;
+}
+
+int objstore_gc_get_count(objstore *s, objstore_gc_count *c)
+{
+    memset(c, 0, sizeof *c);
+    if (!s)
+        return store_err(OBJSTORE_EINVAL, "gc_get_count: no store");
+    bool writer = store_is_writer(s);
+    bool locked = store_read_lock(s);
+    if (writer) {
+        c->young = s->ncreated;
+        c->candidates = s->gc_cand_since + s->cand.added.n;
+    } else {
+        c->candidates = s->gc_cand_since;
+    }
+    c->pending = oidset_count(&s->cand);
+    if (locked)
+        store_read_end(s);
+    return OBJSTORE_OK;
+}
+
+int objstore_gc_get_stats(objstore *s, objstore_gc_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    if (!s)
+        return store_err(OBJSTORE_EINVAL, "gc_get_stats: no store");
+    bool locked = store_read_lock(s);
+    *st = s->gc_stats;
+    if (locked)
+        store_read_end(s);
+    return OBJSTORE_OK;
+}
+
+int objstore_gc_callback_add(objstore *s, objstore_gc_callback fn, void *arg)
+{
+    if (!fn)
+        return store_err(OBJSTORE_EINVAL, "gc_callback_add: no function");
+    bool locked;
+    int rc = config_begin(s, &locked, "gc_callback_add");
+    if (rc)
+        return rc;
+    if (s->gc_ncb == sizeof s->gc_cb / sizeof s->gc_cb[0]) {
+        rc = store_err(OBJSTORE_EINVAL, "%s: gc_callback_add: %u callbacks already", s->dir,
+                       s->gc_ncb);
+    } else {
+        s->gc_cb[s->gc_ncb].fn = fn;
+        s->gc_cb[s->gc_ncb++].arg = arg;
+    }
+    config_end(s, locked);
+    return rc;
+}
+
+int objstore_gc_callback_remove(objstore *s, objstore_gc_callback fn, void *arg)
+{
+    bool locked;
+    int rc = config_begin(s, &locked, "gc_callback_remove");
+    if (rc)
+        return rc;
+    rc = store_err(OBJSTORE_ENOTFOUND, "%s: gc_callback_remove: no such callback", s->dir);
+    for (unsigned i = 0; i < s->gc_ncb; i++)
+        if (s->gc_cb[i].fn == fn && s->gc_cb[i].arg == arg) {
+            memmove(&s->gc_cb[i], &s->gc_cb[i + 1], (s->gc_ncb - i - 1) * sizeof s->gc_cb[0]);
+            s->gc_ncb--;
+            rc = OBJSTORE_OK;
+            break;
+        }
+    config_end(s, locked);
+    return rc;
+}
+
+int objstore_gc_set_debug(objstore *s, int flags)
+{
+    if (!s)
+        return store_err(OBJSTORE_EINVAL, "gc_set_debug: no store");
+    if (flags & ~OBJSTORE_GC_DEBUG_SAVEALL)
+        return store_err(OBJSTORE_EINVAL, "%s: gc_set_debug: unknown flags %#x", s->dir,
+                         (unsigned)(flags & ~OBJSTORE_GC_DEBUG_SAVEALL));
+    s->gc_debug = flags;
+    return OBJSTORE_OK;
+}
+
+int objstore_gc_get_debug(objstore *s)
+{
+    return s ? s->gc_debug : 0;
 }

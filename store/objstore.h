@@ -40,6 +40,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -253,6 +254,122 @@ typedef struct objstore_collect_stats {
  * No write transaction may be open in this thread. */
 int objstore_collect(objstore *s, objstore_collect_stats *st);
 
+/* ---- the gc module: control and introspection ----
+ * What Python's gc module gives, for a store handle (RAM settings: nothing
+ * here is persisted).  Collections are of three kinds:
+ *   young       every commit: the garbage among the objects the transaction
+ *               created that survive it (CPython's generation 0): cycles
+ *               that never had an outside reference, or lost it;
+ *   candidates  a commit, when gc_threshold candidates were added since the
+ *               last collection;
+ *   full        objstore_collect: every pending candidate, the budget
+ *               doubling after a cut scan until one completes.
+ * The setters may be called from any thread, also inside a transaction of
+ * this thread's (the write transaction's own thread, or none): a thread that
+ * holds only a read transaction gets OBJSTORE_ETXN from those that take the
+ * store's lock (thresholds, callbacks). */
+
+enum objstore_gc_kind {
+    OBJSTORE_GC_YOUNG = 0,
+    OBJSTORE_GC_CANDIDATES = 1,
+    OBJSTORE_GC_FULL = 2,
+    OBJSTORE_GC_NKINDS = 3
+};
+
+/* Automatic collections (young and candidates) on or off; objstore_collect
+ * runs either way (gc.enable, gc.disable, gc.isenabled: 1 or 0). */
+int objstore_gc_enable(objstore *s);
+int objstore_gc_disable(objstore *s);
+int objstore_gc_isenabled(objstore *s);
+
+/* The options gc_threshold and gc_budget of an open handle (0 = default,
+ * as at open). */
+int objstore_gc_set_threshold(objstore *s, uint64_t threshold, uint64_t budget);
+int objstore_gc_get_threshold(objstore *s, uint64_t *threshold, uint64_t *budget);
+
+typedef struct objstore_gc_count {
+    uint64_t young;        /* objects this thread's write transaction created
+                              (0 outside one) */
+    uint64_t candidates;   /* candidates added since the last collection:
+                              the automatic one runs at gc_threshold */
+    uint64_t pending;      /* candidates waiting (as objstore_stats) */
+} objstore_gc_count;
+
+int objstore_gc_get_count(objstore *s, objstore_gc_count *c);
+
+typedef struct objstore_gc_kind_stats {
+    uint64_t collections;
+    uint64_t scanned;      /* objects scanned */
+    uint64_t collected;    /* garbage found (freed, or saved: DEBUG_SAVEALL) */
+    uint64_t incomplete;   /* collections the budget cut short */
+    uint64_t time_ns;      /* time spent finding and freeing */
+} objstore_gc_kind_stats;
+
+typedef struct objstore_gc_stats {
+    objstore_gc_kind_stats kind[OBJSTORE_GC_NKINDS];   /* enum objstore_gc_kind */
+} objstore_gc_stats;
+
+/* Since open, per kind (gc.get_stats). */
+int objstore_gc_get_stats(objstore *s, objstore_gc_stats *st);
+
+enum objstore_gc_phase { OBJSTORE_GC_START = 0, OBJSTORE_GC_STOP = 1 };
+
+typedef struct objstore_gc_info {
+    int phase;             /* enum objstore_gc_phase */
+    int kind;              /* enum objstore_gc_kind */
+    uint64_t objects;      /* what it starts from: young objects, candidates */
+    /* at OBJSTORE_GC_STOP: */
+    uint64_t scanned;
+    uint64_t collected;
+    int incomplete;
+    uint64_t time_ns;
+} objstore_gc_info;
+
+/* Called before and after each collection (gc.callbacks), on the thread
+ * that commits, inside the commit, with the store's lock held: it must not
+ * call objstore functions on this store.  Up to 16 callbacks;
+ * remove names a registered (fn, arg) pair or gives OBJSTORE_ENOTFOUND. */
+typedef void (*objstore_gc_callback)(void *arg, const objstore_gc_info *info);
+int objstore_gc_callback_add(objstore *s, objstore_gc_callback fn, void *arg);
+int objstore_gc_callback_remove(objstore *s, objstore_gc_callback fn, void *arg);
+
+/* Debug flags (gc.set_debug).  DEBUG_SAVEALL: instead of freeing the
+ * garbage a collection finds, link it under the root "gc.garbage": an
+ * object of type 0 whose slot 0 names the previous "gc.garbage" object (or
+ * is null) and whose slots 1.. name the garbage of one collection.  Delete
+ * the root to let all of it go. */
+#define OBJSTORE_GC_DEBUG_SAVEALL 1
+#define OBJSTORE_GC_GARBAGE_ROOT "gc.garbage"
+int objstore_gc_set_debug(objstore *s, int flags);
+int objstore_gc_get_debug(objstore *s);
+
+/* The non-null slots of oid, in slot order (gc.get_referents): fills
+ * out[0..cap) and sets *n to how many there are (cap may be 0 to ask). */
+int objstore_gc_get_referents(objstore_txn *t, objstore_oid oid, objstore_oid *out,
+                              size_t cap, size_t *n);
+
+/* Calls fn for each root naming oid (root = its name, from = 0, slot = 0)
+ * and for each slot of a live object pointing at it (root = NULL), roots
+ * first (gc.get_referrers).  Costs a pass over every root and every live
+ * object's slots: O(heap), as CPython's does.  Stops when fn returns
+ * non-zero and returns that value. */
+typedef int (*objstore_referrer_fn)(void *arg, const char *root, objstore_oid from,
+                                    uint32_t slot);
+int objstore_gc_get_referrers(objstore_txn *t, objstore_oid oid, objstore_referrer_fn fn,
+                              void *arg);
+
+/* Calls fn for every live object in address order, or only those of
+ * *type when type is not NULL (gc.get_objects).  Stops when fn returns
+ * non-zero and returns that value. */
+typedef int (*objstore_object_fn)(void *arg, objstore_oid oid);
+int objstore_gc_get_objects(objstore_txn *t, const uint32_t *type, objstore_object_fn fn,
+                            void *arg);
+
+/* Prints the allocator's state in the shape of sys._debugmallocstats(): per
+ * size class the block size, pools, blocks in use and free; arenas; bytes
+ * in use, free, lost to pool headers and quantization; fragmentation. */
+int objstore_print_mallocstats(objstore *s, FILE *out);
+
 /* ---- roots: names (1..511 bytes, no NUL) -> objects, counted ---- */
 
 int objstore_root_set(objstore_txn *t, const char *name, objstore_oid oid);
@@ -310,8 +427,10 @@ typedef struct objstore_stats {
     uint64_t epoch;             /* commits in the store's life */
     uint64_t zct_entries;       /* objects waiting at count 0 (pinned, budget) */
     uint64_t cycle_candidates;
-    uint64_t collections;       /* cycle collections run since open */
-    uint64_t cycles_freed;      /* objects they freed */
+    uint64_t collections;       /* candidate collections run since open
+                                   (automatic and objstore_collect; young
+                                   ones: objstore_gc_get_stats) */
+    uint64_t cycles_freed;      /* objects trial deletion freed (all kinds) */
     uint64_t roots;
     uint64_t types;
 } objstore_stats;

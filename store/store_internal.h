@@ -130,6 +130,11 @@ struct objstore {
     uint64_t gc_next_budget;   /* objstore_collect's next budget (C4) */
     objstore_collect_stats *gc_request;   /* objstore_collect asked for one */
     bool gc_collected;         /* this write transaction ran a collection */
+    _Atomic int gc_disabled;   /* automatic collections off */
+    _Atomic int gc_debug;      /* OBJSTORE_GC_DEBUG_* */
+    objstore_gc_stats gc_stats;
+    struct { objstore_gc_callback fn; void *arg; } gc_cb[16];
+    unsigned gc_ncb;
 
     /* statistics since open */
     uint64_t st_commits, st_aborts, st_redo_bytes, st_direct_bytes, st_checkpoints,
@@ -200,10 +205,9 @@ int store_write_begin(objstore *s, objstore_txn **out);
 MDB_txn *store_rtxn(objstore_txn *t, int *rc);
 
 /* collect.c: the cycle collector inside the current write transaction */
-int store_collect(objstore *s, bool automatic, objstore_collect_stats *st);
 /* Commit's frees: drain the zero-count table, collect cycles when due (or
  * asked), drain what only the cycles held. */
-int store_commit_frees(objstore *s);
+int store_commit_frees(objstore_txn *t);
 /* After the commit point, before the candidate set folds: counts the new
  * candidates towards the next automatic collection. */
 void store_gc_committed(objstore *s);

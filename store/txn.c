@@ -507,7 +507,7 @@ static int commit_write(objstore_txn *t)
     int rc = store_take_unpinned(s);
     if (rc)
         return rc;
-    if ((rc = store_commit_frees(s)))
+    if ((rc = store_commit_frees(t)))
         return rc;
 #ifdef OBJSTORE_CHECK_WRITES
     heap_status cs = heap_check_unmarked(s->heap);

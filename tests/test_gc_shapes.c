@@ -1,0 +1,340 @@
+/*
+ * test_gc_shapes.c -- the shapes of CPython's Lib/test/test_gc.py, ported:
+ * each builds garbage (or not), collects, and asserts the number collected
+ * exactly, the live objects after, and a clean verify.  Also the young
+ * collection: cycles that never had an outside reference are freed by the
+ * commit of the transaction that made them.
+ */
+#include "test_store.h"
+
+static objstore_gc_kind_stats kind_stats(objstore *s, int kind)
+{
+    objstore_gc_stats st;
+    OK(objstore_gc_get_stats(s, &st));
+    return st.kind[kind];
+}
+
+/* Drops root `name` in a transaction of its own, then collects: returns
+ * what the collection freed. */
+static uint64_t drop_and_collect(objstore *s, const char *name)
+{
+    objstore_txn *t = wbegin(s);
+    OK(objstore_root_del(t, name));
+    commit(t);
+    objstore_collect_stats st;
+    OK(objstore_collect(s, &st));
+    ck_assert_int_eq(st.incomplete, 0);
+    return st.freed;
+}
+
+static void expect_live(objstore *s, uint64_t n)
+{
+    ck_assert_uint_eq(get_stats(s).live_objects, n);
+    objstore_verify_report r = verify_clean(s);
+    ck_assert_uint_eq(r.objects, n);
+    ck_assert_uint_eq(r.unreachable, 0);
+}
+
+static objstore_oid ring(objstore_txn *t, size_t n)
+{
+    objstore_oid first = new_obj(t, 0, 1, 16), prev = first;
+    for (size_t i = 1; i < n; i++) {
+        objstore_oid o = new_obj(t, 0, 1, 16);
+        set_ref(t, prev, 0, o);
+        prev = o;
+    }
+    set_ref(t, prev, 0, first);
+    return first;
+}
+
+/* test_list: l = []; l.append(l) */
+START_TEST(test_a_list_holding_itself_is_collected)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid l = new_obj(t, 0, 4, 0);
+    set_ref(t, l, 0, l);
+    root_set(t, "l", l);
+    commit(t);
+    ck_assert_uint_eq(drop_and_collect(s, "l"), 1);
+    expect_live(s, 0);
+    close_store(s);
+}
+END_TEST
+
+/* test_dict: d = {}; d[1] = d -- a key object and the dict itself. */
+START_TEST(test_a_dict_holding_itself_is_collected_with_its_key)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid d = new_obj(t, 0, 8, 0);      /* 4 (key, value) pairs */
+    objstore_oid key = new_obj(t, 0, 0, 8);
+    set_ref(t, d, 0, key);
+    set_ref(t, d, 1, d);
+    root_set(t, "d", d);
+    commit(t);
+    ck_assert_uint_eq(drop_and_collect(s, "d"), 2);
+    expect_live(s, 0);
+    close_store(s);
+}
+END_TEST
+
+/* test_tuple: l = []; t = (l,); l.append(t) */
+START_TEST(test_a_tuple_and_a_list_holding_each_other_are_collected)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid l = new_obj(t, 0, 2, 0), tu = new_obj(t, 0, 1, 0);
+    set_ref(t, tu, 0, l);
+    set_ref(t, l, 0, tu);
+    root_set(t, "l", l);
+    commit(t);
+    ck_assert_uint_eq(drop_and_collect(s, "l"), 2);
+    expect_live(s, 0);
+    close_store(s);
+}
+END_TEST
+
+/* test_instance / test_newinstance: a.a = a, and a <-> b */
+START_TEST(test_instances_in_cycles_are_collected)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    uint32_t cls;
+    OK(objstore_type_register(t, "A", &cls));
+    objstore_oid a = new_obj(t, cls, 1, 24), b = new_obj(t, cls, 1, 24), c = new_obj(t, cls, 1, 24);
+    set_ref(t, a, 0, a);
+    set_ref(t, b, 0, c);
+    set_ref(t, c, 0, b);
+    root_set(t, "a", a);
+    root_set(t, "b", b);
+    commit(t);
+    ck_assert_uint_eq(drop_and_collect(s, "a"), 1);
+    ck_assert_uint_eq(drop_and_collect(s, "b"), 2);
+    expect_live(s, 0);
+    close_store(s);
+}
+END_TEST
+
+START_TEST(test_a_long_ring_is_collected)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    root_set(t, "ring", ring(t, 10000));
+    commit(t);
+    ck_assert_uint_eq(drop_and_collect(s, "ring"), 10000);
+    expect_live(s, 0);
+    close_store(s);
+}
+END_TEST
+
+START_TEST(test_a_cycle_kept_alive_from_outside_is_not_collected)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid r = ring(t, 3), outside = new_obj(t, 0, 1, 0);
+    set_ref(t, outside, 0, r);
+    root_set(t, "outside", outside);
+    root_set(t, "ring", r);
+    commit(t);
+    ck_assert_uint_eq(drop_and_collect(s, "ring"), 0);
+    expect_live(s, 4);
+    close_store(s);
+}
+END_TEST
+
+START_TEST(test_a_cycle_reachable_from_a_root_is_not_collected)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid r = ring(t, 5);
+    root_set(t, "a", r);
+    root_set(t, "b", r);
+    commit(t);
+    ck_assert_uint_eq(drop_and_collect(s, "b"), 0);
+    expect_live(s, 5);
+    close_store(s);
+}
+END_TEST
+
+START_TEST(test_garbage_hanging_off_a_cycle_is_collected_with_it)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid a = new_obj(t, 0, 2, 0), b = new_obj(t, 0, 1, 0);
+    set_ref(t, a, 0, b);
+    set_ref(t, b, 0, a);
+    objstore_oid prev = a;
+    for (int i = 0; i < 5; i++) {           /* a chain of 5 off the cycle */
+        objstore_oid x = new_obj(t, 0, 2, 8);
+        set_ref(t, prev, 1, x);
+        prev = x;
+    }
+    root_set(t, "a", a);
+    commit(t);
+    ck_assert_uint_eq(drop_and_collect(s, "a"), 7);
+    expect_live(s, 0);
+    close_store(s);
+}
+END_TEST
+
+START_TEST(test_cycles_made_unreachable_across_a_reopen_are_collected)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    root_set(t, "ring", ring(t, 4));
+    objstore_oid self = new_obj(t, 0, 1, 0);
+    set_ref(t, self, 0, self);
+    root_set(t, "self", self);
+    commit(t);
+    s = reopen(s, NULL);
+    t = wbegin(s);
+    OK(objstore_root_del(t, "ring"));
+    OK(objstore_root_del(t, "self"));
+    commit(t);
+    s = reopen(s, NULL);                     /* the candidates were persisted */
+    objstore_collect_stats st;
+    OK(objstore_collect(s, &st));
+    ck_assert_uint_eq(st.freed, 5);
+    expect_live(s, 0);
+    close_store(s);
+}
+END_TEST
+
+/* CPython finds these in generation 0; objstore in the young collection of
+ * the commit that made them. */
+START_TEST(test_cycles_that_never_had_an_outside_reference_are_freed_by_their_commit)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid keep = new_obj(t, 0, 0, 8);
+    root_set(t, "keep", keep);
+    ring(t, 3);
+    objstore_oid self = new_obj(t, 0, 2, 0);
+    set_ref(t, self, 0, self);
+    set_ref(t, self, 1, keep);               /* young garbage holding a survivor */
+    objstore_gc_kind_stats before = kind_stats(s, OBJSTORE_GC_YOUNG);
+    commit(t);
+    objstore_gc_kind_stats after = kind_stats(s, OBJSTORE_GC_YOUNG);
+    ck_assert_uint_eq(after.collections - before.collections, 1);
+    ck_assert_uint_eq(after.collected - before.collected, 4);
+    expect_live(s, 1);
+    t = rbegin(s);
+    ck_assert_uint_eq(refcount(t, keep), 1);
+    commit(t);
+    close_store(s);
+}
+END_TEST
+
+START_TEST(test_a_young_cycle_linked_and_unlinked_in_one_transaction_is_freed)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid holder = new_obj(t, 0, 1, 0);
+    root_set(t, "holder", holder);
+    commit(t);
+    t = wbegin(s);
+    objstore_oid r = ring(t, 6);
+    root_set(t, "r", r);
+    set_ref(t, holder, 0, r);
+    OK(objstore_root_del(t, "r"));
+    set_ref(t, holder, 0, 0);
+    commit(t);
+    expect_live(s, 1);
+    close_store(s);
+}
+END_TEST
+
+START_TEST(test_a_young_cycle_held_by_an_old_object_or_a_pin_survives)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid holder = new_obj(t, 0, 1, 0);
+    root_set(t, "holder", holder);
+    commit(t);
+    t = wbegin(s);
+    set_ref(t, holder, 0, ring(t, 3));       /* an old object points in */
+    objstore_oid pinned = ring(t, 2);
+    OK(objstore_pin(t, pinned));
+    commit(t);
+    ck_assert_uint_eq(kind_stats(s, OBJSTORE_GC_YOUNG).collected, 0);
+    ck_assert_uint_eq(get_stats(s).live_objects, 6);
+
+    t = rbegin(s);
+    OK(objstore_unpin(t, pinned));           /* its last pin: a candidate */
+    commit(t);
+    objstore_collect_stats st;
+    OK(objstore_collect(s, &st));
+    ck_assert_uint_eq(st.freed, 2);
+    expect_live(s, 4);
+    close_store(s);
+}
+END_TEST
+
+START_TEST(test_a_disabled_collector_leaves_young_cycles_alone)
+{
+    objstore *s = new_store(NULL);
+    OK(objstore_gc_disable(s));
+    objstore_txn *t = wbegin(s);
+    ring(t, 3);
+    commit(t);
+    ck_assert_uint_eq(get_stats(s).live_objects, 3);
+    objstore_verify_report r = verify_clean(s);
+    ck_assert_uint_eq(r.unreachable, 3);
+    OK(objstore_gc_enable(s));
+    t = wbegin(s);
+    ring(t, 2);
+    commit(t);
+    ck_assert_uint_eq(get_stats(s).live_objects, 3);   /* the new one went */
+    close_store(s);
+}
+END_TEST
+
+/* Many young 2-cycles and a structure of young objects rooted: the commit
+ * frees exactly the garbage. */
+START_TEST(test_a_large_transaction_frees_exactly_its_young_garbage)
+{
+    enum { N = 20000 };
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid list = new_obj(t, 0, N, 0);
+    root_set(t, "list", list);
+    for (uint32_t i = 0; i < N; i++) {
+        objstore_oid a = new_obj(t, 0, 1, 8), b = new_obj(t, 0, 1, 8);
+        set_ref(t, a, 0, b);
+        set_ref(t, b, 0, a);
+        if (i % 2)
+            set_ref(t, list, i, a);          /* half of them kept */
+    }
+    commit(t);
+    ck_assert_uint_eq(kind_stats(s, OBJSTORE_GC_YOUNG).collected, N);
+    expect_live(s, 1 + N);
+    close_store(s);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("gc_shapes");
+    TCase *tc = ts_tcase(s, "shapes", 120);
+    tcase_add_test(tc, test_a_list_holding_itself_is_collected);
+    tcase_add_test(tc, test_a_dict_holding_itself_is_collected_with_its_key);
+    tcase_add_test(tc, test_a_tuple_and_a_list_holding_each_other_are_collected);
+    tcase_add_test(tc, test_instances_in_cycles_are_collected);
+    tcase_add_test(tc, test_a_long_ring_is_collected);
+    tcase_add_test(tc, test_a_cycle_kept_alive_from_outside_is_not_collected);
+    tcase_add_test(tc, test_a_cycle_reachable_from_a_root_is_not_collected);
+    tcase_add_test(tc, test_garbage_hanging_off_a_cycle_is_collected_with_it);
+    tcase_add_test(tc, test_cycles_made_unreachable_across_a_reopen_are_collected);
+    tc = ts_tcase(s, "young", 120);
+    tcase_add_test(tc, test_cycles_that_never_had_an_outside_reference_are_freed_by_their_commit);
+    tcase_add_test(tc, test_a_young_cycle_linked_and_unlinked_in_one_transaction_is_freed);
+    tcase_add_test(tc, test_a_young_cycle_held_by_an_old_object_or_a_pin_survives);
+    tcase_add_test(tc, test_a_disabled_collector_leaves_young_cycles_alone);
+    tcase_add_test(tc, test_a_large_transaction_frees_exactly_its_young_garbage);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
