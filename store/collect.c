@@ -88,6 +88,9 @@ static int free_garbage(objstore *s, uint64_t oid, const u64map *white)
         if (rc)
             return rc;
     }
+    int rc = store_weak_freeing(s, oid);
+    if (rc)
+        return rc;
     oidset_remove(&s->zct, oid);
     oidset_remove(&s->cand, oid);
     u64map_del(&s->zeroed, oid);

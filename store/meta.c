@@ -10,6 +10,7 @@
  *   redo        (epoch u64 BE, seq u32 BE) -> redo record (txn.c)
  *   zct         oid (u64 BE) -> empty: persisted count 0, not yet freed
  *   candidates  oid (u64 BE) -> empty: cycle candidates
+ *   weak        (target u64 BE, weakref u64 BE) -> empty (weak.c)
  *
  * Rules:
  *   M1 nothing read from LMDB is trusted: sizes are checked before use, a
@@ -177,7 +178,9 @@ int store_dbs_open(objstore *s, MDB_txn *txn, bool create)
             return store_lmdb_err(rc, "meta/: open database");
     }
     int rc = mdb_dbi_open(txn, NULL, 0, &s->db_main);
-    return rc ? store_lmdb_err(rc, "meta/: open the main database") : OBJSTORE_OK;
+    if (rc)
+        return store_lmdb_err(rc, "meta/: open the main database");
+    return store_weak_dbi(s, txn, create);   /* optional: weak.c W5 */
 }
 
 int store_put_u64(MDB_txn *txn, MDB_dbi db, const char *key, uint64_t v)
@@ -324,7 +327,9 @@ static int load_set(objstore *s, MDB_txn *txn, MDB_dbi db, oidset *o, const char
 int store_sets_load(objstore *s, MDB_txn *txn)
 {
     int rc = load_set(s, txn, s->db_zct, &s->zct, "meta/: zct");
-    return rc ? rc : load_set(s, txn, s->db_cand, &s->cand, "meta/: candidates");
+    if (!rc)
+        rc = load_set(s, txn, s->db_cand, &s->cand, "meta/: candidates");
+    return rc ? rc : store_weak_load(s, txn);
 }
 
 /* ---- oidset ---- */

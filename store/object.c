@@ -157,6 +157,8 @@ int store_drain_zct(objstore *s, uint64_t budget)
         }
         if (rc)
             break;
+        if ((rc = store_weak_freeing(s, oid)))
+            break;
         oidset_remove(&s->zct, oid);
         oidset_remove(&s->cand, oid);
         u64map_del(&s->zeroed, oid);

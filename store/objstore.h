@@ -370,6 +370,21 @@ int objstore_gc_get_objects(objstore_txn *t, const uint32_t *type, objstore_obje
  * in use, free, lost to pool headers and quantization; fragmentation. */
 int objstore_print_mallocstats(objstore *s, FILE *out);
 
+/* ---- weak references (weakref) ----
+ * A weak reference is an object (type "objstore.weakref", no slots, an
+ * 8-byte payload) that names a target without counting: it reads as the
+ * target while the target lives, and as 0 in every transaction after the
+ * commit that freed it (also after a crash: the clearing is part of that
+ * commit).  Like any object it lives while linked from a root or a slot
+ * (or pinned); link it where you keep it.  Do not write its payload. */
+
+/* Creates a weak reference to target (count 0, as objstore_new). */
+int objstore_weakref_new(objstore_txn *t, objstore_oid target, objstore_oid *wref);
+
+/* The target, or 0 once it was freed.  OBJSTORE_EBADOID if wref is not a
+ * weak reference. */
+int objstore_weakref_get(objstore_txn *t, objstore_oid wref, objstore_oid *target);
+
 /* ---- roots: names (1..511 bytes, no NUL) -> objects, counted ---- */
 
 int objstore_root_set(objstore_txn *t, const char *name, objstore_oid oid);

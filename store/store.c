@@ -411,6 +411,7 @@ static void store_free(objstore *s)
     u64map_free(&s->unpinned);
     free(s->created);
     u64map_free(&s->zeroed);
+    store_weak_free(s);
     free(s->pinlog.oid);
     free(s->pinlog.delta);
     store_lock_destroy(&s->lock);

@@ -87,6 +87,7 @@ struct objstore {
     MDB_env *env;
     MDB_dbi db_main;           /* the unnamed database: "redo-head" (txn.c R1) */
     MDB_dbi db_meta, db_roots, db_types, db_typeids, db_user, db_redo, db_zct, db_cand;
+    MDB_dbi db_weak;           /* weak.c; valid when weak_db */
     uint64_t mapsize;
 
     uint8_t uuid[16];
@@ -135,6 +136,15 @@ struct objstore {
     objstore_gc_stats gc_stats;
     struct { objstore_gc_callback fn; void *arg; } gc_cb[16];
     unsigned gc_ncb;
+
+    /* weak references (weak.c, rules W1..W5) */
+    bool weak_db;              /* meta/ has the `weak` database */
+    uint32_t weak_type;        /* id of "objstore.weakref", 0 = not yet known */
+    u64map weak_cnt;           /* target -> weak references to it */
+    u64map weak_add;           /* this transaction's new pairs: wref -> target */
+    u64map weak_add_t;         /* target -> its first new wref (| bit 63: more) */
+    u64map weak_del;           /* committed pairs it removed: wref -> target */
+    struct u64vec weak_undo;   /* target << 1 | (decrement), for abort */
 
     /* statistics since open */
     uint64_t st_commits, st_aborts, st_redo_bytes, st_direct_bytes, st_checkpoints,
@@ -211,6 +221,16 @@ int store_commit_frees(objstore_txn *t);
 /* After the commit point, before the candidate set folds: counts the new
  * candidates towards the next automatic collection. */
 void store_gc_committed(objstore *s);
+
+/* weak.c: weak references */
+int store_weak_dbi(objstore *s, MDB_txn *txn, bool create);
+int store_weak_load(objstore *s, MDB_txn *txn);
+/* Before oid is freed: clears the weak references to it, forgets its own. */
+int store_weak_freeing(objstore *s, uint64_t oid);
+int store_weak_put(objstore *s, MDB_txn *w);   /* an LMDB code */
+void store_weak_committed(objstore *s);
+void store_weak_rollback(objstore *s);
+void store_weak_free(objstore *s);
 
 /* object.c */
 /* Objects whose last pin went become cycle candidates (in this transaction). */

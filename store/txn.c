@@ -234,6 +234,7 @@ static void rollback(objstore *s)
             free(name);
         }
     }
+    store_weak_rollback(s);
     pthread_mutex_lock(&s->pin_lock);
     for (size_t i = s->pinlog.n; i-- > 0;) {
         uint64_t *v = u64map_find(&s->pins, s->pinlog.oid[i]);
@@ -440,7 +441,7 @@ static int lmdb_commit(objstore *s, uint64_t epoch, const heap_range *redo, size
         (rc = put_pending(w, s->db_roots, &s->roots_pending)) ||
         (rc = put_pending(w, s->db_user, &s->user_pending)) || (rc = put_types(s, w)) ||
         (rc = put_set_delta(w, s->db_zct, &s->zct)) ||
-        (rc = put_set_delta(w, s->db_cand, &s->cand)) ||
+        (rc = put_set_delta(w, s->db_cand, &s->cand)) || (rc = store_weak_put(s, w)) ||
         (s->synced_epoch > s->deleted_upto &&
          ((rc = del_redo(s, w, s->synced_epoch)) ||
           (rc = mdb_put(w, s->db_meta, &ck, &cv, 0)))) ||
@@ -634,6 +635,7 @@ static int commit_write(objstore_txn *t)
     oidset_fold(&s->zct);
     store_gc_committed(s);
     oidset_fold(&s->cand);
+    store_weak_committed(s);
     pthread_mutex_lock(&s->pin_lock);
     u64map_clear(&s->unpinned);
     pthread_mutex_unlock(&s->pin_lock);
