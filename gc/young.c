@@ -20,6 +20,9 @@
  *      garbage it frees.
  *   Y3 pins are asked about only for objects that would otherwise be
  *      garbage (rare), so the common case takes no lock per object.
+ *   Y4 an object at count 0 (left in the zero-count table by the free
+ *      budget, or pinned) is no cycle: the drain frees it.  It counts as
+ *      referenced from outside, so what it holds is not garbage yet.
  */
 #include "gc.h"
 
@@ -116,6 +119,10 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
         uint32_t nr = heap_obj_at(h, objs[i])->nrefs;
         const uint64_t *slot = heap_obj_slots(h, objs[i]);
         nrefs[k] = nr;
+        if (c == 0) {   /* Y4: the drain's, and what it holds lives until then */
+            trial[k] = INT64_MAX / 2;
+            continue;
+        }
         for (uint32_t j = 0; j < nr; j++) {
             int64_t q = slot[j] ? young_index(&y, slot[j]) : -1;
             if (q >= 0)

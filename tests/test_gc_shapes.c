@@ -313,6 +313,33 @@ START_TEST(test_a_large_transaction_frees_exactly_its_young_garbage)
 }
 END_TEST
 
+/* Objects left at count 0 by the free budget are the drain's, not
+ * garbage the young collection frees (nor what they hold). */
+START_TEST(test_young_objects_left_at_zero_by_the_free_budget_are_not_collected)
+{
+    objstore *s = new_store(&(objstore_options){.free_budget = 1});
+    objstore_txn *t = wbegin(s);
+    objstore_oid a = new_obj(t, 0, 1, 8), b = new_obj(t, 0, 1, 8), c = new_obj(t, 0, 0, 8);
+    set_ref(t, a, 0, b);                      /* a (count 0) -> b -> c */
+    set_ref(t, b, 0, c);
+    commit(t);
+    ck_assert_uint_eq(kind_stats(s, OBJSTORE_GC_YOUNG).collected, 0);
+    objstore_stats st = get_stats(s);
+    ck_assert_uint_eq(st.live_objects, 2);    /* a went; b waits at 0, holding c */
+    ck_assert_uint_eq(st.objects_freed, 1);
+    ck_assert_uint_eq(st.zct_entries, 1);
+    verify_clean(s);
+    empty_commit(s);
+    empty_commit(s);
+    st = get_stats(s);
+    ck_assert_uint_eq(st.live_objects, 0);
+    ck_assert_uint_eq(st.objects_freed, 3);
+    ck_assert_uint_eq(st.cycles_freed, 0);
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gc_shapes");
@@ -332,6 +359,7 @@ int main(void)
     tcase_add_test(tc, test_a_young_cycle_held_by_an_old_object_or_a_pin_survives);
     tcase_add_test(tc, test_a_disabled_collector_leaves_young_cycles_alone);
     tcase_add_test(tc, test_a_large_transaction_frees_exactly_its_young_garbage);
+    tcase_add_test(tc, test_young_objects_left_at_zero_by_the_free_budget_are_not_collected);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
