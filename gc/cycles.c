@@ -76,17 +76,10 @@ static heap_status mark(const gc_env *env, u64map *m, struct u64vec *s, uint64_t
     return HEAP_OK;
 }
 
-static heap_status blacken(const gc_env *env, u64map *m, struct u64vec *s)
+/* Blackens x and everything it reaches in the map. */
+static heap_status spread(const gc_env *env, u64map *m, struct u64vec *s)
 {
     heap_t *h = env->heap;
-    uint64_t oid, val;
-    for (size_t i = 0; u64map_next(m, &i, &oid, &val);) {
-        if (!(val & F_SCANNED) || trial(val) > 0 || env->held(env->ctx, oid)) {
-            *u64map_find(m, oid) |= F_BLACK;
-            if (!u64vec_push(s, oid))
-                return HEAP_ENOMEM;
-        }
-    }
     while (s->n) {
         uint64_t x = s->v[--s->n];
         uint32_t nrefs = heap_obj_at(h, x)->nrefs;
@@ -99,6 +92,29 @@ static heap_status blacken(const gc_env *env, u64map *m, struct u64vec *s)
                     return HEAP_ENOMEM;
             }
         }
+    }
+    return HEAP_OK;
+}
+
+/* Referenced from outside: black with what they reach.  Pins are asked
+ * about only for what would otherwise be garbage, after the first spread,
+ * so the common case takes no lock per object. */
+static heap_status blacken(const gc_env *env, u64map *m, struct u64vec *s)
+{
+    uint64_t oid, val;
+    for (int pass = 0; pass < (env->held ? 2 : 1); pass++) {
+        for (size_t i = 0; u64map_next(m, &i, &oid, &val);) {
+            if (val & F_BLACK)
+                continue;
+            if (pass == 0 ? !(val & F_SCANNED) || trial(val) > 0 : env->held(env->ctx, oid)) {
+                *u64map_find(m, oid) |= F_BLACK;
+                if (!u64vec_push(s, oid))
+                    return HEAP_ENOMEM;
+            }
+        }
+        heap_status st = spread(env, m, s);
+        if (st)
+            return st;
     }
     return HEAP_OK;
 }

@@ -37,7 +37,8 @@ typedef struct gc_env {
     heap_t *heap;
     /* The object's persisted count (roots + slots pointing at it). */
     uint64_t (*count)(void *ctx, uint64_t oid);
-    /* True when something outside the heap holds the object (a pin). */
+    /* True when something outside the heap holds the object (a pin); NULL
+     * when nothing is held. */
     int (*held)(void *ctx, uint64_t oid);
     void *ctx;
 } gc_env;

@@ -43,6 +43,16 @@ struct young {
     uint64_t narenas;
 };
 
+/* Bits set in x.  Inline (no libgcc call where the build does not assume
+ * a popcount instruction): it runs for every young object and slot. */
+static inline uint64_t bits_in(uint64_t x)
+{
+    x = x - ((x >> 1) & UINT64_C(0x5555555555555555));
+    x = (x & UINT64_C(0x3333333333333333)) + ((x >> 2) & UINT64_C(0x3333333333333333));
+    x = (x + (x >> 4)) & UINT64_C(0x0f0f0f0f0f0f0f0f);
+    return (x * UINT64_C(0x0101010101010101)) >> 56;
+}
+
 /* Dense index of off, or -1 if off is not a young object's start (Y2). */
 static inline int64_t young_index(const struct young *y, uint64_t off)
 {
@@ -54,7 +64,7 @@ static inline int64_t young_index(const struct young *y, uint64_t off)
     uint64_t w = ya->bits[unit / 64], bit = UINT64_C(1) << (unit % 64);
     if (!(w & bit))
         return -1;
-    return (int64_t)ya->rank[unit / 64] + __builtin_popcountll(w & (bit - 1));
+    return (int64_t)ya->rank[unit / 64] + bits_in(w & (bit - 1));
 }
 
 static void young_free(struct young *y)
@@ -94,7 +104,7 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
         struct young_arena *ya = y.arena[a];
         for (unsigned w = 0; ya && w < WORDS_PER_ARENA; w++) {
             ya->rank[w] = (uint32_t)m;
-            m += (uint64_t)__builtin_popcountll(ya->bits[w]);
+            m += (uint64_t)bits_in(ya->bits[w]);
         }
     }
     if (m > UINT32_MAX)
@@ -133,7 +143,7 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
     /* Referenced from outside (trial > 0): black, with everything young it
      * reaches; then the held (Y3), the same way.  Black is written as a
      * trial count of INT64_MAX: the counts are not needed any more. */
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < (env->held ? 2 : 1); pass++) {
         size_t top = 0;
         for (uint64_t k = 0; k < m; k++)
             if (trial[k] != INT64_MAX &&

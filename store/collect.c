@@ -57,6 +57,15 @@ static int held_cb(void *ctx, uint64_t oid)
     return held;
 }
 
+/* The pins change only in transactions, and none runs beside a commit. */
+static bool any_pins(objstore *s)
+{
+    pthread_mutex_lock(&s->pin_lock);
+    bool any = s->pins.n != 0;
+    pthread_mutex_unlock(&s->pin_lock);
+    return any;
+}
+
 static uint64_t now_ns(void)
 {
     struct timespec ts;
@@ -184,7 +193,8 @@ static int collect_candidates(objstore_txn *t, bool automatic, objstore_collect_
                              .objects = k};
     uint64_t t0 = now_ns();
     notify(s, &info);
-    gc_env env = {.heap = s->heap, .count = count_cb, .held = held_cb, .ctx = s};
+    gc_env env = {.heap = s->heap, .count = count_cb, .held = any_pins(s) ? held_cb : NULL,
+                  .ctx = s};
     gc_result r;
     heap_status hs = gc_find_cycles(&env, cand, k, budget, &r);
     if (hs) {
@@ -233,7 +243,8 @@ static int collect_young(objstore_txn *t, uint64_t *objs, size_t n, bool drained
                              .objects = m};
     uint64_t t0 = now_ns();
     notify(s, &info);
-    gc_env env = {.heap = s->heap, .count = count_cb, .held = held_cb, .ctx = s};
+    gc_env env = {.heap = s->heap, .count = count_cb, .held = any_pins(s) ? held_cb : NULL,
+                  .ctx = s};
     gc_result r;
     heap_status hs = gc_find_young(&env, objs, m, &r);
     if (hs)

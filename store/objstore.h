@@ -242,7 +242,8 @@ typedef struct objstore_collect_stats {
     uint64_t scanned;      /* objects scanned */
     uint64_t freed;        /* objects of garbage cycles freed (what only they
                               held is freed by the same commit, and counted in
-                              objstore_stats.objects_freed) */
+                              objstore_stats.objects_freed); under
+                              OBJSTORE_GC_DEBUG_SAVEALL: found and saved */
     int incomplete;        /* the scan budget cut it short: run it again */
 } objstore_collect_stats;
 
