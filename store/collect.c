@@ -229,12 +229,11 @@ static int collect_young(objstore_txn *t, uint64_t *objs, size_t n, bool drained
                          uint64_t *found)
 {
     objstore *s = t->s;
-    size_t m = n;
-    if (drained) {   /* the drain freed some: perhaps young ones */
-        m = 0;
-        for (size_t i = 0; i < n; i++)
-            if (heap_is_live(s->heap, objs[i]))
-                objs[m++] = objs[i];
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {   /* C9: only those with slots */
+        uint64_t o = objs[i] & ~STORE_CREATED_SLOTS;
+        if ((objs[i] & STORE_CREATED_SLOTS) && (!drained || heap_is_live(s->heap, o)))
+            objs[m++] = o;   /* drained: the drain freed some, perhaps young ones */
     }
     *found = 0;
     if (!m)

@@ -17,7 +17,8 @@
  *      Its count is 0 for every reader (store_refcount).  The drain writes 0
  *      into the header of each zeroed object that survives the commit
  *      (pinned, over budget); an increment just takes it out of the set.
- *      New objects are not put in the zct but listed (created[]); the drain
+ *      New objects are not put in the zct but listed (created[], tagged
+ *      STORE_CREATED_SLOTS when they have slots); the drain
  *      looks at those still at 0 — unless every one of them was linked
  *      (created_at_zero counts those never linked).
  */
@@ -106,9 +107,10 @@ int store_drain_zct(objstore *s, uint64_t budget)
     /* Usually every new object got linked: then the list need not be read. */
     for (size_t i = 0; !rc && s->created_at_zero && i < s->ncreated; i++) {
         if (i + 8 < s->ncreated)
-            __builtin_prefetch(heap_ptr(s->heap, s->created[i + 8]));
-        if (heap_is_live(s->heap, s->created[i]) && store_refcount(s, s->created[i]) == 0)
-            rc = push(&w, s->created[i]);
+            __builtin_prefetch(heap_ptr(s->heap, s->created[i + 8] & ~STORE_CREATED_SLOTS));
+        uint64_t c = s->created[i] & ~STORE_CREATED_SLOTS;
+        if (heap_is_live(s->heap, c) && store_refcount(s, c) == 0)
+            rc = push(&w, c);
     }
     for (size_t i = 0; !rc && u64map_next(&s->zct.added, &i, &oid, NULL);)
         rc = push(&w, oid);
@@ -207,7 +209,7 @@ int objstore_new(objstore_txn *t, uint32_t type, uint32_t nrefs, uint64_t size,
         s->created = p;
         s->created_cap = cap;
     }
-    s->created[s->ncreated++] = off;
+    s->created[s->ncreated++] = off | (nrefs ? STORE_CREATED_SLOTS : 0);
     s->created_at_zero++;
     *oid = off;
     return OBJSTORE_OK;

@@ -260,7 +260,8 @@ int objstore_collect(objstore *s, objstore_collect_stats *st);
  * here is persisted).  Collections are of three kinds:
  *   young       every commit: the garbage among the objects the transaction
  *               created that survive it (CPython's generation 0): cycles
- *               that never had an outside reference, or lost it;
+ *               that never had an outside reference, or lost it (it looks
+ *               at those with slots; what only they held goes with them);
  *   candidates  a commit, when gc_threshold candidates were added since the
  *               last collection;
  *   full        objstore_collect: every pending candidate, the budget
@@ -318,7 +319,8 @@ enum objstore_gc_phase { OBJSTORE_GC_START = 0, OBJSTORE_GC_STOP = 1 };
 typedef struct objstore_gc_info {
     int phase;             /* enum objstore_gc_phase */
     int kind;              /* enum objstore_gc_kind */
-    uint64_t objects;      /* what it starts from: young objects, candidates */
+    uint64_t objects;      /* what it starts from: young objects with slots,
+                              candidates */
     /* at OBJSTORE_GC_STOP: */
     uint64_t scanned;
     uint64_t collected;

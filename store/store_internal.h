@@ -39,6 +39,10 @@
 #define STORE_CKPT_COMMITS 10000u              /* or after this many commits */
 #define STORE_DROP_PRIVATE (UINT64_C(64) << 20)
 
+/* created[] entries: an oid (16-aligned) with this bit when the object has
+ * slots (the young collection looks only at those). */
+#define STORE_CREATED_SLOTS UINT64_C(1)
+
 /* A set that mirrors an LMDB database of oids: committed + deltas. */
 typedef struct oidset {
     u64map committed;
@@ -118,7 +122,8 @@ struct objstore {
     struct pinlog pinlog;      /* this write transaction's pins, for abort */
 
     /* this write transaction */
-    uint64_t *created;         /* objects created: freed at commit if still 0 */
+    uint64_t *created;         /* objects created: freed at commit if still 0;
+                                  | STORE_CREATED_SLOTS if it has slots */
     size_t ncreated, created_cap;
     size_t created_at_zero;    /* of those, how many have never been linked */
     u64map zeroed;             /* counts at 0, headers still 1 (object.c R5) */

@@ -313,6 +313,28 @@ START_TEST(test_a_large_transaction_frees_exactly_its_young_garbage)
 }
 END_TEST
 
+/* Leaves (no slots) are not scanned: one hanging off young garbage goes
+ * with it, freed by the drain when the garbage lets go of it. */
+START_TEST(test_a_leaf_hanging_off_a_young_cycle_goes_in_the_same_commit)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid a = new_obj(t, 0, 2, 8), b = new_obj(t, 0, 1, 8);
+    objstore_oid leaf = new_obj(t, 0, 0, 100);
+    set_ref(t, a, 0, b);
+    set_ref(t, b, 0, a);
+    set_ref(t, a, 1, leaf);
+    commit(t);
+    objstore_gc_kind_stats k = kind_stats(s, OBJSTORE_GC_YOUNG);
+    ck_assert_uint_eq(k.scanned, 2);
+    ck_assert_uint_eq(k.collected, 2);
+    objstore_stats st = get_stats(s);
+    ck_assert_uint_eq(st.objects_freed, 1);
+    expect_live(s, 0);
+    close_store(s);
+}
+END_TEST
+
 /* Objects left at count 0 by the free budget are the drain's, not
  * garbage the young collection frees (nor what they hold). */
 START_TEST(test_young_objects_left_at_zero_by_the_free_budget_are_not_collected)
@@ -360,6 +382,7 @@ int main(void)
     tcase_add_test(tc, test_a_disabled_collector_leaves_young_cycles_alone);
     tcase_add_test(tc, test_a_large_transaction_frees_exactly_its_young_garbage);
     tcase_add_test(tc, test_young_objects_left_at_zero_by_the_free_budget_are_not_collected);
+    tcase_add_test(tc, test_a_leaf_hanging_off_a_young_cycle_goes_in_the_same_commit);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
