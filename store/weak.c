@@ -23,6 +23,9 @@
  *      after a crash: the 0 and the free are in the same commit.
  *   W5 a store made before weak references has no `weak` database: it is
  *      created by the first commit that needs it.
+ *   W6 damage never blocks a free: an index entry that does not match a
+ *      live weak reference naming its target is dropped when the target
+ *      goes; a payload that names no live object reads as ECORRUPT.
  */
 #include "store_internal.h"
 
@@ -41,6 +44,8 @@ static void weak_key(uint8_t key[16], uint64_t target, uint64_t wref)
 /* Counts' undo log: (target, +1 / -1) per change in this transaction. */
 static int count_add(objstore *s, uint64_t target, int delta)
 {
+    if (delta < 0 && !u64map_find(&s->weak_cnt, target))
+        return OBJSTORE_OK;   /* a damaged payload named it: nothing counted */
     uint64_t *c = u64map_upsert(&s->weak_cnt, target, NULL);
     if (!c || !u64vec_push(&s->weak_undo, target << 1 | (delta < 0)))
         return store_err(OBJSTORE_ENOMEM, "out of memory");
@@ -157,16 +162,15 @@ static int clear_target(objstore *s, uint64_t target)
     }
     for (size_t i = 0; i < w.n && !rc; i++) {
         wref = w.v[i];
-        uint64_t cur;
-        if (heap_check_ref(s->heap, wref) != HEAP_OK ||
-            heap_obj_payload_size(s->heap, wref) < 8 ||
-            (memcpy(&cur, heap_obj_payload(s->heap, wref), 8), cur != target)) {
-            rc = store_err(OBJSTORE_ECORRUPT, "%s: weak reference %llu to %llu is not a live "
-                           "weak reference naming it", s->dir, (unsigned long long)wref,
-                           (unsigned long long)target);
-            break;
-        }
-        set_target(s, wref, 0);
+        uint64_t cur = 0;
+        /* W6: an entry whose object is no live weak reference naming target
+         * (a damaged or hand-written payload) is dropped, the heap left. */
+        if (heap_check_ref(s->heap, wref) == HEAP_OK && s->weak_type &&
+            heap_obj_at(s->heap, wref)->type == s->weak_type &&
+            heap_obj_payload_size(s->heap, wref) >= 8)
+            memcpy(&cur, heap_obj_payload(s->heap, wref), 8);
+        if (cur == target)
+            set_target(s, wref, 0);
         rc = unpair(s, target, wref);
     }
     free(w.v);

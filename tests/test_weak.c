@@ -231,6 +231,39 @@ START_TEST(test_weak_reference_calls_refuse_what_is_not_one)
 }
 END_TEST
 
+/* A weak reference's payload overwritten by hand (the API says not to):
+ * reads are refused, and neither it nor its old target is stuck. */
+START_TEST(test_an_overwritten_weak_reference_blocks_no_free)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid x = new_obj(t, 0, 0, 8), y = new_obj(t, 0, 0, 8);
+    root_set(t, "x", x);
+    root_set(t, "y", y);
+    objstore_oid w = weak(t, x);
+    root_set(t, "w", w);
+    commit(t);
+    t = wbegin(s);
+    uint64_t bogus = x + 8;
+    OK(objstore_write(t, w, 0, &bogus, 8));
+    objstore_oid out;
+    EXPECT(OBJSTORE_ECORRUPT, objstore_weakref_get(t, w, &out));
+    OK(objstore_write(t, w, 0, &y, 8));       /* names another object now */
+    commit(t);
+    t = wbegin(s);
+    OK(objstore_root_del(t, "x"));            /* its index entry says x */
+    commit(t);
+    t = wbegin(s);
+    ck_assert_uint_eq(wget(t, w), y);         /* the heap was left as written */
+    OK(objstore_root_del(t, "w"));
+    OK(objstore_root_del(t, "y"));
+    commit(t);
+    ck_assert_uint_eq(get_stats(s).live_objects, 0);
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
 /* Crashes at each durability step of a commit that frees targets of weak
  * references: after recovery each reads its target (before) or 0 (after),
  * never a freed object, and keeps reading so after new objects reuse the
@@ -322,6 +355,7 @@ int main(void)
     tcase_add_test(tc, test_a_cycle_with_one_weak_edge_is_freed_without_the_collector);
     tcase_add_test(tc, test_targets_freed_by_the_collectors_clear_their_weak_references);
     tcase_add_test(tc, test_weak_reference_calls_refuse_what_is_not_one);
+    tcase_add_test(tc, test_an_overwritten_weak_reference_blocks_no_free);
     tcase_add_test(tc, test_a_crash_in_a_commit_that_clears_weak_references_leaves_none_dangling);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
