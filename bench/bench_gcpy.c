@@ -196,7 +196,7 @@ static void young_on_w1(size_t n, const char *dir, int reps)
         }
         ck(objstore_commit(t), "commit");
         double phase = bench_now() - t0;
-        objstore_gc_stats st;
+        objstore_gc_kinds st;
         ck(objstore_gc_get_stats(s, &st), "gc stats");
         double young = (double)st.kind[OBJSTORE_GC_YOUNG].time_ns * 1e-9;
         scanned = st.kind[OBJSTORE_GC_YOUNG].scanned;

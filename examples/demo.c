@@ -164,7 +164,7 @@ int main(int argc, char **argv)
     CHECK(objstore_set_ref(t, p, 0, q));
     CHECK(objstore_set_ref(t, q, 0, p));
     CHECK(objstore_commit(t));
-    objstore_gc_stats gs;
+    objstore_gc_kinds gs;
     CHECK(objstore_gc_get_stats(s, &gs));
     printf("young: p <-> q created and never linked; collections by kind since open: "
            "young %llu (collected %llu), candidates %llu, full %llu (collected %llu)\n",

@@ -402,7 +402,7 @@ int objstore_gc_get_count(objstore *s, objstore_gc_count *c)
     return OBJSTORE_OK;
 }
 
-int objstore_gc_get_stats(objstore *s, objstore_gc_stats *st)
+int objstore_gc_get_stats(objstore *s, objstore_gc_kinds *st)
 {
     memset(st, 0, sizeof *st);
     if (!s)

@@ -135,7 +135,8 @@ static int switch_txn(objstore *s, uint64_t gen, const store_rootlist *l, const 
     if ((rc = mdb_put(w, s->db_meta, &gk, &gv, 0)) ||
         (rc = mdb_put(w, s->db_meta, &ek, &ev, 0)) ||
         (rc = mdb_put(w, s->db_meta, &ck, &cv, 0)) || (rc = mdb_drop(w, s->db_redo, 0)) ||
-        (rc = mdb_drop(w, s->db_zct, 0)) || (rc = mdb_drop(w, s->db_cand, 0)))
+        (rc = mdb_drop(w, s->db_zct, 0)) || (rc = mdb_drop(w, s->db_cand, 0)) ||
+        (rc = store_weak_switch(s, w)))   /* weak.c W7 */
         goto fail;
     for (size_t i = 0; i < l->n; i++) {
         if (!l->name[i])
@@ -260,6 +261,8 @@ static int compact_locked(objstore *s)
             rc = store_err(OBJSTORE_ENOMEM, "compact: out of memory");
             goto out_unlink;
         }
+    if ((rc = store_weak_compact(s, dst, &map)))   /* weak.c W7 */
+        goto out_unlink;
     heap_release_tail(dst);
     store_hook("compact-pwrite");
     /* The header's checkpoint epoch is the switch's epoch (T6 of txn.c):
@@ -325,6 +328,7 @@ static int compact_locked(objstore *s)
     s->heap = nh;
     s->tx_heap_len = heap_size(nh);
     remap_sets(s, &map, &zero);
+    store_weak_switched(s);
     st->commits = 1;
     st->generation = gen;
     st->freed = st->objects_before - map.n;

@@ -176,6 +176,8 @@ static int free_batch(struct fgc *f, const uint64_t *batch, size_t n, bool all)
         }
         if (rc || !fr[i])
             continue;
+        if ((rc = store_weak_freeing(s, x)))   /* weak.c W7 */
+            continue;
         oidset_remove(&s->zct, x);
         oidset_remove(&s->cand, x);
         u64map_del(&s->zeroed, x);

@@ -307,12 +307,12 @@ typedef struct objstore_gc_kind_stats {
     uint64_t time_ns;      /* time spent finding and freeing */
 } objstore_gc_kind_stats;
 
-typedef struct objstore_gc_stats {
+typedef struct objstore_gc_kinds {
     objstore_gc_kind_stats kind[OBJSTORE_GC_NKINDS];   /* enum objstore_gc_kind */
-} objstore_gc_stats;
+} objstore_gc_kinds;
 
 /* Since open, per kind (gc.get_stats). */
-int objstore_gc_get_stats(objstore *s, objstore_gc_stats *st);
+int objstore_gc_get_stats(objstore *s, objstore_gc_kinds *st);
 
 enum objstore_gc_phase { OBJSTORE_GC_START = 0, OBJSTORE_GC_STOP = 1 };
 

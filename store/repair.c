@@ -261,6 +261,9 @@ static int repair(struct ck *c, objstore_txn *t, MDB_txn *txn)
             if (!(c->fl[i] & CK_BAD))
                 continue;
             uint64_t off = c->off[i];
+            int wrc = store_weak_target_gone(s, off);   /* weak.c W7 */
+            if (wrc)
+                return wrc;
             heap_status hs = heap_free(h, off);
             if (hs)
                 return store_heap_err(s, hs);

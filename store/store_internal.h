@@ -138,7 +138,7 @@ struct objstore {
     bool gc_collected;         /* this write transaction ran a collection */
     _Atomic int gc_disabled;   /* automatic collections off */
     _Atomic int gc_debug;      /* OBJSTORE_GC_DEBUG_* */
-    objstore_gc_stats gc_stats;
+    objstore_gc_kinds gc_stats;
     struct { objstore_gc_callback fn; void *arg; } gc_cb[16];
     unsigned gc_ncb;
 
@@ -150,6 +150,7 @@ struct objstore {
     u64map weak_add_t;         /* target -> its first new wref (| bit 63: more) */
     u64map weak_del;           /* committed pairs it removed: wref -> target */
     struct u64vec weak_undo;   /* target << 1 | (decrement), for abort */
+    struct u64vec weak_pairs;  /* a compaction's new (target, wref) pairs */
 
     /* statistics since open */
     uint64_t st_commits, st_aborts, st_redo_bytes, st_direct_bytes, st_checkpoints,
@@ -232,6 +233,14 @@ int store_weak_dbi(objstore *s, MDB_txn *txn, bool create);
 int store_weak_load(objstore *s, MDB_txn *txn);
 /* Before oid is freed: clears the weak references to it, forgets its own. */
 int store_weak_freeing(objstore *s, uint64_t oid);
+/* Before an object beyond use goes: clears the weak references to it
+ * (its header is not read). */
+int store_weak_target_gone(objstore *s, uint64_t oid);
+/* Compaction: rewrites the weak references copied into dst (map: old ->
+ * new), then the index in the switch transaction (an LMDB code), then RAM. */
+int store_weak_compact(objstore *s, heap_t *dst, const u64map *map);
+int store_weak_switch(objstore *s, MDB_txn *w);
+void store_weak_switched(objstore *s);
 int store_weak_put(objstore *s, MDB_txn *w);   /* an LMDB code */
 void store_weak_committed(objstore *s);
 void store_weak_rollback(objstore *s);

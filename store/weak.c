@@ -26,6 +26,12 @@
  *   W6 damage never blocks a free: an index entry that does not match a
  *      live weak reference naming its target is dropped when the target
  *      goes; a payload that names no live object reads as ECORRUPT.
+ *   W7 every path that frees calls in: the drain and the collectors
+ *      (store_weak_freeing), a full collection the same way, a repair that
+ *      drops an object beyond use (store_weak_target_gone: its header is
+ *      not read); a compaction rewrites each copied weak reference to its
+ *      target's new oid, or 0 when the target was not copied, and rebuilds
+ *      the index in its switch transaction.
  */
 #include "store_internal.h"
 
@@ -177,10 +183,16 @@ static int clear_target(objstore *s, uint64_t target)
     return rc;
 }
 
+int store_weak_target_gone(objstore *s, uint64_t oid)
+{
+    return s->weak_cnt.n && u64map_find(&s->weak_cnt, oid) ? clear_target(s, oid)
+                                                          : OBJSTORE_OK;
+}
+
 int store_weak_freeing(objstore *s, uint64_t oid)
 {
-    int rc = OBJSTORE_OK;
-    if (s->weak_cnt.n && u64map_find(&s->weak_cnt, oid) && (rc = clear_target(s, oid)))
+    int rc = store_weak_target_gone(s, oid);
+    if (rc)
         return rc;
     uint64_t wt = s->weak_type;
     if (!wt || heap_obj_at(s->heap, oid)->type != wt)
@@ -244,8 +256,72 @@ void store_weak_rollback(objstore *s)
         s->weak_type = 0;   /* registered by the aborted transaction */
 }
 
+/* ---- compaction (W7) ---- */
+
+int store_weak_compact(objstore *s, heap_t *dst, const u64map *map)
+{
+    s->weak_pairs.n = 0;
+    if (!s->weak_type)
+        return OBJSTORE_OK;
+    uint64_t old, nw;
+    for (size_t i = 0; u64map_next(map, &i, &old, &nw);) {
+        if (heap_obj_at(dst, nw)->type != s->weak_type || heap_obj_payload_size(dst, nw) < 8)
+            continue;
+        uint8_t *p = heap_obj_payload(dst, nw);
+        uint64_t target, moved = 0;
+        memcpy(&target, p, 8);
+        const uint64_t *m = target ? u64map_find(map, target) : NULL;
+        if (m)
+            moved = *m;   /* not copied: unreachable, so it goes: 0 */
+        if (moved != target) {
+            heap_mark_dirty(dst, (uint64_t)(p - heap_base(dst)), 8);
+            memcpy(p, &moved, 8);
+        }
+        if (moved && (!u64vec_push(&s->weak_pairs, moved) || !u64vec_push(&s->weak_pairs, nw)))
+            return store_err(OBJSTORE_ENOMEM, "compact: out of memory");
+    }
+    return OBJSTORE_OK;
+}
+
+int store_weak_switch(objstore *s, MDB_txn *w)
+{
+    int rc;
+    if (s->weak_db && (rc = mdb_drop(w, s->db_weak, 0)))
+        return rc;
+    if (!s->weak_pairs.n)
+        return 0;
+    if (!s->weak_db && (rc = mdb_dbi_open(w, "weak", MDB_CREATE, &s->db_weak)))
+        return rc;
+    uint8_t key[16];
+    MDB_val k = {16, key}, v = {0, ""};
+    for (size_t i = 0; i + 1 < s->weak_pairs.n; i += 2) {
+        weak_key(key, s->weak_pairs.v[i], s->weak_pairs.v[i + 1]);
+        if ((rc = mdb_put(w, s->db_weak, &k, &v, 0)))
+            return rc;
+    }
+    return 0;
+}
+
+void store_weak_switched(objstore *s)
+{
+    u64map_clear(&s->weak_cnt);
+    u64map_clear(&s->weak_add);
+    u64map_clear(&s->weak_add_t);
+    u64map_clear(&s->weak_del);
+    s->weak_undo.n = 0;
+    if (s->weak_pairs.n)
+        s->weak_db = true;
+    for (size_t i = 0; i + 1 < s->weak_pairs.n; i += 2) {
+        uint64_t *c = u64map_upsert(&s->weak_cnt, s->weak_pairs.v[i], NULL);
+        if (c)
+            ++*c;   /* out of memory: a missing count only skips clearing (W6) */
+    }
+    s->weak_pairs.n = 0;
+}
+
 void store_weak_free(objstore *s)
 {
+    free(s->weak_pairs.v);
     u64map_free(&s->weak_cnt);
     u64map_free(&s->weak_add);
     u64map_free(&s->weak_add_t);

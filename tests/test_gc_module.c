@@ -142,7 +142,7 @@ START_TEST(test_statistics_are_kept_per_kind)
     rooted_rings(s, 1);
     drop_rings(s, 1);
     OK(objstore_collect(s, NULL));            /* a full one */
-    objstore_gc_stats st;
+    objstore_gc_kinds st;
     OK(objstore_gc_get_stats(s, &st));
     ck_assert_uint_ge(st.kind[OBJSTORE_GC_YOUNG].collections, 1);
     ck_assert_uint_eq(st.kind[OBJSTORE_GC_YOUNG].collected, 3);
@@ -363,7 +363,7 @@ START_TEST(test_settings_from_a_thread_in_a_read_transaction_are_refused)
     EXPECT(OBJSTORE_ETXN, objstore_gc_callback_add(s, record, NULL));
     objstore_gc_count c;
     OK(objstore_gc_get_count(s, &c));           /* reads are fine */
-    objstore_gc_stats st;
+    objstore_gc_kinds st;
     OK(objstore_gc_get_stats(s, &st));
     commit(t);
     EXPECT(OBJSTORE_EINVAL, objstore_gc_set_threshold(NULL, 1, 1));

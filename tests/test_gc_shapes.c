@@ -9,7 +9,7 @@
 
 static objstore_gc_kind_stats kind_stats(objstore *s, int kind)
 {
-    objstore_gc_stats st;
+    objstore_gc_kinds st;
     OK(objstore_gc_get_stats(s, &st));
     return st.kind[kind];
 }

@@ -264,6 +264,73 @@ START_TEST(test_an_overwritten_weak_reference_blocks_no_free)
 }
 END_TEST
 
+START_TEST(test_a_full_collection_clears_the_weak_references_to_what_it_frees)
+{
+    objstore *s = new_store(NULL);
+    OK(objstore_gc_disable(s));               /* only the full collection frees */
+    objstore_txn *t = wbegin(s);
+    objstore_oid a = new_obj(t, 0, 1, 8), b = new_obj(t, 0, 1, 8);
+    set_ref(t, a, 0, b);
+    set_ref(t, b, 0, a);
+    root_set(t, "a", a);
+    objstore_oid w = weak(t, a);
+    root_set(t, "w", w);
+    commit(t);
+    t = wbegin(s);
+    OK(objstore_root_del(t, "a"));
+    commit(t);
+    objstore_gc_stats st;
+    OK(objstore_full_collect(s, NULL, &st));
+    ck_assert_uint_eq(st.freed, 2);
+    t = rbegin(s);
+    ck_assert_uint_eq(wget(t, w), 0);
+    commit(t);
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
+START_TEST(test_a_compaction_moves_weak_references_with_their_targets)
+{
+    objstore *s = new_store(NULL);
+    OK(objstore_gc_disable(s));
+    objstore_txn *t = wbegin(s);
+    objstore_oid pad = new_obj(t, 0, 0, 4000);   /* so that oids move */
+    root_set(t, "pad", pad);
+    objstore_oid x = new_obj(t, 0, 0, 8), g = new_obj(t, 0, 1, 8);
+    set_ref(t, g, 0, g);
+    root_set(t, "x", x);
+    root_set(t, "g", g);
+    root_set(t, "wx", weak(t, x));
+    root_set(t, "wg", weak(t, g));
+    commit(t);
+    t = wbegin(s);
+    OK(objstore_root_del(t, "pad"));
+    OK(objstore_root_del(t, "g"));           /* a cycle: garbage, not collected */
+    commit(t);
+    objstore_gc_stats st;
+    OK(objstore_compact(s, NULL, NULL, NULL, &st));
+    t = rbegin(s);
+    objstore_oid nx = root_get(t, "x");
+    ck_assert_uint_ne(nx, x);
+    ck_assert_uint_eq(wget(t, root_get(t, "wx")), nx);
+    ck_assert_uint_eq(wget(t, root_get(t, "wg")), 0);   /* its target was left behind */
+    commit(t);
+    verify_clean(s);
+    s = reopen(s, NULL);
+    t = wbegin(s);
+    OK(objstore_root_del(t, "x"));           /* the rebuilt index clears it */
+    objstore_oid wx = root_get(t, "wx");
+    commit(t);
+    t = rbegin(s);
+    ck_assert_uint_eq(wget(t, wx), 0);
+    commit(t);
+    ck_assert_uint_eq(get_stats(s).live_objects, 2);
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
 /* Crashes at each durability step of a commit that frees targets of weak
  * references: after recovery each reads its target (before) or 0 (after),
  * never a freed object, and keeps reading so after new objects reuse the
@@ -356,6 +423,8 @@ int main(void)
     tcase_add_test(tc, test_targets_freed_by_the_collectors_clear_their_weak_references);
     tcase_add_test(tc, test_weak_reference_calls_refuse_what_is_not_one);
     tcase_add_test(tc, test_an_overwritten_weak_reference_blocks_no_free);
+    tcase_add_test(tc, test_a_full_collection_clears_the_weak_references_to_what_it_frees);
+    tcase_add_test(tc, test_a_compaction_moves_weak_references_with_their_targets);
     tcase_add_test(tc, test_a_crash_in_a_commit_that_clears_weak_references_leaves_none_dangling);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
