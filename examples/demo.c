@@ -167,12 +167,12 @@ int main(int argc, char **argv)
     objstore_gc_kinds gs;
     CHECK(objstore_gc_get_stats(s, &gs));
     printf("young: p <-> q created and never linked; collections by kind since open: "
-           "young %llu (collected %llu), candidates %llu, full %llu (collected %llu)\n",
+           "young %llu (collected %llu), candidates %llu, objstore_collect %llu (collected %llu)\n",
            (unsigned long long)gs.kind[OBJSTORE_GC_YOUNG].collections,
            (unsigned long long)gs.kind[OBJSTORE_GC_YOUNG].collected,
            (unsigned long long)gs.kind[OBJSTORE_GC_CANDIDATES].collections,
-           (unsigned long long)gs.kind[OBJSTORE_GC_FULL].collections,
-           (unsigned long long)gs.kind[OBJSTORE_GC_FULL].collected);
+           (unsigned long long)gs.kind[OBJSTORE_GC_COLLECT].collections,
+           (unsigned long long)gs.kind[OBJSTORE_GC_COLLECT].collected);
 
     printf("\nallocator (as sys._debugmallocstats()):\n");
     CHECK(objstore_print_mallocstats(s, stdout));

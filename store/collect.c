@@ -154,8 +154,8 @@ static void account(objstore *s, objstore_gc_info *info, uint64_t t0)
     k->collected += info->collected;
     k->incomplete += info->incomplete != 0;
     k->time_ns += info->time_ns;
-    if (!(s->gc_debug & OBJSTORE_GC_DEBUG_SAVEALL))
-        s->st_cycles_freed += info->collected;
+    if (!(s->gc_debug & OBJSTORE_GC_DEBUG_SAVEALL) && info->kind != OBJSTORE_GC_FULL)
+        s->st_cycles_freed += info->collected;   /* a full collection counts its own */
     s->gc_collected = info->kind != OBJSTORE_GC_YOUNG || s->gc_collected;   /* C5 */
     notify(s, info);
 }
@@ -189,7 +189,7 @@ static int collect_candidates(objstore_txn *t, bool automatic, objstore_collect_
     if (!automatic && s->gc_next_budget > budget)
         budget = s->gc_next_budget;   /* C4 */
     objstore_gc_info info = {.phase = OBJSTORE_GC_START,
-                             .kind = automatic ? OBJSTORE_GC_CANDIDATES : OBJSTORE_GC_FULL,
+                             .kind = automatic ? OBJSTORE_GC_CANDIDATES : OBJSTORE_GC_COLLECT,
                              .objects = k};
     uint64_t t0 = now_ns();
     notify(s, &info);
@@ -259,6 +259,25 @@ static int collect_young(objstore_txn *t, uint64_t *objs, size_t n, bool drained
     return OBJSTORE_OK;
 }
 
+uint64_t store_gc_full_begin(objstore *s, uint64_t objects)
+{
+    objstore_gc_info info = {.phase = OBJSTORE_GC_START, .kind = OBJSTORE_GC_FULL,
+                             .objects = objects};
+    store_write_lock(s);
+    notify(s, &info);
+    store_write_unlock(s);
+    return now_ns();
+}
+
+void store_gc_full_end(objstore *s, uint64_t t0, uint64_t scanned, uint64_t collected)
+{
+    objstore_gc_info info = {.kind = OBJSTORE_GC_FULL, .scanned = scanned,
+                             .collected = collected};
+    store_write_lock(s);
+    account(s, &info, t0);
+    store_write_unlock(s);
+}
+
 int store_commit_frees(objstore_txn *t)
 {
     objstore *s = t->s;
@@ -267,8 +286,9 @@ int store_commit_frees(objstore_txn *t)
     int rc = store_drain_zct(s, budget);
     if (rc)
         return rc;
+    /* gc_threshold UINT64_MAX: commits collect nothing by themselves. */
     bool enabled = !s->gc_disabled;
-    if (enabled && nyoung && (rc = collect_young(t, s->created, nyoung, s->st_freed != before, &found)))
+    if (enabled && s->opts.gc_threshold != UINT64_MAX && nyoung && (rc = collect_young(t, s->created, nyoung, s->st_freed != before, &found)))
         return rc;
     objstore_collect_stats *req = s->gc_request, local;
     s->gc_request = NULL;

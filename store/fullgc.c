@@ -293,6 +293,9 @@ int objstore_full_collect(objstore *s, const objstore_gc_options *opts,
                              "read-only", s->dir);
         uint64_t live0 = 0, bytes0 = 0;
         objstore_stats ss;
+        if ((rc = objstore_get_stats(s, &ss)))
+            return rc;
+        uint64_t t0 = store_gc_full_begin(s, ss.live_objects);   /* collect.c */
         rc = run(&f);
         if (!rc && !st->interrupted)
             rc = objstore_shrink(s);   /* give back the empty tail arenas */
@@ -304,6 +307,7 @@ int objstore_full_collect(objstore *s, const objstore_gc_options *opts,
             st->freed_bytes = bytes0 >= ss.live_bytes ? bytes0 - ss.live_bytes : 0;
         }
         st->file_bytes_after = heap_file_size(s->heap);
+        store_gc_full_end(s, t0, st->objects_before, rc ? 0 : st->freed);
     }
     gc_marks_free(&f.marks);
     free(f.garbage.v);

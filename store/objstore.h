@@ -124,7 +124,9 @@ typedef struct objstore_options {
     uint64_t gc_threshold;      /* cycle candidates added since the last
                                    collection (counted from open) that make a
                                    commit run the cycle collector (0 = 100,000;
-                                   UINT64_MAX = only objstore_collect) */
+                                   UINT64_MAX = only objstore_collect: commits
+                                   then run no collection, young ones
+                                   included) */
     uint64_t gc_budget;         /* objects one collection may scan
                                    (0 = 1,000,000) */
     uint64_t max_heap_size;     /* the heap may grow to this many bytes: the
@@ -264,8 +266,10 @@ int objstore_collect(objstore *s, objstore_collect_stats *st);
  *               at those with slots; what only they held goes with them);
  *   candidates  a commit, when gc_threshold candidates were added since the
  *               last collection;
- *   full        objstore_collect: every pending candidate, the budget
- *               doubling after a cut scan until one completes.
+ *   collect     objstore_collect: every pending candidate, the budget
+ *               doubling after a cut scan until one completes;
+ *   full        objstore_full_collect (objstore_admin.h): marks from the
+ *               roots over the whole heap and frees everything else.
  * The setters may be called from any thread, also inside a transaction of
  * this thread's (the write transaction's own thread, or none): a thread that
  * holds only a read transaction gets OBJSTORE_ETXN from those that take the
@@ -273,9 +277,10 @@ int objstore_collect(objstore *s, objstore_collect_stats *st);
 
 enum objstore_gc_kind {
     OBJSTORE_GC_YOUNG = 0,
-    OBJSTORE_GC_CANDIDATES = 1,
-    OBJSTORE_GC_FULL = 2,
-    OBJSTORE_GC_NKINDS = 3
+    OBJSTORE_GC_CANDIDATES = 1,   /* automatic, at gc_threshold */
+    OBJSTORE_GC_COLLECT = 2,      /* objstore_collect */
+    OBJSTORE_GC_FULL = 3,         /* objstore_full_collect (objstore_admin.h) */
+    OBJSTORE_GC_NKINDS = 4
 };
 
 /* Automatic collections (young and candidates) on or off; objstore_collect
@@ -320,7 +325,7 @@ typedef struct objstore_gc_info {
     int phase;             /* enum objstore_gc_phase */
     int kind;              /* enum objstore_gc_kind */
     uint64_t objects;      /* what it starts from: young objects with slots,
-                              candidates */
+                              candidates (full: live objects before) */
     /* at OBJSTORE_GC_STOP: */
     uint64_t scanned;
     uint64_t collected;

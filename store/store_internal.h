@@ -227,6 +227,11 @@ int store_commit_frees(objstore_txn *t);
 /* After the commit point, before the candidate set folds: counts the new
  * candidates towards the next automatic collection. */
 void store_gc_committed(objstore *s);
+/* A full collection (fullgc.c) in the gc module's statistics and
+ * callbacks: begin returns the start time for end.  Outside any
+ * transaction of this thread's. */
+uint64_t store_gc_full_begin(objstore *s, uint64_t objects);
+void store_gc_full_end(objstore *s, uint64_t t0, uint64_t scanned, uint64_t collected);
 
 /* weak.c: weak references */
 int store_weak_dbi(objstore *s, MDB_txn *txn, bool create);

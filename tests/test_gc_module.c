@@ -149,10 +149,20 @@ START_TEST(test_statistics_are_kept_per_kind)
     ck_assert_uint_eq(st.kind[OBJSTORE_GC_CANDIDATES].collections, 1);
     ck_assert_uint_eq(st.kind[OBJSTORE_GC_CANDIDATES].collected, 4);
     ck_assert_uint_eq(st.kind[OBJSTORE_GC_CANDIDATES].scanned, 4);
-    ck_assert_uint_eq(st.kind[OBJSTORE_GC_FULL].collections, 1);
-    ck_assert_uint_eq(st.kind[OBJSTORE_GC_FULL].collected, 2);
-    ck_assert_uint_eq(st.kind[OBJSTORE_GC_FULL].incomplete, 0);
+    ck_assert_uint_eq(st.kind[OBJSTORE_GC_COLLECT].collections, 1);
+    ck_assert_uint_eq(st.kind[OBJSTORE_GC_COLLECT].collected, 2);
+    ck_assert_uint_eq(st.kind[OBJSTORE_GC_COLLECT].incomplete, 0);
     ck_assert_uint_eq(get_stats(s).cycles_freed, 9);
+
+    OK(objstore_gc_disable(s));               /* garbage only a full one finds */
+    rooted_rings(s, 2);
+    drop_rings(s, 2);
+    objstore_gc_stats full;
+    OK(objstore_full_collect(s, NULL, &full));
+    OK(objstore_gc_get_stats(s, &st));
+    ck_assert_uint_eq(st.kind[OBJSTORE_GC_FULL].collections, 1);
+    ck_assert_uint_eq(st.kind[OBJSTORE_GC_FULL].collected, 4);
+    ck_assert_uint_eq(st.kind[OBJSTORE_GC_FULL].scanned, 4);
     close_store(s);
 }
 END_TEST
@@ -185,7 +195,7 @@ START_TEST(test_callbacks_see_each_collection_start_and_stop)
     ck_assert_int_eq(log.ev[1].phase, OBJSTORE_GC_STOP);
     ck_assert_uint_eq(log.ev[1].collected, 0);
     ck_assert_int_eq(log.ev[2].phase, OBJSTORE_GC_START);
-    ck_assert_int_eq(log.ev[2].kind, OBJSTORE_GC_FULL);
+    ck_assert_int_eq(log.ev[2].kind, OBJSTORE_GC_COLLECT);
     ck_assert_uint_eq(log.ev[2].objects, 3);
     ck_assert_int_eq(log.ev[3].phase, OBJSTORE_GC_STOP);
     ck_assert_uint_eq(log.ev[3].collected, 6);
