@@ -123,10 +123,14 @@ heap_status gc_batch_freeable(heap_t *h, const uint64_t *batch, size_t n,
  * (the caller gives name order) and the objects depth first over slots,
  * each as its type name, payload bytes and slots written as visit numbers.
  * type_name gives a type id's name (NULL = not registered: HEAP_ECORRUPT).
+ * weak_type (0 = none) is the type id of weak references (0 slots, an
+ * 8-byte payload naming the target): their payload is not hashed as bytes
+ * but, after the walk, as the visit number of the target (0 when the walk
+ * did not reach it), so it too depends on content, not on offsets.
  * objects (may be NULL) gets the number of objects walked. */
 heap_status gc_digest(heap_t *h, const gc_roots *roots,
                       const char *(*type_name)(void *ctx, uint32_t type, size_t *len),
-                      void *ctx, uint8_t out[16], uint64_t *objects);
+                      void *ctx, uint32_t weak_type, uint8_t out[16], uint64_t *objects);
 
 /* ---- copying into a new heap generation (compact.c) ----
  *

@@ -190,7 +190,7 @@ static void put_tag(XXH3_state_t *x, char tag) { XXH3_128bits_update(x, &tag, 1)
 
 heap_status gc_digest(heap_t *h, const gc_roots *roots,
                       const char *(*type_name)(void *ctx, uint32_t type, size_t *len),
-                      void *ctx, uint8_t out[16], uint64_t *objects)
+                      void *ctx, uint32_t weak_type, uint8_t out[16], uint64_t *objects)
 {
     XXH3_state_t *x = XXH3_createState();
     if (!x)
@@ -200,6 +200,7 @@ heap_status gc_digest(heap_t *h, const gc_roots *roots,
     XXH3_128bits_update(x, domain, sizeof domain - 1);
     u64map num = {0};               /* oid -> visit number */
     struct u64vec stack = {0}, fresh = {0};
+    struct u64vec weak = {0};       /* pairs: weak reference's number, target oid */
     uint64_t next = 1;
     heap_status st = HEAP_OK;
     uint64_t oid;
@@ -248,7 +249,16 @@ heap_status gc_digest(heap_t *h, const gc_roots *roots,
             XXH3_128bits_update(x, tname, tlen);
             put_u64(x, ob->nrefs);
             put_u64(x, psize);
-            XXH3_128bits_update(x, heap_obj_payload(h, o), psize);
+            if (weak_type && ob->type == weak_type && ob->nrefs == 0 && psize == 8) {
+                uint64_t target;
+                memcpy(&target, heap_obj_payload(h, o), 8);
+                if (!u64vec_push(&weak, *u64map_find(&num, o)) || !u64vec_push(&weak, target)) {
+                    st = HEAP_ENOMEM;
+                    break;
+                }
+            } else {
+                XXH3_128bits_update(x, heap_obj_payload(h, o), psize);
+            }
             const uint64_t *slot = heap_obj_slots(h, o);
             fresh.n = 0;
             for (uint32_t i = 0; i < ob->nrefs; i++) {
@@ -275,6 +285,13 @@ heap_status gc_digest(heap_t *h, const gc_roots *roots,
                     st = HEAP_ENOMEM;
         }
     }
+    /* Weak references, once every reachable object has its number. */
+    for (size_t i = 0; !st && i < weak.n; i += 2) {
+        uint64_t *w = weak.v[i + 1] ? u64map_find(&num, weak.v[i + 1]) : NULL;
+        put_tag(x, 'W');
+        put_u64(x, weak.v[i]);
+        put_u64(x, w ? *w : 0);
+    }
     if (!st && more < 0)
         st = HEAP_EIO;
     if (st == HEAP_EBADOFF)
@@ -291,5 +308,6 @@ heap_status gc_digest(heap_t *h, const gc_roots *roots,
     u64map_free(&num);
     free(stack.v);
     free(fresh.v);
+    free(weak.v);
     return st;
 }

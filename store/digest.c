@@ -160,7 +160,7 @@ int objstore_digest(objstore *s, uint8_t digest[16], uint64_t *objects)
     if (!(rc = store_rootlist_load(s, t->rtxn, false, &l))) {
         gc_roots it = store_rootlist_iter(&l);
         struct tctx c = {.s = s};
-        heap_status hs = gc_digest(s->heap, &it, type_name_cb, &c, digest, objects);
+        heap_status hs = gc_digest(s->heap, &it, type_name_cb, &c, s->weak_type, digest, objects);
         if (hs == HEAP_ECORRUPT && c.bad)
             rc = store_err(OBJSTORE_ECORRUPT, "%s: digest: an object has type id %u, "
                            "which is not registered", s->dir, c.bad);
