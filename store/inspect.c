@@ -24,6 +24,11 @@
  *   D3 load trusts nothing: every line is parsed with bounds, numbers must be
  *      in order and in range, the end line's count and checksum must match,
  *      and only then is the one transaction committed.
+ *   D4 a weak reference's target is an oid, not a slot: the object line
+ *      carries a zero payload, and a line "weak N M" after the objects names
+ *      its target by number (0: cleared, or a target only weak references
+ *      reach, which the dump leaves out); load makes it again with
+ *      objstore_weakref_new, so the new store's weak index is whole.
  *   B1 backup copies meta/ (mdb_env_copy2) and the heap file while holding
  *      the read side of the store's lock: no commit runs meanwhile, and a
  *      commit writes its heap bytes before it lets the lock go, so the copied
@@ -194,6 +199,7 @@ struct dump {
     struct out *o;
     u64map num;            /* oid -> number */
     struct u64vec order;   /* number - 1 -> oid: the BFS queue (D2) */
+    struct u64vec weak;    /* pairs: a weak reference's number, its target's oid */
     objstore_dump_stats *st;
 };
 
@@ -263,6 +269,16 @@ static int dump_objects(struct dump *d)
         if (info.type > d->t->s->ntypes_committed)
             return store_err(OBJSTORE_ECORRUPT, "dump: object %llu: type id %u is not "
                              "registered", (unsigned long long)oid, info.type);
+        uint32_t wt = d->t->s->weak_type;
+        if (wt && info.type == wt && info.nrefs == 0 && size == 8) {
+            /* D4: a weak reference's target is an oid; it goes out as a
+             * number once every object has one, and the payload as 0. */
+            uint64_t target;
+            memcpy(&target, payload, 8);
+            if (!u64vec_push(&d->weak, i + 1) || !u64vec_push(&d->weak, target))
+                return store_err(OBJSTORE_ENOMEM, "dump: out of memory");
+            payload = "\0\0\0\0\0\0\0\0";
+        }
         putf(d->o, "object %zu %u %u", i + 1, info.type, info.nrefs);
         for (uint32_t j = 0; j < info.nrefs; j++) {
             uint64_t target, n = 0;
@@ -285,6 +301,13 @@ static int dump_objects(struct dump *d)
         if (d->o->err)
             return store_err(OBJSTORE_EIO, "dump: write: %s", strerror(errno));
     }
+    for (size_t i = 0; i < d->weak.n; i += 2) {
+        uint64_t *m = d->weak.v[i + 1] ? u64map_find(&d->num, d->weak.v[i + 1]) : NULL;
+        putf(d->o, "weak %llu %llu\n", (unsigned long long)d->weak.v[i],
+             (unsigned long long)(m ? *m : 0));
+    }
+    if (d->o->err)
+        return store_err(OBJSTORE_EIO, "dump: write: %s", strerror(errno));
     return OBJSTORE_OK;
 }
 
@@ -333,6 +356,7 @@ int objstore_dump(objstore *s, FILE *out, objstore_dump_stats *st)
     objstore_abort(d.t);
     u64map_free(&d.num);
     free(d.order.v);
+    free(d.weak.v);
     XXH3_freeState(o.sum);
     return rc;
 }
@@ -357,6 +381,7 @@ struct load {
     char **root_names;
     uint64_t *root_nums;
     size_t nroots, roots_cap;
+    struct u64vec weak;       /* pairs: weak reference number, target number */
     uint8_t *buf;             /* decoded bytes */
     size_t buf_cap;
     objstore_dump_stats *st;
@@ -576,8 +601,15 @@ static int load_line(struct load *l, char *line)
         l->root_nums[l->nroots++] = to;
     } else if (!strcmp(kind, "object")) {
         return load_object(l, rest);
+    } else if (!strcmp(kind, "weak")) {
+        uint64_t w, to;
+        if (!num(tok(&rest), UINT64_MAX, &w) || !num(tok(&rest), UINT64_MAX, &to) || *rest ||
+            !w || w > l->oids.n)
+            return bad(l, "weak line: expected a weak reference's number and its target's");
+        if (!u64vec_push(&l->weak, w) || !u64vec_push(&l->weak, to))
+            return store_err(OBJSTORE_ENOMEM, "load: out of memory");
     } else {
-        return bad(l, "unknown record (expected type, meta, root, object or end)");
+        return bad(l, "unknown record (expected type, meta, root, object, weak or end)");
     }
     return OBJSTORE_OK;
 }
@@ -599,6 +631,38 @@ static int next_line(struct load *l, bool *eof, size_t *len)
     if (n == 0 || l->line[n - 1] != '\n')
         return bad(l, "the last line has no newline (truncated dump)");
     return OBJSTORE_OK;
+}
+
+/* Weak references (D4): each dumped as a cleared one is replaced by a new
+ * one to its target, before any slot or root links it; the one it replaces
+ * is left at count 0 and freed by the load's commit.  Those whose target
+ * is itself a weak reference of the dump go last, so they name the
+ * replacement. */
+static int load_weak(struct load *l)
+{
+    u64map pending = {0};
+    int rc = OBJSTORE_OK;
+    for (size_t i = 0; i < l->weak.n && !rc; i += 2)
+        if (!u64map_upsert(&pending, l->weak.v[i], NULL))
+            rc = store_err(OBJSTORE_ENOMEM, "load: out of memory");
+    for (int pass = 0; pass < 2 && !rc; pass++)
+        for (size_t i = 0; i < l->weak.n && !rc; i += 2) {
+            uint64_t w = l->weak.v[i], to = l->weak.v[i + 1];
+            if (!to || !u64map_find(&pending, w) ||
+                (pass == 0 && u64map_find(&pending, to)))
+                continue;
+            if (to > l->oids.n)
+                return store_err(OBJSTORE_EINVAL, "load: weak reference %llu names object "
+                                 "%llu; the dump has %zu", (unsigned long long)w,
+                                 (unsigned long long)to, l->oids.n);
+            objstore_oid nw;
+            if ((rc = objstore_weakref_new(l->t, l->oids.v[to - 1], &nw)))
+                break;
+            l->oids.v[w - 1] = nw;
+            u64map_del(&pending, w);
+        }
+    u64map_free(&pending);
+    return rc;
 }
 
 static int load_all(struct load *l)
@@ -640,6 +704,8 @@ static int load_all(struct load *l)
         return rc;
     if (!eof)
         return bad(l, "text after the end line");
+    if ((rc = load_weak(l)))
+        return rc;
     /* Every object exists now: link slots, then roots. */
     for (size_t i = 0; i < l->nedges; i++) {
         struct edge *e = &l->edges[i];
@@ -708,6 +774,7 @@ int objstore_load(const char *dir, FILE *in, const objstore_options *opts,
     free(l.root_nums);
     free(l.edges);
     free(l.oids.v);
+    free(l.weak.v);
     free(l.buf);
     free(l.line);
     XXH3_freeState(l.sum);

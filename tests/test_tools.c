@@ -314,6 +314,70 @@ START_TEST(test_dump_then_load_gives_the_same_content_for_a_list)
 }
 END_TEST
 
+/* Weak references survive a dump and a load: each names the object that
+ * holds its target's content, a cleared one stays cleared, one whose
+ * target only weak references reach is cleared, and the digests agree. */
+START_TEST(test_dump_then_load_keeps_weak_references_and_the_digest)
+{
+    objstore *s = new_store(NULL);
+    OK(objstore_gc_disable(s));
+    objstore_txn *t = wbegin(s);
+    objstore_oid x = new_obj(t, 0, 0, 8), y = new_obj(t, 0, 0, 8), lone = new_obj(t, 0, 0, 8);
+    put_u64(t, x, 0, 11);
+    put_u64(t, y, 0, 22);
+    root_set(t, "x", x);
+    root_set(t, "y", y);
+    root_set(t, "lone", lone);
+    objstore_oid wx, wy, wl, ww;
+    OK(objstore_weakref_new(t, x, &wx));
+    OK(objstore_weakref_new(t, y, &wy));
+    OK(objstore_weakref_new(t, lone, &wl));
+    OK(objstore_weakref_new(t, wx, &ww));   /* a weak reference to a weak reference */
+    root_set(t, "wx", wx);
+    root_set(t, "wy", wy);
+    root_set(t, "wl", wl);
+    root_set(t, "ww", ww);
+    commit(t);
+    t = wbegin(s);
+    OK(objstore_root_del(t, "y"));          /* wy is cleared by this commit */
+    commit(t);
+    uint8_t d1[16], d2[16];
+    OK(objstore_digest(s, d1, NULL));
+    size_t len;
+    char *text = dump_to_buffer(s, &len, NULL);
+    char *copy = sub("copy");
+    OK(load_from_buffer(copy, text, len, NULL));
+    objstore *c = open_store(copy, NULL);
+    verify_clean(c);
+    OK(objstore_digest(c, d2, NULL));
+    ck_assert_msg(memcmp(d1, d2, 16) == 0, "the loaded store has another digest");
+    t = rbegin(c);
+    objstore_oid target;
+    OK(objstore_weakref_get(t, root_get(t, "wx"), &target));
+    ck_assert_uint_eq(target, root_get(t, "x"));
+    ck_assert_uint_eq(get_u64(t, target, 0), 11);
+    OK(objstore_weakref_get(t, root_get(t, "wy"), &target));
+    ck_assert_uint_eq(target, 0);
+    OK(objstore_weakref_get(t, root_get(t, "wl"), &target));
+    ck_assert_uint_eq(target, root_get(t, "lone"));
+    OK(objstore_weakref_get(t, root_get(t, "ww"), &target));
+    ck_assert_uint_eq(target, root_get(t, "wx"));
+    commit(t);
+    /* The index of the loaded store is live: freeing x clears wx. */
+    t = wbegin(c);
+    OK(objstore_root_del(t, "x"));
+    commit(t);
+    t = rbegin(c);
+    OK(objstore_weakref_get(t, root_get(t, "wx"), &target));
+    ck_assert_uint_eq(target, 0);
+    commit(t);
+    close_store(c);
+    close_store(s);
+    free(text);
+    free(copy);
+}
+END_TEST
+
 START_TEST(test_dump_then_load_gives_the_same_content_for_a_random_graph_with_cycles)
 {
     objstore *s = new_store(NULL);
@@ -992,6 +1056,7 @@ int main(void)
     Suite *s = suite_create("tools");
     TCase *tc = ts_tcase(s, "dump_load", 300);
     tcase_add_test(tc, test_dump_then_load_gives_the_same_content_for_a_list);
+    tcase_add_test(tc, test_dump_then_load_keeps_weak_references_and_the_digest);
     tcase_add_loop_test(tc, test_dump_then_load_gives_the_same_content_for_a_random_graph_with_cycles, 0, 3);
     tcase_add_test(tc, test_a_million_long_list_dumps_without_recursion);
     tcase_add_test(tc, test_load_refuses_a_truncated_or_altered_dump_and_commits_nothing);
