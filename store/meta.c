@@ -229,8 +229,12 @@ int store_meta_load(objstore *s, MDB_txn *txn)
     else if (mrc != MDB_NOTFOUND)
         return store_lmdb_err(mrc, "meta/: get");
     if (format != STORE_FORMAT_VERSION)
-        return store_err(OBJSTORE_EVERSION, "%s: store format %llu, this build reads %u",
-                         s->dir, (unsigned long long)format, STORE_FORMAT_VERSION);
+        return store_err(OBJSTORE_EVERSION, "%s: store format %llu, this build reads %u%s",
+                         s->dir, (unsigned long long)format, STORE_FORMAT_VERSION,
+                         format < STORE_FORMAT_VERSION
+                             ? " (dump it with the objstore of its format, objstore dump, "
+                               "and load the dump with this one)"
+                             : "");
     if (s->generation == 0 || s->generation > (UINT64_C(1) << 48))
         return store_err(OBJSTORE_EMETA, "%s: meta/ names heap generation %llu", s->dir,
                          (unsigned long long)s->generation);

@@ -30,7 +30,7 @@
 #include "objstore_admin.h"
 #include "u64map.h"
 
-#define STORE_FORMAT_VERSION 1u
+#define STORE_FORMAT_VERSION 2u
 #define STORE_NAME_MAX 511
 #define STORE_TYPE_NAME_MAX 255
 #define STORE_META_VALUE_MAX (UINT64_C(64) << 20)
