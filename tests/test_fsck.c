@@ -1044,7 +1044,14 @@ START_TEST(test_sigint_during_a_check_exits_32_and_changes_nothing)
             EXPECT_FSCK(0, "0 problems", g_store);
         }
     }
-    ck_assert(repaired);
+    /* Under a slow (sanitizer) build every interrupt may land mid-repair:
+     * the store was left as it was each time, and a run left alone
+     * repairs it. */
+    if (!repaired) {
+        ck_assert(interrupted);
+        EXPECT_FSCK(1, "", "-y", g_store);
+        EXPECT_FSCK(0, "0 problems", g_store);
+    }
 }
 END_TEST
 
