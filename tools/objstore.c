@@ -210,6 +210,22 @@ static int do_create(int argc, char **argv)
 
 /* ---- info ---- */
 
+/* The start of a read-only subcommand over one store: its options (--json
+ * only), the store's name, the store opened read-only.  Returns an exit
+ * code, or -1 with *s open. */
+static int open_one(int argc, char **argv, const char *usage, const char **dir, objstore **s)
+{
+    struct opts o = {0};
+    int x = parse(argc, argv, usage, "j", &o);
+    if (x >= 0)
+        return x;
+    if (argc - optind != 1)
+        return usage_error("expected one store");
+    *dir = argv[optind];
+    int rc = open_ro(*dir, s);
+    return rc ? fail(*dir, rc) : -1;
+}
+
 static const char info_usage[] =
     "usage: objstore info STORE [--json]\n"
     "Shows the store's format, uuid, generation, epoch, heap geometry, live\n"
@@ -229,17 +245,11 @@ static void uuid_str(const uint8_t u[16], char out[37])
 
 static int do_info(int argc, char **argv)
 {
-    struct opts o = {0};
-    int x = parse(argc, argv, info_usage, "j", &o);
+    const char *dir;
+    objstore *s;
+    int rc, x = open_one(argc, argv, info_usage, &dir, &s);
     if (x >= 0)
         return x;
-    if (argc - optind != 1)
-        return usage_error("expected one store");
-    const char *dir = argv[optind];
-    objstore *s;
-    int rc = open_ro(dir, &s);
-    if (rc)
-        return fail(dir, rc);
     objstore_store_info in;
     rc = objstore_get_store_info(s, &in);
     objstore_close(s);
@@ -302,17 +312,11 @@ static const char stats_usage[] =
 
 static int do_stats(int argc, char **argv)
 {
-    struct opts o = {0};
-    int x = parse(argc, argv, stats_usage, "j", &o);
+    const char *dir;
+    objstore *s;
+    int rc, x = open_one(argc, argv, stats_usage, &dir, &s);
     if (x >= 0)
         return x;
-    if (argc - optind != 1)
-        return usage_error("expected one store");
-    const char *dir = argv[optind];
-    objstore *s;
-    int rc = open_ro(dir, &s);
-    if (rc)
-        return fail(dir, rc);
     objstore_stats st;
     rc = objstore_get_stats(s, &st);
     objstore_close(s);
@@ -409,17 +413,11 @@ static int print_root(void *arg, const char *name, objstore_oid oid)
 
 static int do_roots(int argc, char **argv)
 {
-    struct opts o = {0};
-    int x = parse(argc, argv, roots_usage, "j", &o);
+    const char *dir;
+    objstore *s;
+    int rc, x = open_one(argc, argv, roots_usage, &dir, &s);
     if (x >= 0)
         return x;
-    if (argc - optind != 1)
-        return usage_error("expected one store");
-    const char *dir = argv[optind];
-    objstore *s;
-    int rc = open_ro(dir, &s);
-    if (rc)
-        return fail(dir, rc);
     struct roots_ctx c = {.arr = json ? json_array() : NULL};
     if (!(rc = objstore_begin(s, OBJSTORE_TXN_RDONLY, &c.t))) {
         rc = objstore_root_iter(c.t, print_root, &c);
@@ -439,17 +437,11 @@ static const char types_usage[] =
 
 static int do_types(int argc, char **argv)
 {
-    struct opts o = {0};
-    int x = parse(argc, argv, types_usage, "j", &o);
+    const char *dir;
+    objstore *s;
+    int rc, x = open_one(argc, argv, types_usage, &dir, &s);
     if (x >= 0)
         return x;
-    if (argc - optind != 1)
-        return usage_error("expected one store");
-    const char *dir = argv[optind];
-    objstore *s;
-    int rc = open_ro(dir, &s);
-    if (rc)
-        return fail(dir, rc);
     objstore_txn *t;
     json_t *arr = json ? json_array() : NULL;
     if (!(rc = objstore_begin(s, OBJSTORE_TXN_RDONLY, &t))) {
