@@ -112,6 +112,17 @@ heap_status heap_check_ref(heap_t *h, uint64_t off)
  * that block one more full check.  No bit can be set wrongly: blocks are
  * freed, and pools change class, only in write transactions, which no
  * reader runs beside. */
+/* Per class, the units where a full pool's blocks start. */
+static uint64_t full_pattern[HEAP_NCLASSES][HEAP_BITMAP_WORDS];
+static pthread_once_t full_once = PTHREAD_ONCE_INIT;
+
+static void full_init(void)
+{
+    for (unsigned c = 0; c < HEAP_NCLASSES; c++)
+        for (uint64_t u = 0; u + (c + 1) <= HEAP_POOL_SIZE / HEAP_ALIGN; u += c + 1)
+            full_pattern[c][u >> 6] |= UINT64_C(1) << (u & 63);
+}
+
 static void view_record(heap_t *h, uint64_t off, const struct heap_pooldesc *d)
 {
     uint64_t gp = off >> HEAP_POOL_SHIFT;
@@ -127,12 +138,18 @@ static void view_record(heap_t *h, uint64_t off, const struct heap_pooldesc *d)
     const uint64_t *bm = heap_table(h, gp >> (HEAP_ARENA_SHIFT - HEAP_POOL_SHIFT))
                              ->bitmap[gp & (HEAP_POOLS_PER_ARENA - 1)];
     uint64_t words[HEAP_BITMAP_WORDS] = {0};
-    for (unsigned w = 0; w < HEAP_BITMAP_WORDS; w++)
-        for (uint64_t m = bm[w]; m; m &= m - 1) {
-            uint64_t u = (uint64_t)(w * 64 + (unsigned)__builtin_ctzll(m)) * (c + 1);
-            if (u < HEAP_POOL_SIZE / HEAP_ALIGN)
-                words[u >> 6] |= UINT64_C(1) << (u & 63);
-        }
+    if (d->nalloc == HEAP_POOL_SIZE / heap_class_size(c)) {
+        /* A full pool (the common case of a walk): every block start. */
+        pthread_once(&full_once, full_init);
+        memcpy(words, full_pattern[c], sizeof words);
+    } else {
+        for (unsigned w = 0; w < HEAP_BITMAP_WORDS; w++)
+            for (uint64_t m = bm[w]; m; m &= m - 1) {
+                uint64_t u = (uint64_t)(w * 64 + (unsigned)__builtin_ctzll(m)) * (c + 1);
+                if (u < HEAP_POOL_SIZE / HEAP_ALIGN)
+                    words[u >> 6] |= UINT64_C(1) << (u & 63);
+            }
+    }
     for (unsigned w = 0; w < HEAP_BITMAP_WORDS; w++)
         if (words[w])
             atomic_store_explicit(&vw[w], atomic_load_explicit(&vw[w], memory_order_relaxed) |

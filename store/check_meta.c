@@ -292,8 +292,14 @@ int ck_meta_run(struct ck *c, const char *dir, struct childres *cr)
         return store_err(OBJSTORE_EIO, "check: fork: %s", strerror(errno));
     }
     if (pid == 0) {
-        close(p[0]);
-        child_main(p[1], dir);
+        /* The child keeps only stdio and its pipe: an inherited descriptor
+         * of the store's lock file would keep the store locked after the
+         * parent died (OFD locks belong to the shared file description). */
+        int fd = p[1];
+        if (fd != 3 && (fd = dup2(p[1], 3)) != 3)
+            _exit(3);
+        close_range(4, ~0U, 0);
+        child_main(fd, dir);
         _exit(0);
     }
     close(p[1]);
