@@ -16,18 +16,6 @@
 #include <sys/resource.h>
 #include <time.h>
 
-static const objstore_options manual = {.gc_threshold = UINT64_MAX};
-
-typedef struct { uint8_t d[16]; } dig_t;
-
-static dig_t digest(objstore *s)
-{
-    dig_t d;
-    OK(objstore_digest(s, d.d, NULL));
-    return d;
-}
-
-#define SAME_DIGEST(a, b) MUST(memcmp((a).d, (b).d, 16) == 0, "digests differ")
 
 /* Heap files in the store directory. */
 static int heap_files(const char *dir, uint64_t *gen)
@@ -122,7 +110,7 @@ START_TEST(test_compaction_keeps_the_content_and_shrinks_a_mostly_freed_heap)
     objstore *s = new_store(&manual);
     fragmented(s, 1, n, 90);
     objstore_verify_report r0 = verify_clean(s);
-    dig_t before = digest(s);
+    dig_t before = logical_digest(s);
     char *heap1 = ts_path(g_store, "heap.1");
     uint64_t size0 = file_size(heap1);
 
@@ -143,7 +131,7 @@ START_TEST(test_compaction_keeps_the_content_and_shrinks_a_mostly_freed_heap)
     objstore_verify_report r = verify_clean(s);
     ck_assert_uint_eq(r.unreachable, 0);
     ck_assert_uint_eq(r.objects, r0.reachable);
-    SAME_DIGEST(before, digest(s));
+    SAME_DIGEST(before, logical_digest(s));
 
     /* It goes on working: a commit, a reopen. */
     objstore_txn *t = wbegin(s);
@@ -155,7 +143,7 @@ START_TEST(test_compaction_keeps_the_content_and_shrinks_a_mostly_freed_heap)
     t = wbegin(s);
     OK(objstore_root_del(t, "new"));
     commit(t);
-    SAME_DIGEST(before, digest(s));
+    SAME_DIGEST(before, logical_digest(s));
     close_store(s);
     free(heap1);
     free(heap2);
@@ -242,7 +230,7 @@ START_TEST(test_a_leftover_generation_file_is_removed_at_open)
 {
     objstore *s = new_store(&manual);
     fragmented(s, 9, 1000, 10);
-    dig_t before = digest(s);
+    dig_t before = logical_digest(s);
     close_store(s);
     char *stray = ts_path(g_store, "heap.2");
     write_all(stray, "half a heap", 11);
@@ -257,11 +245,11 @@ START_TEST(test_a_leftover_generation_file_is_removed_at_open)
     s = open_store(g_store, &manual);
     ck_assert(!path_exists(stray));
     ck_assert(!path_exists(stray2));
-    SAME_DIGEST(before, digest(s));
+    SAME_DIGEST(before, logical_digest(s));
     /* and a compaction then makes generation 2 */
     OK(objstore_compact(s, NULL, NULL, NULL, NULL));
     ck_assert(path_exists(stray));
-    SAME_DIGEST(before, digest(s));
+    SAME_DIGEST(before, logical_digest(s));
     close_store(s);
     free(stray);
     free(stray2);
@@ -272,14 +260,14 @@ END_TEST
 START_TEST(test_an_empty_store_compacts_and_keeps_its_digest)
 {
     objstore *s = new_store(&manual);
-    dig_t before = digest(s);
+    dig_t before = logical_digest(s);
     objstore_gc_stats st;
     OK(objstore_full_collect(s, NULL, &st));
     ck_assert_uint_eq(st.freed, 0);
     OK(objstore_compact(s, NULL, NULL, NULL, &st));
     ck_assert_uint_eq(st.reachable, 0);
     ck_assert_uint_eq(st.generation, 2);
-    SAME_DIGEST(before, digest(s));
+    SAME_DIGEST(before, logical_digest(s));
     verify_clean(s);
     s = reopen(s, &manual);
     objstore_txn *t = wbegin(s);
@@ -304,7 +292,7 @@ START_TEST(test_a_compaction_asked_to_stop_leaves_the_store_as_it_was)
 {
     objstore *s = new_store(&manual);
     fragmented(s, 13, 150000, 20);
-    dig_t before = digest(s);
+    dig_t before = logical_digest(s);
     uint64_t live = get_stats(s).live_objects;
     objstore_gc_options o = {.progress = stop_at_copy};
     objstore_gc_stats st;
@@ -315,9 +303,9 @@ START_TEST(test_a_compaction_asked_to_stop_leaves_the_store_as_it_was)
     ck_assert_uint_eq(gen, 1);
     ck_assert_uint_eq(get_stats(s).live_objects, live);
     verify_clean(s);
-    SAME_DIGEST(before, digest(s));
+    SAME_DIGEST(before, logical_digest(s));
     s = reopen(s, &manual);
-    SAME_DIGEST(before, digest(s));
+    SAME_DIGEST(before, logical_digest(s));
     close_store(s);
 }
 END_TEST
@@ -381,7 +369,7 @@ START_TEST(test_a_crash_at_every_step_of_compaction_leaves_the_old_or_the_new_st
     objstore_oid extra = new_obj(t, 0, 0, 40);
     root_set(t, "extra", extra);
     commit(t);
-    dig_t before = digest(s);
+    dig_t before = logical_digest(s);
     uint64_t reach = verify_clean(s).reachable;
     close_store(s);
     char *copy = ts_path(g_dir, "pristine");
@@ -410,7 +398,7 @@ START_TEST(test_a_crash_at_every_step_of_compaction_leaves_the_old_or_the_new_st
         objstore_verify_report r = verify_clean(s);
         MUST(r.reachable == reach, "step %d: %llu reachable, not %llu", at, U(r.reachable),
              U(reach));
-        SAME_DIGEST(before, digest(s));
+        SAME_DIGEST(before, logical_digest(s));
         close_store(s);
     }
     ck_assert_int_gt(olds, 0);
@@ -423,7 +411,7 @@ START_TEST(test_a_full_disk_during_compaction_is_a_clear_error_and_the_old_store
 {
     objstore *s = new_store(&manual);
     fragmented(s, 11, 60000, 5);
-    dig_t before = digest(s);
+    dig_t before = logical_digest(s);
     char *heap1 = ts_path(g_store, "heap.1");
     uint64_t size = file_size(heap1);
     free(heap1);
@@ -458,7 +446,7 @@ START_TEST(test_a_full_disk_during_compaction_is_a_clear_error_and_the_old_store
     ck_assert_uint_eq(gen, 1);
     s = open_store(g_store, &manual);
     verify_clean(s);
-    SAME_DIGEST(before, digest(s));
+    SAME_DIGEST(before, logical_digest(s));
     close_store(s);
 }
 END_TEST
@@ -523,7 +511,7 @@ START_TEST(test_the_tool_collects_compacts_digests_and_dry_runs)
     set_ref(t, a, 0, b);
     set_ref(t, b, 0, a);
     commit(t);
-    dig_t before = digest(s);
+    dig_t before = logical_digest(s);
     uint64_t live = get_stats(s).live_objects;
     close_store(s);
     char hx[33];
@@ -554,7 +542,7 @@ START_TEST(test_the_tool_collects_compacts_digests_and_dry_runs)
     free(text);
     s = open_store(g_store, &manual);
     verify_clean(s);
-    SAME_DIGEST(before, digest(s));
+    SAME_DIGEST(before, logical_digest(s));
     close_store(s);
 
     ck_assert_int_eq(run_tool(NULL, (const char *[]){"--bogus", g_store, NULL}), 16);
@@ -618,7 +606,7 @@ START_TEST(test_sigint_stops_objstore_gc_at_a_clean_point_with_exit_32)
     objstore *s = new_store(&manual);
     fragmented(s, 41, 120000, 30);
     make_cycle_garbage(s, 3000);
-    dig_t before = digest(s);
+    dig_t before = logical_digest(s);
     uint64_t reach = verify_clean(s).reachable;
     close_store(s);
     char *tool = tool_path();
@@ -645,7 +633,7 @@ START_TEST(test_sigint_stops_objstore_gc_at_a_clean_point_with_exit_32)
         MUST(heap_files(g_store, NULL) == 1, "round %d: not exactly one heap file", round);
         objstore_verify_report r = verify_clean(s);
         ck_assert_uint_eq(r.reachable, reach);
-        SAME_DIGEST(before, digest(s));
+        SAME_DIGEST(before, logical_digest(s));
         close_store(s);
     }
     free(tool);
@@ -665,7 +653,7 @@ START_TEST(test_kill_9_during_objstore_gc_compact_leaves_a_store_with_the_same_d
     uint32_t n = 120000;
     objstore *s = new_store(&manual);
     fragmented(s, 31, n, 10);
-    dig_t before = digest(s);
+    dig_t before = logical_digest(s);
     uint64_t reach = verify_clean(s).reachable;
     ck_assert_uint_ge(reach, 100000);
     close_store(s);
@@ -698,7 +686,7 @@ START_TEST(test_kill_9_during_objstore_gc_compact_leaves_a_store_with_the_same_d
         objstore_verify_report r = verify_clean(s);
         MUST(r.reachable == reach, "round %d: %llu reachable, not %llu", round,
              U(r.reachable), U(reach));
-        SAME_DIGEST(before, digest(s));
+        SAME_DIGEST(before, logical_digest(s));
         close_store(s);
     }
     free(tool);

@@ -13,19 +13,6 @@
 
 #include <signal.h>
 
-static const objstore_options manual = {.gc_threshold = UINT64_MAX};
-
-typedef struct { uint8_t d[16]; } dig_t;
-
-static dig_t digest(objstore *s)
-{
-    dig_t d;
-    OK(objstore_digest(s, d.d, NULL));
-    return d;
-}
-
-#define SAME_DIGEST(a, b) MUST(memcmp((a).d, (b).d, 16) == 0, "digests differ")
-#define OTHER_DIGEST(a, b) MUST(memcmp((a).d, (b).d, 16) != 0, "digests are equal")
 
 static objstore_gc_stats full_collect(objstore *s, uint64_t batch)
 {
@@ -85,7 +72,7 @@ START_TEST(test_a_cycle_that_never_had_an_outside_reference_is_freed)
     /* The online collector never hears of it: no count ever went down. */
     OK(objstore_collect(s, NULL));
     ck_assert_uint_eq(get_stats(s).live_objects, 21);
-    dig_t before = digest(s);
+    dig_t before = logical_digest(s);
 
     objstore_gc_stats st = full_collect(s, 0);
     ck_assert_uint_eq(st.garbage, 20);
@@ -94,10 +81,10 @@ START_TEST(test_a_cycle_that_never_had_an_outside_reference_is_freed)
     ck_assert_uint_eq(get_stats(s).live_objects, 1);
     objstore_verify_report r = verify_clean(s);
     ck_assert_uint_eq(r.unreachable, 0);
-    SAME_DIGEST(before, digest(s));
+    SAME_DIGEST(before, logical_digest(s));
     s = reopen(s, &manual);
     ck_assert_uint_eq(get_stats(s).live_objects, 1);
-    SAME_DIGEST(before, digest(s));
+    SAME_DIGEST(before, logical_digest(s));
     close_store(s);
 }
 END_TEST
@@ -111,7 +98,7 @@ static void ring_case(uint64_t n, uint64_t batch)
     commit(t);
     make_ring(s, "live", 1000, false);
     make_ring(s, "dead", n, true);
-    dig_t before = digest(s);
+    dig_t before = logical_digest(s);
     ck_assert_uint_eq(get_stats(s).live_objects, 1 + 1000 + n);
 
     objstore_gc_stats st = full_collect(s, batch);
@@ -122,7 +109,7 @@ static void ring_case(uint64_t n, uint64_t batch)
     objstore_verify_report r = verify_clean(s);
     ck_assert_uint_eq(r.unreachable, 0);
     ck_assert_uint_eq(r.reachable, 1001);
-    SAME_DIGEST(before, digest(s));
+    SAME_DIGEST(before, logical_digest(s));
     close_store(s);
 }
 
@@ -160,7 +147,7 @@ START_TEST(test_garbage_hanging_off_a_cycle_is_freed_and_survivors_keep_exact_co
     t = rbegin(s);
     ck_assert_uint_eq(refcount(t, live), 1 + 1 + 50);
     commit(t);
-    dig_t before = digest(s);
+    dig_t before = logical_digest(s);
 
     objstore_gc_stats st = full_collect(s, 300);
     ck_assert_uint_eq(st.garbage, 5002);
@@ -169,7 +156,7 @@ START_TEST(test_garbage_hanging_off_a_cycle_is_freed_and_survivors_keep_exact_co
     ck_assert_uint_eq(refcount(t, live), 1);
     commit(t);
     verify_clean(s);
-    SAME_DIGEST(before, digest(s));
+    SAME_DIGEST(before, logical_digest(s));
     close_store(s);
 }
 END_TEST
@@ -212,7 +199,7 @@ START_TEST(test_everything_reachable_is_untouched_and_the_live_count_is_exact)
     objstore *s = new_store(&manual);
     random_graph(s, 42, 20000);
     objstore_verify_report r0 = verify_clean(s);
-    dig_t before = digest(s);
+    dig_t before = logical_digest(s);
     uint64_t nobj;
     uint8_t d[16];
     OK(objstore_digest(s, d, &nobj));
@@ -225,9 +212,9 @@ START_TEST(test_everything_reachable_is_untouched_and_the_live_count_is_exact)
     ck_assert_uint_eq(r.unreachable, 0);
     ck_assert_uint_eq(r.objects, r0.reachable);
     ck_assert_uint_eq(get_stats(s).live_objects, r0.reachable);
-    SAME_DIGEST(before, digest(s));
+    SAME_DIGEST(before, logical_digest(s));
     s = reopen(s, &manual);
-    SAME_DIGEST(before, digest(s));
+    SAME_DIGEST(before, logical_digest(s));
     verify_clean(s);
     close_store(s);
 }
@@ -239,7 +226,7 @@ START_TEST(test_a_dry_run_counts_the_garbage_and_writes_nothing)
     random_graph(s, 7, 5000);
     objstore_verify_report r0 = verify_clean(s);
     uint64_t epoch = objstore_epoch(s);
-    dig_t before = digest(s);
+    dig_t before = logical_digest(s);
     objstore_gc_options o = {.dry_run = 1};
     objstore_gc_stats st;
     OK(objstore_full_collect(s, &o, &st));
@@ -249,7 +236,7 @@ START_TEST(test_a_dry_run_counts_the_garbage_and_writes_nothing)
     ck_assert(st.compacted_bytes > 0 && st.compacted_bytes <= st.file_bytes_before);
     ck_assert_uint_eq(objstore_epoch(s), epoch);
     ck_assert_uint_eq(verify_clean(s).unreachable, r0.unreachable);
-    SAME_DIGEST(before, digest(s));
+    SAME_DIGEST(before, logical_digest(s));
     close_store(s);
 }
 END_TEST
@@ -324,7 +311,7 @@ START_TEST(test_a_collection_asked_to_stop_stops_after_a_commit_and_loses_nothin
     random_graph(s, 5, 4000);
     make_ring(s, "ring", 5000, true);
     objstore_verify_report r0 = verify_clean(s);
-    dig_t before = digest(s);
+    dig_t before = logical_digest(s);
     int calls = 0;
     objstore_gc_options o = {.batch = 500, .progress = stop_after_first, .progress_arg = &calls};
     objstore_gc_stats st;
@@ -335,11 +322,11 @@ START_TEST(test_a_collection_asked_to_stop_stops_after_a_commit_and_loses_nothin
     objstore_verify_report r = verify_clean(s);
     ck_assert_uint_eq(r.reachable, r0.reachable);
     ck_assert_uint_eq(r.unreachable, r0.unreachable - st.freed);
-    SAME_DIGEST(before, digest(s));
+    SAME_DIGEST(before, logical_digest(s));
     /* the next run finishes */
     st = full_collect(s, 0);
     ck_assert_uint_eq(verify_clean(s).unreachable, 0);
-    SAME_DIGEST(before, digest(s));
+    SAME_DIGEST(before, logical_digest(s));
     close_store(s);
 }
 END_TEST
@@ -373,12 +360,12 @@ START_TEST(test_the_digest_depends_on_content_not_on_where_objects_live)
 {
     objstore *s = new_store(&manual);
     build_small(s, false, "hello world!", 3);
-    dig_t d1 = digest(s);
+    dig_t d1 = logical_digest(s);
     close_store(s);
     ts_rmtree(g_store);
     s = new_store(&manual);
     build_small(s, true, "hello world!", 3);
-    SAME_DIGEST(d1, digest(s));
+    SAME_DIGEST(d1, logical_digest(s));
     close_store(s);
 }
 END_TEST
@@ -387,22 +374,22 @@ START_TEST(test_the_digest_changes_with_any_change_of_content)
 {
     objstore *s = new_store(&manual);
     build_small(s, false, "hello world!", 3);
-    dig_t d0 = digest(s);
+    dig_t d0 = logical_digest(s);
     objstore_txn *t = wbegin(s);
     objstore_oid a = root_get(t, "a");
     OK(objstore_write(t, a, 11, "?", 1));            /* one payload byte */
     commit(t);
-    dig_t d1 = digest(s);
+    dig_t d1 = logical_digest(s);
     OTHER_DIGEST(d0, d1);
     t = wbegin(s);
     OK(objstore_write(t, a, 11, "!", 1));
     commit(t);
-    SAME_DIGEST(d0, digest(s));
+    SAME_DIGEST(d0, logical_digest(s));
     t = wbegin(s);
     objstore_oid b = root_get(t, "b");
     set_ref(t, b, 1, get_ref(t, a, 1));               /* one slot's target */
     commit(t);
-    OTHER_DIGEST(d0, digest(s));
+    OTHER_DIGEST(d0, logical_digest(s));
     close_store(s);
 
     ts_rmtree(g_store);
@@ -411,7 +398,7 @@ START_TEST(test_the_digest_changes_with_any_change_of_content)
     t = wbegin(s);
     OK(objstore_root_set(t, "c", root_get(t, "b")));  /* one more root */
     commit(t);
-    OTHER_DIGEST(d0, digest(s));
+    OTHER_DIGEST(d0, logical_digest(s));
     close_store(s);
 
     ts_rmtree(g_store);
@@ -421,7 +408,7 @@ START_TEST(test_the_digest_changes_with_any_change_of_content)
     OK(objstore_type_register(t, "other", &ty));     /* type ids shift: same names */
     commit(t);
     build_small(s, false, "hello world!", 3);
-    SAME_DIGEST(d0, digest(s));
+    SAME_DIGEST(d0, logical_digest(s));
     close_store(s);
 }
 END_TEST
@@ -473,7 +460,7 @@ START_TEST(test_a_crash_at_any_step_of_a_full_collection_loses_nothing_reachable
     random_graph(s, 99, 3000);
     make_ring(s, "ring", 2000, true);
     objstore_verify_report r0 = verify_clean(s);
-    dig_t before = digest(s);
+    dig_t before = logical_digest(s);
     close_store(s);
     char *copy = ts_path(g_dir, "pristine");
     char cmd[4096];
@@ -497,11 +484,11 @@ START_TEST(test_a_crash_at_any_step_of_a_full_collection_loses_nothing_reachable
         objstore_verify_report r = verify_clean(s);
         MUST(r.reachable == r0.reachable, "step %d: reachable %llu, was %llu", at,
              U(r.reachable), U(r0.reachable));
-        SAME_DIGEST(before, digest(s));
+        SAME_DIGEST(before, logical_digest(s));
         /* and a new collection finishes the job */
         full_collect(s, 0);
         ck_assert_uint_eq(verify_clean(s).unreachable, 0);
-        SAME_DIGEST(before, digest(s));
+        SAME_DIGEST(before, logical_digest(s));
         close_store(s);
     }
     free(copy);

@@ -356,4 +356,22 @@ static inline int wait_child(pid_t pid)
     return WEXITSTATUS(st);
 }
 
+/* ------------------------------------------------------------------ */
+/* the logical digest, for collection and compaction suites              */
+
+/* Options that leave all collection to explicit calls. */
+static const objstore_options manual __attribute__((unused)) = {.gc_threshold = UINT64_MAX};
+
+typedef struct { uint8_t d[16]; } dig_t;
+
+static inline dig_t logical_digest(objstore *s)
+{
+    dig_t d;
+    OK(objstore_digest(s, d.d, NULL));
+    return d;
+}
+
+#define SAME_DIGEST(a, b) MUST(memcmp((a).d, (b).d, 16) == 0, "digests differ")
+#define OTHER_DIGEST(a, b) MUST(memcmp((a).d, (b).d, 16) != 0, "digests are equal")
+
 #endif
