@@ -374,4 +374,38 @@ static inline dig_t logical_digest(objstore *s)
 #define SAME_DIGEST(a, b) MUST(memcmp((a).d, (b).d, 16) == 0, "digests differ")
 #define OTHER_DIGEST(a, b) MUST(memcmp((a).d, (b).d, 16) != 0, "digests are equal")
 
+/* ------------------------------------------------------------------ */
+/* commits a crash leaves behind                                        */
+
+/* In a child process: opens g_store, makes n commits, each a write
+ * transaction in which fn(t, i, arg) makes its changes, then exits without
+ * closing, so the redo records stay in meta/ as a crash leaves them.  The
+ * test fails if the child could not (the exit code names the step: 1 open,
+ * 2 begin, 3 fn, 4 commit). */
+typedef int (*ts_commit_fn)(objstore_txn *t, int i, void *arg);
+
+static inline void commits_in_child_then_vanish(int n, ts_commit_fn fn, void *arg)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        objstore *s = NULL;
+        if (objstore_open(g_store, NULL, &s) != OBJSTORE_OK)
+            _exit(1);
+        for (int i = 0; i < n; i++) {
+            objstore_txn *t = NULL;
+            if (objstore_begin(s, 0, &t) != OBJSTORE_OK)
+                _exit(2);
+            if (fn(t, i, arg) != OBJSTORE_OK)
+                _exit(3);
+            if (objstore_commit(t) != OBJSTORE_OK)
+                _exit(4);
+        }
+        _exit(0);
+    }
+    int code = wait_child(pid);
+    ck_assert_msg(code == 0, "the committing child failed at step %d", code);
+}
+
 #endif

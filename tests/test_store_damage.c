@@ -580,30 +580,22 @@ END_TEST
 
 /* In a child: opens, commits value under root "late", exits without closing:
  * the redo record stays in meta/ until a checkpoint. */
+static int late_value(objstore_txn *t, int i, void *arg)
+{
+    (void)i;
+    uint64_t value = *(const uint64_t *)arg;
+    objstore_oid o = 0;
+    int rc = objstore_new(t, 0, 0, 4000, &o);
+    if (!rc)
+        rc = objstore_write(t, o, 0, &value, 8);
+    if (!rc)
+        rc = objstore_write(t, o, 3992, &value, 8);
+    return rc ? rc : objstore_root_set(t, "late", o);
+}
+
 static void commit_and_vanish(uint64_t value)
 {
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        objstore *s = NULL;
-        objstore_txn *t = NULL;
-        objstore_oid o = 0;
-        if (objstore_open(g_store, NULL, &s) != OBJSTORE_OK)
-            _exit(1);
-        if (objstore_begin(s, 0, &t) != OBJSTORE_OK)
-            _exit(2);
-        if (objstore_new(t, 0, 0, 4000, &o) != OBJSTORE_OK ||
-            objstore_write(t, o, 0, &value, 8) != OBJSTORE_OK ||
-            objstore_write(t, o, 3992, &value, 8) != OBJSTORE_OK ||
-            objstore_root_set(t, "late", o) != OBJSTORE_OK)
-            _exit(3);
-        if (objstore_commit(t) != OBJSTORE_OK)
-            _exit(4);
-        _exit(0);
-    }
-    int code = wait_child(pid);
-    ck_assert_msg(code == 0, "the committing child failed at step %d", code);
+    commits_in_child_then_vanish(1, late_value, &value);
 }
 
 enum { REDO_PEEK = -2, REDO_RESTORE = -1, REDO_FLIP, REDO_TRUNCATE, REDO_EMPTY, N_REDO };
@@ -747,31 +739,22 @@ END_TEST
 
 /* In a child: opens, makes n commits (each a new object under root
  * "late<i>" holding i), exits without closing: n redo records stay. */
+static int late_i(objstore_txn *t, int i, void *arg)
+{
+    (void)arg;
+    objstore_oid o = 0;
+    uint64_t v = (uint64_t)i + 1;
+    char name[16];
+    snprintf(name, sizeof name, "late%d", i);
+    int rc = objstore_new(t, 0, 0, 64, &o);
+    if (!rc)
+        rc = objstore_write(t, o, 0, &v, 8);
+    return rc ? rc : objstore_root_set(t, name, o);
+}
+
 static void commits_and_vanish(int n)
 {
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        objstore *s = NULL;
-        if (objstore_open(g_store, NULL, &s) != OBJSTORE_OK)
-            _exit(1);
-        for (int i = 0; i < n; i++) {
-            objstore_txn *t = NULL;
-            objstore_oid o = 0;
-            uint64_t v = (uint64_t)i + 1;
-            char name[16];
-            snprintf(name, sizeof name, "late%d", i);
-            if (objstore_begin(s, 0, &t) != OBJSTORE_OK ||
-                objstore_new(t, 0, 0, 64, &o) != OBJSTORE_OK ||
-                objstore_write(t, o, 0, &v, 8) != OBJSTORE_OK ||
-                objstore_root_set(t, name, o) != OBJSTORE_OK ||
-                objstore_commit(t) != OBJSTORE_OK)
-                _exit(2);
-        }
-        _exit(0);
-    }
-    ck_assert_int_eq(wait_child(pid), 0);
+    commits_in_child_then_vanish(n, late_i, NULL);
 }
 
 /* Deletes (save != NULL: saves first) or puts back the idx-th record of the
