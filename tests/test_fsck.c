@@ -937,6 +937,46 @@ START_TEST(test_a_store_held_by_a_writer_is_exit_8_with_a_sentence_and_a_reader_
 }
 END_TEST
 
+/* Runs objstore-fsck [mode] STORE, sends it SIGINT delay microseconds after
+ * it printed its first pass (its handler is in place by then), and returns
+ * its exit code; its output is in g_out.  Dying of a signal fails the test. */
+static int fsck_interrupted(const char *mode, int delay)
+{
+    g_out[0] = 0;
+    int pp[2];
+    ck_assert_int_eq(pipe(pp), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(pp[1], 1);
+        dup2(pp[1], 2);
+        close(pp[0]);
+        if (mode)
+            execl(tool_path(), "objstore-fsck", mode, g_store, (char *)NULL);
+        else
+            execl(tool_path(), "objstore-fsck", g_store, (char *)NULL);
+        _exit(126);
+    }
+    close(pp[1]);
+    size_t len = 0;
+    ssize_t r;
+    while (!strstr(g_out, "Pass 1") &&
+           (r = read(pp[0], g_out + len, sizeof g_out - 1 - len)) > 0) {
+        len += (size_t)r;
+        g_out[len] = 0;
+    }
+    usleep((useconds_t)delay);
+    kill(pid, SIGINT);
+    while ((r = read(pp[0], g_out + len, sizeof g_out - 1 - len)) > 0)
+        len += (size_t)r;
+    g_out[len] = 0;
+    close(pp[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    MUST(WIFEXITED(st), "objstore-fsck %s died of a signal:\n%s", mode ? mode : "", g_out);
+    return WEXITSTATUS(st);
+}
+
 START_TEST(test_sigint_during_a_check_exits_32_and_changes_nothing)
 {
     /* A store big enough for the walk to take a while. */
@@ -958,37 +998,7 @@ START_TEST(test_sigint_during_a_check_exits_32_and_changes_nothing)
     uint64_t before = files_sum(g_store);
     bool interrupted = false;
     for (int delay = 0; delay <= 64000 && !interrupted; delay = delay * 2 + 1000) {
-        g_out[0] = 0;
-        int pp[2];
-        ck_assert_int_eq(pipe(pp), 0);
-        fflush(NULL);
-        pid_t pid = fork();
-        if (pid == 0) {
-            dup2(pp[1], 1);
-            dup2(pp[1], 2);
-            close(pp[0]);
-            execl(tool_path(), "objstore-fsck", g_store, (char *)NULL);
-            _exit(126);
-        }
-        close(pp[1]);
-        size_t len = 0;
-        ssize_t r;
-        /* Its handler is in place once it prints its first pass. */
-        while (!strstr(g_out, "Pass 1") &&
-               (r = read(pp[0], g_out + len, sizeof g_out - 1 - len)) > 0) {
-            len += (size_t)r;
-            g_out[len] = 0;
-        }
-        usleep((useconds_t)delay);
-        kill(pid, SIGINT);
-        while ((r = read(pp[0], g_out + len, sizeof g_out - 1 - len)) > 0)
-            len += (size_t)r;
-        g_out[len] = 0;
-        close(pp[0]);
-        int st;
-        waitpid(pid, &st, 0);
-        MUST(WIFEXITED(st), "fsck died of a signal:\n%s", g_out);
-        int code = WEXITSTATUS(st);
+        int code = fsck_interrupted(NULL, delay);
         MUST(code == 32 || code == 4, "exit %d:\n%s", code, g_out);
         if (code == 32) {
             interrupted = true;
@@ -1002,36 +1012,7 @@ START_TEST(test_sigint_during_a_check_exits_32_and_changes_nothing)
     interrupted = false;
     bool repaired = false;
     for (int delay = 0; delay <= 256000 && !repaired; delay = delay * 2 + 1000) {
-        g_out[0] = 0;
-        int pp[2];
-        ck_assert_int_eq(pipe(pp), 0);
-        fflush(NULL);
-        pid_t pid = fork();
-        if (pid == 0) {
-            dup2(pp[1], 1);
-            dup2(pp[1], 2);
-            close(pp[0]);
-            execl(tool_path(), "objstore-fsck", "-y", g_store, (char *)NULL);
-            _exit(126);
-        }
-        close(pp[1]);
-        size_t len = 0;
-        ssize_t r;
-        while (!strstr(g_out, "Pass 1") &&
-               (r = read(pp[0], g_out + len, sizeof g_out - 1 - len)) > 0) {
-            len += (size_t)r;
-            g_out[len] = 0;
-        }
-        usleep((useconds_t)delay);
-        kill(pid, SIGINT);
-        while ((r = read(pp[0], g_out + len, sizeof g_out - 1 - len)) > 0)
-            len += (size_t)r;
-        g_out[len] = 0;
-        close(pp[0]);
-        int st;
-        waitpid(pid, &st, 0);
-        MUST(WIFEXITED(st), "fsck -y died of a signal:\n%s", g_out);
-        int code = WEXITSTATUS(st);
+        int code = fsck_interrupted("-y", delay);
         MUST(code == 32 || code == 1, "fsck -y exit %d:\n%s", code, g_out);
         if (code == 32 && strstr(g_out, "nothing was changed")) {
             interrupted = true;
