@@ -38,9 +38,15 @@
  *       (one put of an 8-byte key and 64-byte value per durable
  *       transaction, default flags).  Each runs up to 6000 commits or 6 s, in
  *       6 alternating rounds.
+ *   W4  W3's transaction from 1, 2, 4, 8 and 16 threads at once on one
+ *       store (each commit durable on return; slot i of a holder of
+ *       W4_SLOTS slots, i from a shared counter), against raw LMDB with the
+ *       same threads (W3's put; its writers queue on LMDB's write lock, one
+ *       sync each).  Per thread count, 2 rounds of W4_SECONDS for each, in
+ *       alternating order.  Target: at 8 threads >= 3x LMDB's 8 threads.
  *
  *   bench_store [-n W1 objects] [-N W2 nodes] [-B W2 big nodes] [-r reps]
- *               [-w W1|W2|W3] [-i objstore] [-G] [-v]
+ *               [-w W1|W2|W3|W4] [-i objstore] [-G] [-v]
  *
  * -i objstore runs objstore alone (for a profiler); -v prints every rep;
  * -G turns the collector off in W1 (objstore_gc_disable), to measure what the
@@ -50,6 +56,9 @@
 #include <lmdb.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -73,7 +82,8 @@
 #define T_W2_REOPEN_MS  15.0
 #define T_W2_BYTES      80.0
 #define T_W2_BUILD      2000000.0
-#define T_W3_LMDB       0.9
+#define T_W3_LMDB       1.0
+#define T_W4_LMDB       3.0
 
 static bool verbose;
 
@@ -599,6 +609,146 @@ static void run_w3(bool peers, const char *dir)
         bench_rmtree(lpath);
 }
 
+/* ---- W4 ---- */
+
+#define W4_SLOTS    1000000u
+#define W4_SECONDS  1.0
+#define W4_ROUNDS   2
+
+typedef struct w4_state {
+    objstore *s;
+    objstore_oid holder;
+    MDB_env *env;
+    MDB_dbi dbi;
+    bool lmdb;                /* which one this round runs */
+    _Atomic uint64_t next;    /* slot or key */
+    _Atomic uint64_t done;    /* commits returned */
+    _Atomic int stop;
+} w4_state;
+
+static void *w4_thread(void *arg)
+{
+    w4_state *w = arg;
+    uint8_t payload[W3_PAYLOAD], key[8];
+    while (!atomic_load(&w->stop)) {
+        uint64_t i = atomic_fetch_add(&w->next, 1);
+        if (i >= W4_SLOTS)
+            break;
+        peer_payload(i, payload, W3_PAYLOAD);
+        if (w->lmdb) {
+            MDB_txn *txn;
+            for (int k = 0; k < 8; k++)
+                key[k] = (uint8_t)(i >> (56 - 8 * k));
+            MDB_val kv = {sizeof key, key}, vv = {sizeof payload, payload};
+            lmdb_ck(mdb_txn_begin(w->env, NULL, 0, &txn), "txn_begin");
+            lmdb_ck(mdb_put(txn, w->dbi, &kv, &vv, 0), "put");
+            lmdb_ck(mdb_txn_commit(txn), "commit");
+        } else {
+            objstore_txn *t;
+            objstore_oid o;
+            ck(objstore_begin(w->s, 0, &t), "W4 begin");
+            int rc = objstore_new(t, 0, 0, W3_PAYLOAD, &o);
+            if (rc == OBJSTORE_OK)
+                rc = objstore_write(t, o, 0, payload, W3_PAYLOAD);
+            if (rc == OBJSTORE_OK)
+                rc = objstore_set_ref(t, w->holder, (uint32_t)i, o);
+            ck(rc, "W4 new object");
+            ck(objstore_commit(t), "W4 commit");
+        }
+        atomic_fetch_add(&w->done, 1);
+    }
+    return NULL;
+}
+
+/* One round: commits per second from n threads for W4_SECONDS. */
+static double w4_round(w4_state *w, bool lmdb, int n, double *secs)
+{
+    pthread_t th[16];
+    uint64_t before = atomic_load(&w->done);
+    w->lmdb = lmdb;
+    atomic_store(&w->stop, 0);
+    double t0 = bench_now();
+    for (int i = 0; i < n; i++)
+        if (pthread_create(&th[i], NULL, w4_thread, w) != 0)
+            bench_die("W4: cannot start a thread");
+    struct timespec ts = {0, (long)(W4_SECONDS * 1e9) % 1000000000L};
+    ts.tv_sec = (time_t)W4_SECONDS;
+    nanosleep(&ts, NULL);
+    atomic_store(&w->stop, 1);
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    *secs += bench_now() - t0;
+    return (double)(atomic_load(&w->done) - before);
+}
+
+static void run_w4(bool peers, const char *dir)
+{
+    static const int threads[] = {1, 2, 4, 8, 16};
+    char spath[BENCH_PATH_MAX], lpath[BENCH_PATH_MAX];
+    w4_state os = {0}, lm = {0};
+    objstore_txn *t;
+
+    bench_path(spath, dir, "w4-store");
+    os.s = store_fresh(spath, NULL);
+    ck(objstore_begin(os.s, 0, &t), "W4 setup begin");
+    ck(objstore_new(t, 0, W4_SLOTS, 0, &os.holder), "W4 new holder");
+    ck(objstore_root_set(t, "w4", os.holder), "W4 root_set");
+    ck(objstore_commit(t), "W4 setup commit");
+    if (peers) {
+        MDB_txn *txn;
+        bench_path(lpath, dir, "w4-lmdb");
+        if (mkdir(lpath, 0700) != 0)
+            bench_die("cannot make %s: %s", lpath, strerror(errno));
+        lmdb_ck(mdb_env_create(&lm.env), "env_create");
+        lmdb_ck(mdb_env_set_mapsize(lm.env, 1u << 30), "set_mapsize");
+        lmdb_ck(mdb_env_open(lm.env, lpath, 0, 0600), "env_open");
+        lmdb_ck(mdb_txn_begin(lm.env, NULL, 0, &txn), "txn_begin");
+        lmdb_ck(mdb_dbi_open(txn, NULL, 0, &lm.dbi), "dbi_open");
+        lmdb_ck(mdb_txn_commit(txn), "commit");
+    }
+    double at8[2] = {0, 0};
+    for (size_t k = 0; k < sizeof threads / sizeof threads[0]; k++) {
+        int n = threads[k];
+        double oc = 0, os_s = 0, lc = 0, lm_s = 0;
+        for (int r = 0; r < W4_ROUNDS; r++) {
+            if (r % 2 == 0 || !peers) {
+                oc += w4_round(&os, false, n, &os_s);
+                if (peers)
+                    lc += w4_round(&lm, true, n, &lm_s);
+            } else {
+                lc += w4_round(&lm, true, n, &lm_s);
+                oc += w4_round(&os, false, n, &os_s);
+            }
+        }
+        bench_result("workload=W4 impl=objstore threads=%d commits_per_s=%.0f", n, oc / os_s);
+        if (peers) {
+            bench_result("workload=W4 impl=lmdb threads=%d commits_per_s=%.0f", n, lc / lm_s);
+            printf("# W4 %d threads: objstore %.2fx lmdb\n", n, (oc / os_s) / (lc / lm_s));
+        }
+        if (n == 8) {
+            at8[0] = oc / os_s;
+            at8[1] = peers ? lc / lm_s : 0;
+        }
+    }
+    objstore_stats st;
+    ck(objstore_get_stats(os.s, &st), "W4 stats");
+    printf("# W4 objstore: %" PRIu64 " commits, %" PRIu64 " of them in %" PRIu64
+           " group syncs (%.1f a sync), %" PRIu64 " checkpoints\n", st.commits,
+           st.grouped_commits, st.group_syncs,
+           st.group_syncs ? (double)st.grouped_commits / (double)st.group_syncs : 0.0,
+           st.checkpoints);
+    ck(objstore_close(os.s), "W4 close");
+    if (peers) {
+        mdb_env_close(lm.env);
+        double ratio = at8[0] / at8[1];
+        printf("TARGET W4 objstore 8 threads commits_per_s >= %.1fx lmdb 8 threads: %s "
+               "(%.2fx)\n", T_W4_LMDB, ratio >= T_W4_LMDB ? "met" : "NOT met", ratio);
+    }
+    bench_rmtree(spath);
+    if (peers)
+        bench_rmtree(lpath);
+}
+
 /* ---- driver ---- */
 
 int main(int argc, char **argv)
@@ -630,7 +780,7 @@ int main(int argc, char **argv)
         case 'G': g_no_gc = true; break;
         default:
             fprintf(stderr, "usage: %s [-n W1 objects] [-N W2 nodes] [-B W2 big nodes, "
-                    "0 = none] [-r reps] [-w W1|W2|W3] [-i objstore] [-G] [-v]\n", argv[0]);
+                    "0 = none] [-r reps] [-w W1|W2|W3|W4] [-i objstore] [-G] [-v]\n", argv[0]);
             return 2;
         }
     }
@@ -667,6 +817,10 @@ int main(int argc, char **argv)
     if (only == NULL || strcmp(only, "W3") == 0) {
         bench_settle(dir);
         run_w3(peers, dir);
+    }
+    if (only == NULL || strcmp(only, "W4") == 0) {
+        bench_settle(dir);
+        run_w4(peers, dir);
     }
 
     printf("# %.1f s\n", bench_now() - start);

@@ -673,6 +673,12 @@ heap_status heap_pwrite_span(heap_t *h, uint64_t off, uint64_t len)
     return HEAP_OK;
 }
 
+int heap_write_copy(heap_t *h, uint64_t off, const void *src, uint64_t len)
+{
+    crash_point("heap-pwrite");
+    return pwrite_all(h->fd, src, len, off) ? (errno ? errno : EIO) : 0;
+}
+
 heap_status heap_apply(heap_t *h, uint64_t off, const void *data, uint64_t len,
                        bool to_file)
 {

@@ -295,6 +295,13 @@ heap_status heap_writeback(heap_t *h);
  * writes some ranges before its commit point and the rest after it. */
 heap_status heap_write_range(heap_t *h, uint64_t off, uint64_t len);
 
+/* Writes len bytes from src (a copy of committed bytes) at offset off of the
+ * file: an errno value, or 0.  It touches neither the mapping nor the
+ * handle's state, so it may run beside the thread that owns them (the
+ * store's group commit writes a sealed transaction's bytes back so while the
+ * next transaction changes the mapping). */
+int heap_write_copy(heap_t *h, uint64_t off, const void *src, uint64_t len);
+
 /* Forgets the dirty set after its ranges were written with heap_write_range;
  * the pages stay private until heap_drop_clean().  Fails (and fails the
  * handle) when the fresh tail cannot be mapped private again. */

@@ -709,6 +709,7 @@ int ck_open_store(struct ck *c, const char *dir, heap_t *h, bool rw, objstore **
     s->opts.gc_threshold = UINT64_MAX;   /* a repair collects nothing */
     s->opts.gc_budget = 1000000;
     store_lock_init(&s->lock);
+    store_group_init(s);
     pthread_mutex_init(&s->pin_lock, NULL);
     s->heap = h;
     char meta[4200], data[4300];

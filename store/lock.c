@@ -94,6 +94,7 @@ void store_read_begin(objstore *s)
     pthread_mutex_unlock(&l->m);
     if (depth)
         ++*depth;
+    store_group_wait_durable(s);   /* G2 */
 }
 
 void store_read_end(objstore *s)

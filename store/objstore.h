@@ -456,6 +456,10 @@ typedef struct objstore_stats {
     uint64_t cycles_freed;      /* objects trial deletion freed (all kinds) */
     uint64_t roots;
     uint64_t types;
+    /* group commit (docs/API.md, "Threads"): commits that shared a sync
+     * with others, and the syncs (LMDB commits) their groups took */
+    uint64_t grouped_commits;
+    uint64_t group_syncs;
 } objstore_stats;
 
 int objstore_get_stats(objstore *s, objstore_stats *st);

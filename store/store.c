@@ -415,6 +415,7 @@ static void store_free(objstore *s)
     free(s->pinlog.oid);
     free(s->pinlog.delta);
     store_lock_destroy(&s->lock);
+    store_group_destroy(s);
     pthread_mutex_destroy(&s->pin_lock);
     free(s->dir);
     free(s);
@@ -477,6 +478,7 @@ int objstore_open(const char *dir, const objstore_options *opts, objstore **out)
         s->opts.gc_budget = 1000000;
     s->ro = s->opts.flags & OBJSTORE_RDONLY;
     store_lock_init(&s->lock);
+    store_group_init(s);
     pthread_mutex_init(&s->pin_lock, NULL);
 
     int rc;
@@ -570,6 +572,7 @@ int objstore_close(objstore *s)
     int rc = OBJSTORE_OK;
     if (!s->ro && !s->failed) {
         store_write_lock(s);
+        store_group_drain(s);
         rc = store_freeze(s);
         if (!rc)
             rc = store_checkpoint_all(s);
@@ -586,7 +589,7 @@ int objstore_close(objstore *s)
     return rc;
 }
 
-uint64_t objstore_epoch(objstore *s) { return s->epoch; }
+uint64_t objstore_epoch(objstore *s) { return store_epoch(s); }
 
 int store_exclusive(objstore *s, int (*fn)(objstore *), const char *what)
 {
@@ -598,7 +601,10 @@ int store_exclusive(objstore *s, int (*fn)(objstore *), const char *what)
     if (store_is_writer(s) || store_is_reader(s))
         return store_err(OBJSTORE_ETXN, "%s: %s inside a transaction", s->dir, what);
     store_write_lock(s);
-    int rc = store_freeze(s);
+    store_group_drain(s);   /* G2 */
+    int rc = s->failed ? store_err(OBJSTORE_EFAILED, "%s: %s: a commit failed; reopen the "
+                                   "store", s->dir, what)
+                       : store_freeze(s);
     if (!rc)
         rc = fn(s);
     store_thaw(s);
@@ -651,6 +657,11 @@ int objstore_get_stats(objstore *s, objstore_stats *st)
     st->collections = s->st_collections;
     st->cycles_freed = s->st_cycles_freed;
     st->types = s->ntypes_committed;
+    pthread_mutex_lock(&s->g_mutex);
+    st->grouped_commits = s->st_grouped;
+    st->group_syncs = s->st_group_syncs;
+    st->commits = s->st_commits;
+    pthread_mutex_unlock(&s->g_mutex);
     MDB_txn *txn;
     if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) == 0) {
         MDB_stat ms;

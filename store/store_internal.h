@@ -38,6 +38,8 @@
 #define STORE_DIRECT_MIN (UINT64_C(1) << 20)   /* bulk path from this size */
 #define STORE_CKPT_COMMITS 10000u              /* or after this many commits */
 #define STORE_DROP_PRIVATE (UINT64_C(64) << 20)
+#define STORE_GROUP_BYTES (UINT64_C(1) << 20)  /* a sealed commit's redo, at most */
+#define STORE_GROUP_ROOM (UINT64_C(32) << 20)  /* meta/'s free room for sealing */
 
 /* created[] entries: an oid (16-aligned) with this bit when the object has
  * slots (the young collection looks only at those). */
@@ -67,6 +69,16 @@ typedef struct store_lock {
     _Atomic uintptr_t writer_id;   /* the writing thread, or 0 */
 } store_lock;
 
+/* group.c: LMDB changes, written now (txn set) or recorded to be applied
+ * later by a group commit's leader (txn NULL). */
+typedef struct store_wbatch {
+    MDB_txn *txn;
+    uint8_t *buf;
+    size_t len, cap;
+} store_wbatch;
+
+struct store_sealed;   /* group.c: a sealed transaction waiting in the queue */
+
 struct pinlog {
     uint64_t *oid;
     int8_t *delta;
@@ -80,8 +92,8 @@ struct objstore {
     ino_t ino;
     bool ro;
     bool beside_writer;        /* read-only, opened while a writer had it (S5) */
-    unsigned freeze_depth;     /* store_freeze nesting (writer only) */
-    bool failed;
+    unsigned freeze_depth;     /* store_freeze nesting (writer or leader, G5) */
+    _Atomic bool failed;       /* set by the writer, or a group's leader (G4) */
     bool forked;               /* inherited by fork: unusable, not closable */
     bool lmdb_nolock;          /* read-only checker: LMDB's lock file untouched
                                   (the store lock already excludes writers) */
@@ -96,7 +108,7 @@ struct objstore {
 
     uint8_t uuid[16];
     uint64_t generation;
-    uint64_t epoch;            /* last committed */
+    _Atomic uint64_t epoch;    /* last committed (durable) */
     uint64_t synced_epoch;     /* redo records <= this are in the synced heap */
     uint64_t deleted_upto;     /* redo records <= this are deleted */
     uint64_t redo_high;        /* highest end of a redo range newer than synced */
@@ -107,6 +119,17 @@ struct objstore {
 
     store_lock lock;
     pthread_mutex_t pin_lock;
+
+    /* group commit (group.c, rules G1..G5) */
+    pthread_mutex_t g_mutex;
+    pthread_cond_t g_cond;
+    pthread_cond_t g_gather;   /* a leader gathering: a writer let the lock go */
+    uint64_t g_sync_ns;        /* the last group's LMDB commit took this long */
+    struct store_sealed *g_head, *g_tail;   /* sealed, not yet taken by a leader */
+    bool g_leading;            /* a leader is committing a group */
+    uint64_t g_pending;        /* sealed transactions not yet durable */
+    uint64_t g_pending_bytes;  /* and their redo bytes */
+    uint64_t g_sealed;         /* newest epoch sealed (under the write lock) */
 
     /* types: id i+1 is type_names[i] */
     char **type_names;
@@ -153,6 +176,7 @@ struct objstore {
     struct u64vec weak_pairs;  /* a compaction's new (target, wref) pairs */
 
     /* statistics since open */
+    uint64_t st_grouped, st_group_syncs;   /* under g_mutex */
     uint64_t st_commits, st_aborts, st_redo_bytes, st_direct_bytes, st_checkpoints,
         st_freed, st_collections, st_cycles_freed;
 
@@ -220,6 +244,42 @@ int store_write_begin(objstore *s, objstore_txn **out);
 /* The transaction's LMDB read snapshot, begun on first use. */
 MDB_txn *store_rtxn(objstore_txn *t, int *rc);
 
+/* txn.c, for group.c */
+/* The redo records of one commit (T5's chain: prev names the commit before
+ * with records); data is the ranges' bytes in order, or NULL to read them
+ * from the mapping.  An LMDB code. */
+int store_put_redo(objstore *s, MDB_txn *w, uint64_t epoch, uint64_t prev, const heap_range *r,
+                   size_t n, const uint8_t *data);
+int store_del_redo(objstore *s, MDB_txn *w, uint64_t upto);
+/* A transaction's roots, metadata, types, sets and weak pairs into b. */
+int store_put_changes(objstore *s, store_wbatch *b);
+/* After the commit point (or sealing): the RAM state becomes committed. */
+void store_fold_committed(objstore *s);
+bool store_env_panicked(objstore *s);
+
+/* group.c: group commit */
+void store_group_init(objstore *s);
+void store_group_destroy(objstore *s);
+int store_wb_put(store_wbatch *b, MDB_dbi db, const void *k, size_t klen, const void *v,
+                 size_t vlen);
+int store_wb_del(store_wbatch *b, MDB_dbi db, const void *k, size_t klen);   /* absent: 0 */
+/* Whether this commit (after its frees, under the write lock) may seal (G1). */
+bool store_group_may_seal(objstore_txn *t, uint64_t redo_bytes);
+/* Seals t's commit (G1) and queues it; the caller then lets the write lock
+ * go and calls store_group_wait.  On error nothing was sealed. */
+int store_group_seal(objstore_txn *t, const heap_range *r, size_t n,
+                     struct store_sealed **out);
+/* After the sealing writer let the write lock go: a gathering leader looks
+ * again (G6). */
+void store_group_sealed(objstore *s);
+/* Leads or waits until g's group is durable (or failed); frees g. */
+int store_group_wait(objstore *s, struct store_sealed *g);
+/* G2: waits until no sealed transaction is pending and no leader runs. */
+void store_group_drain(objstore *s);
+/* G2: a reader, holding its side of the lock, waits for the sealed epochs. */
+void store_group_wait_durable(objstore *s);
+uint64_t store_epoch(objstore *s);
+
 /* collect.c: the cycle collector inside the current write transaction */
 /* Commit's frees: drain the zero-count table, collect cycles when due (or
  * asked), drain what only the cycles held. */
@@ -246,7 +306,7 @@ int store_weak_target_gone(objstore *s, uint64_t oid);
 int store_weak_compact(objstore *s, heap_t *dst, const u64map *map);
 int store_weak_switch(objstore *s, MDB_txn *w);
 void store_weak_switched(objstore *s);
-int store_weak_put(objstore *s, MDB_txn *w);   /* an LMDB code */
+int store_weak_put(objstore *s, store_wbatch *b);   /* an LMDB code */
 void store_weak_committed(objstore *s);
 void store_weak_rollback(objstore *s);
 void store_weak_free(objstore *s);

@@ -110,6 +110,8 @@ MDB_txn *store_rtxn(objstore_txn *t, int *rc)
 {
     *rc = OBJSTORE_OK;
     if (!t->rtxn) {
+        if (t->write)
+            store_group_drain(t->s);   /* G2: LMDB holds every sealed commit */
         int mrc = mdb_txn_begin(t->s->env, NULL, MDB_RDONLY, &t->rtxn);
         if (mrc) {
             t->rtxn = NULL;
@@ -209,6 +211,7 @@ static void txn_end(objstore_txn *t)
 
 static void rollback(objstore *s)
 {
+    store_group_drain(s);   /* G2: the file holds every sealed byte again (D1) */
     u64map_clear(&s->zeroed);
     heap_status hs = heap_discard(s->heap);
     if (hs) {
@@ -264,13 +267,15 @@ void objstore_abort(objstore_txn *t)
 /* ---- the LMDB half of commit ---- */
 
 /* Writes the redo records for ranges r[0..n) (as pieces of at most
- * STORE_REDO_CHUNK data bytes each). */
-static int put_redo(objstore *s, MDB_txn *w, uint64_t epoch, const heap_range *r, size_t n)
+ * STORE_REDO_CHUNK data bytes each), their bytes from data (in range order)
+ * or, when data is NULL, from the mapping. */
+int store_put_redo(objstore *s, MDB_txn *w, uint64_t epoch, uint64_t prev, const heap_range *r,
+                   size_t n, const uint8_t *src)
 {
     uint32_t seq = 0;
     size_t i = 0;
     uint64_t done = 0;   /* bytes of r[i] already placed */
-    uint8_t *base = heap_base(s->heap);
+    const uint8_t *base = heap_base(s->heap);
     /* Every record but the last carries STORE_REDO_CHUNK data bytes. */
     uint64_t total = 0;
     for (size_t q = 0; q < n; q++)
@@ -306,8 +311,7 @@ static int put_redo(objstore *s, MDB_txn *w, uint64_t epoch, const heap_range *r
         uint8_t *rec = v.mv_data;
         struct redo_hdr h = {.magic = REDO_MAGIC, .version = REDO_VERSION, .epoch = epoch,
                              .seq = seq, .nranges = nr, .generation = s->generation,
-                             .data_bytes = bytes, .prev_epoch = s->redo_last,
-                             .nseq = nseq};
+                             .data_bytes = bytes, .prev_epoch = prev, .nseq = nseq};
         memcpy(h.uuid, s->uuid, 16);
         memcpy(rec, &h, sizeof h);
         struct redo_range *rr = (struct redo_range *)(rec + sizeof h);
@@ -318,7 +322,12 @@ static int put_redo(objstore *s, MDB_txn *w, uint64_t epoch, const heap_range *r
                 take = STORE_REDO_CHUNK - (uint64_t)(data - (uint8_t *)(rr + nr));
             struct redo_range one = {r[i].off + done, take};
             memcpy(&rr[q], &one, sizeof one);
-            memcpy(data, base + one.off, take);
+            if (src) {
+                memcpy(data, src, take);
+                src += take;
+            } else {
+                memcpy(data, base + one.off, take);
+            }
             data += take;
             done += take;
             if (done == r[i].len) {
@@ -338,7 +347,7 @@ static int put_redo(objstore *s, MDB_txn *w, uint64_t epoch, const heap_range *r
 }
 
 /* Deletes redo records with epoch <= upto. */
-static int del_redo(objstore *s, MDB_txn *w, uint64_t upto)
+int store_del_redo(objstore *s, MDB_txn *w, uint64_t upto)
 {
     MDB_cursor *c;
     int rc = mdb_cursor_open(w, s->db_redo, &c);
@@ -355,52 +364,76 @@ static int del_redo(objstore *s, MDB_txn *w, uint64_t upto)
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-static int put_set_delta(MDB_txn *w, MDB_dbi db, oidset *o)
+static int put_set_delta(store_wbatch *b, MDB_dbi db, oidset *o)
 {
     uint8_t key[8];
-    MDB_val k = {8, key}, v = {0, ""};
     uint64_t oid;
     int rc;
     for (size_t i = 0; u64map_next(&o->removed, &i, &oid, NULL);) {
         store_be64(key, oid);
-        if ((rc = mdb_del(w, db, &k, NULL)) && rc != MDB_NOTFOUND)
+        if ((rc = store_wb_del(b, db, key, 8)))
             return rc;
     }
     for (size_t i = 0; u64map_next(&o->added, &i, &oid, NULL);) {
         store_be64(key, oid);
-        if ((rc = mdb_put(w, db, &k, &v, 0)))
+        if ((rc = store_wb_put(b, db, key, 8, "", 0)))
             return rc;
     }
     return 0;
 }
 
-static int put_pending(MDB_txn *w, MDB_dbi db, kvmap *m)
+static int put_pending(store_wbatch *b, MDB_dbi db, kvmap *m)
 {
     kv_entry **e = kvmap_sorted(m);
     if (m->n && !e)
         return ENOMEM;
     for (size_t i = 0; i < m->n; i++) {
-        MDB_val k = {e[i]->klen, e[i]->key}, v = {e[i]->vlen, e[i]->val};
-        int rc = e[i]->deleted ? mdb_del(w, db, &k, NULL) : mdb_put(w, db, &k, &v, 0);
-        if (rc && !(e[i]->deleted && rc == MDB_NOTFOUND))
+        int rc = e[i]->deleted ? store_wb_del(b, db, e[i]->key, e[i]->klen)
+                               : store_wb_put(b, db, e[i]->key, e[i]->klen, e[i]->val,
+                                              e[i]->vlen);
+        if (rc)
             return rc;
     }
     return 0;
 }
 
-static int put_types(objstore *s, MDB_txn *w)
+static int put_types(objstore *s, store_wbatch *b)
 {
     for (uint32_t id = s->ntypes_committed + 1; id <= s->ntypes; id++) {
         const char *name = s->type_names[id - 1];
         uint8_t key[4] = {(uint8_t)(id >> 24), (uint8_t)(id >> 16), (uint8_t)(id >> 8),
                           (uint8_t)id};
-        MDB_val kn = {strlen(name), (void *)name}, vi = {4, key};
-        MDB_val ki = {4, key}, vn = {strlen(name), (void *)name};
-        int rc = mdb_put(w, s->db_types, &kn, &vi, 0);
-        if (rc || (rc = mdb_put(w, s->db_typeids, &ki, &vn, 0)))
+        int rc = store_wb_put(b, s->db_types, name, strlen(name), key, 4);
+        if (rc || (rc = store_wb_put(b, s->db_typeids, key, 4, name, strlen(name))))
             return rc;
     }
     return 0;
+}
+
+int store_put_changes(objstore *s, store_wbatch *b)
+{
+    int rc;
+    if ((rc = put_pending(b, s->db_roots, &s->roots_pending)) ||
+        (rc = put_pending(b, s->db_user, &s->user_pending)) || (rc = put_types(s, b)) ||
+        (rc = put_set_delta(b, s->db_zct, &s->zct)) ||
+        (rc = put_set_delta(b, s->db_cand, &s->cand)))
+        return rc;
+    return store_weak_put(s, b);
+}
+
+void store_fold_committed(objstore *s)
+{
+    kvmap_clear(&s->roots_pending);
+    kvmap_clear(&s->user_pending);
+    oidset_fold(&s->zct);
+    store_gc_committed(s);
+    oidset_fold(&s->cand);
+    store_weak_committed(s);
+    pthread_mutex_lock(&s->pin_lock);
+    u64map_clear(&s->unpinned);
+    pthread_mutex_unlock(&s->pin_lock);
+    s->ntypes_committed = s->ntypes;
+    s->pinlog.n = 0;
 }
 
 /* Fails the handle after an I/O error that leaves it unsound; the status
@@ -417,7 +450,7 @@ static int handle_failed(objstore *s, const char *what)
 /* LMDB makes its environment unusable (every later begin: MDB_PANIC) when
  * it could not write a meta page.  Whether that commit reached the disk is
  * then unknown, and only a reopen can tell (T3). */
-static bool env_panicked(objstore *s)
+bool store_env_panicked(objstore *s)
 {
     MDB_txn *p;
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &p);
@@ -437,13 +470,11 @@ static int lmdb_commit(objstore *s, uint64_t epoch, const heap_range *redo, size
     int rc = mdb_txn_begin(s->env, NULL, 0, &w);
     if (rc)
         return rc;
-    if ((rc = put_redo(s, w, epoch, redo, nredo)) ||
-        (rc = put_pending(w, s->db_roots, &s->roots_pending)) ||
-        (rc = put_pending(w, s->db_user, &s->user_pending)) || (rc = put_types(s, w)) ||
-        (rc = put_set_delta(w, s->db_zct, &s->zct)) ||
-        (rc = put_set_delta(w, s->db_cand, &s->cand)) || (rc = store_weak_put(s, w)) ||
+    store_wbatch b = {.txn = w};
+    if ((rc = store_put_redo(s, w, epoch, s->redo_last, redo, nredo, NULL)) ||
+        (rc = store_put_changes(s, &b)) ||
         (s->synced_epoch > s->deleted_upto &&
-         ((rc = del_redo(s, w, s->synced_epoch)) ||
+         ((rc = store_del_redo(s, w, s->synced_epoch)) ||
           (rc = mdb_put(w, s->db_meta, &ck, &cv, 0)))) ||
         ((nredo == 0 || s->synced_epoch > s->deleted_upto) &&
          (rc = mdb_put(w, s->db_meta, &ek, &ev, 0)))) {
@@ -454,7 +485,7 @@ static int lmdb_commit(objstore *s, uint64_t epoch, const heap_range *redo, size
     rc = mdb_txn_commit(w);
     /* Errors LMDB reports before it writes the meta page leave nothing
      * committed; an I/O error may come after: the outcome is unknown. */
-    if (rc == EIO || (rc && env_panicked(s)))
+    if (rc == EIO || (rc && store_env_panicked(s)))
         *unknown = true;
     return rc;
 }
@@ -497,7 +528,8 @@ static heap_status write_spans(objstore *s, const heap_range *r, size_t n)
     return HEAP_OK;
 }
 
-static int commit_write(objstore_txn *t)
+/* Step 1 of commit, under the write lock: the frees and collections. */
+static int commit_prepare(objstore_txn *t)
 {
     objstore *s = t->s;
     if (heap_failed(s->heap)) {
@@ -518,7 +550,15 @@ static int commit_write(objstore_txn *t)
     if (t->rtxn)
         mdb_txn_abort(t->rtxn);
     t->rtxn = NULL;
+    return OBJSTORE_OK;
+}
 
+/* Steps 2-5 for a commit that runs alone: under the write lock, with no
+ * sealed transaction pending (G2) and the freeze held. */
+static int commit_alone(objstore_txn *t)
+{
+    objstore *s = t->s;
+    int rc;
     const heap_range *r;
     size_t n = heap_dirty_ranges(s->heap, &r);
     if (heap_dirty_bytes(s->heap) && !n)
@@ -630,17 +670,8 @@ static int commit_write(objstore_txn *t)
     s->st_redo_bytes += redo_bytes;
     s->st_direct_bytes += (use_direct ? direct_bytes : 0) + fresh_bytes;
     s->redo_since_ckpt += redo_bytes;
-    kvmap_clear(&s->roots_pending);
-    kvmap_clear(&s->user_pending);
-    oidset_fold(&s->zct);
-    store_gc_committed(s);
-    oidset_fold(&s->cand);
-    store_weak_committed(s);
-    pthread_mutex_lock(&s->pin_lock);
-    u64map_clear(&s->unpinned);
-    pthread_mutex_unlock(&s->pin_lock);
-    s->ntypes_committed = s->ntypes;
-    s->pinlog.n = 0;
+    s->g_sealed = epoch;
+    store_fold_committed(s);
 
     hs = write_spans(s, redo, nredo);
     free(redo);
@@ -671,6 +702,12 @@ static int commit_write(objstore_txn *t)
     return OBJSTORE_OK;
 }
 
+static int commit_write(objstore_txn *t)
+{
+    int rc = commit_prepare(t);
+    return rc ? rc : commit_alone(t);
+}
+
 int objstore_commit(objstore_txn *t)
 {
     if (!t)
@@ -680,14 +717,27 @@ int objstore_commit(objstore_txn *t)
         return OBJSTORE_OK;
     }
     objstore *s = t->s;
-    /* S5: readers in other processes keep the committed files as they are
-     * until they close; the commit waits for them here. */
     int rc = s->failed ? store_err(OBJSTORE_EFAILED, "%s: the store handle failed earlier",
                                    s->dir)
+                       : commit_prepare(t);
+    struct store_sealed *g = NULL;
+    if (!rc && store_group_may_seal(t, heap_dirty_bytes(s->heap))) {
+        const heap_range *r;
+        size_t n = heap_dirty_ranges(s->heap, &r);
+        if (n || !heap_dirty_bytes(s->heap))
+            rc = store_group_seal(t, r, n, &g);
+    }
+    if (!rc && !g) {
+        /* Alone (G1).  S5: readers in other processes keep the committed
+         * files as they are until they close; the commit waits for them. */
+        store_group_drain(s);
+        rc = s->failed ? store_err(OBJSTORE_EFAILED, "%s: a group commit failed; reopen the "
+                                   "store", s->dir)
                        : store_freeze(s);
-    if (!rc) {
-        rc = commit_write(t);
-        store_thaw(s);
+        if (!rc) {
+            rc = commit_alone(t);
+            store_thaw(s);
+        }
     }
     if (rc && !s->failed) {
         char msg[512];
@@ -695,8 +745,11 @@ int objstore_commit(objstore_txn *t)
         rollback(s);
         store_err(rc, "%s (transaction rolled back)", msg);
     }
-    txn_end(t);
-    return rc;
+    txn_end(t);   /* the next writer may begin, on top of a sealed commit */
+    if (!g)
+        return rc;
+    store_group_sealed(s);
+    return store_group_wait(s, g);
 }
 
 /* ---- checkpoint ---- */
@@ -717,7 +770,7 @@ int store_checkpoint_all(objstore *s)
     s->synced_epoch = s->epoch;
     MDB_txn *w;
     int rc = mdb_txn_begin(s->env, NULL, 0, &w);
-    if (!rc && ((rc = del_redo(s, w, s->epoch)) ||
+    if (!rc && ((rc = store_del_redo(s, w, s->epoch)) ||
                 (rc = store_put_u64(w, s->db_meta, "epoch", s->epoch) ? EIO : 0) ||
                 (rc = store_put_u64(w, s->db_meta, "ckpt", s->epoch) ? EIO : 0)))
         mdb_txn_abort(w);
@@ -725,7 +778,7 @@ int store_checkpoint_all(objstore *s)
         store_hook("checkpoint-commit");
         rc = mdb_txn_commit(w);
     }
-    if (rc && env_panicked(s)) {
+    if (rc && store_env_panicked(s)) {
         s->failed = true;
         return store_err(OBJSTORE_EFAILED, "%s: checkpoint: LMDB: %s; reopen the store",
                          s->dir, mdb_strerror(rc));
@@ -958,7 +1011,7 @@ int store_replay(objstore *s)
     MDB_txn *w;
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &w)))
         return store_lmdb_err(rc, "replay");
-    if ((rc = del_redo(s, w, UINT64_MAX)) ||
+    if ((rc = store_del_redo(s, w, UINT64_MAX)) ||
         (rc = store_put_u64(w, s->db_meta, "epoch", s->epoch) ? EIO : 0) ||
         (rc = store_put_u64(w, s->db_meta, "ckpt", s->epoch) ? EIO : 0)) {
         mdb_txn_abort(w);

@@ -35,6 +35,8 @@
  */
 #include "store_internal.h"
 
+#include <errno.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -146,6 +148,7 @@ static int clear_target(objstore *s, uint64_t target)
     if (!rc && s->weak_db) {
         MDB_txn *txn;
         MDB_cursor *c;
+        store_group_drain(s);   /* G2: the index holds every sealed pair */
         int mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
         if (!mrc && (mrc = mdb_cursor_open(txn, s->db_weak, &c)))
             mdb_txn_abort(txn);
@@ -204,24 +207,23 @@ int store_weak_freeing(objstore *s, uint64_t oid)
     return target ? unpair(s, target, oid) : OBJSTORE_OK;
 }
 
-int store_weak_put(objstore *s, MDB_txn *w)
+int store_weak_put(objstore *s, store_wbatch *b)
 {
     if (!s->weak_add.n && !s->weak_del.n)
         return 0;
     int rc;
-    if (!s->weak_db && (rc = mdb_dbi_open(w, "weak", MDB_CREATE, &s->db_weak)))
-        return rc;   /* W5; weak_db is set once this commits */
+    if (!s->weak_db && (!b->txn || (rc = mdb_dbi_open(b->txn, "weak", MDB_CREATE, &s->db_weak))))
+        return b->txn ? rc : EINVAL;   /* W5; weak_db is set once this commits (G1) */
     uint8_t key[16];
-    MDB_val k = {16, key}, v = {0, ""};
     uint64_t wref, target;
     for (size_t i = 0; u64map_next(&s->weak_del, &i, &wref, &target);) {
         weak_key(key, target, wref);
-        if ((rc = mdb_del(w, s->db_weak, &k, NULL)) && rc != MDB_NOTFOUND)
+        if ((rc = store_wb_del(b, s->db_weak, key, 16)))
             return rc;
     }
     for (size_t i = 0; u64map_next(&s->weak_add, &i, &wref, &target);) {
         weak_key(key, target, wref);
-        if ((rc = mdb_put(w, s->db_weak, &k, &v, 0)))
+        if ((rc = store_wb_put(b, s->db_weak, key, 16, "", 0)))
             return rc;
     }
     return 0;

@@ -1,0 +1,521 @@
+/*
+ * group.c -- group commit: many writer threads, one sync per group.
+ *
+ * A durable commit costs a sync, and a commit that holds the write lock
+ * through its sync makes every other writer wait for it.  So a commit with
+ * other writers behind it (waiting for the write lock, or sealed before it
+ * and not yet durable) does not sync under the lock.  It seals: it copies its
+ * redo bytes, records its LMDB changes (roots, metadata, types, sets, weak
+ * pairs) in a batch, takes the next epoch, folds its RAM state as committed
+ * and lets the write lock go, so the next writer builds on it at once.
+ * Sealed transactions queue in epoch order.  One of the waiting threads at a
+ * time is the leader: it takes the whole queue, writes it as one LMDB
+ * transaction (one sync for all of them), pwrites each one's redo bytes into
+ * the heap file from its copy, and wakes the group.  Each commit still
+ * returns only once it is durable.
+ *
+ * Rules:
+ *   G1 only a small transaction seals: one that neither grows the heap nor
+ *      creates meta/'s weak database, whose redo fits STORE_GROUP_BYTES, when
+ *      no checkpoint or page drop is due and meta/ has STORE_GROUP_ROOM free
+ *      (the map cannot grow while a leader's transaction is open).  Any other
+ *      commit drains the queue and commits alone under the write lock (txn.c),
+ *      and so does a commit nobody waits behind: one thread alone commits as
+ *      it always did.
+ *   G2 nothing relies on the committed files while a sealed transaction is
+ *      pending: a read transaction, once it holds its side of the lock, waits
+ *      until every sealed epoch is durable (so LMDB and the mapping agree for
+ *      it, and it never sees a commit that could still fail); a write
+ *      transaction drains the queue before it reads LMDB (store_rtxn, weak
+ *      references), aborts, commits alone, checkpoints, compacts or closes (so
+ *      heap rule D1, a clean line equals the file, holds again first).
+ *   G3 the leader writes heap bytes from the copies, never from the mapping
+ *      (it holds the next writer's uncommitted bytes), only after LMDB's
+ *      commit (T1), in epoch order, so the newest bytes land last.
+ *   G4 a group whose LMDB commit fails fails every transaction in it, and the
+ *      handle: the transactions sealed after them built on their changes.
+ *      Every commit that returned success is durable, and reopening the store
+ *      finds exactly those.  (A commit that runs alone still rolls back only
+ *      itself.)
+ *   G5 the leader owns the commit state that only commits touch (redo_last,
+ *      redo_high, deleted_upto, the checkpoint counters, freeze_depth) while
+ *      it runs; everyone else touches it only after draining, under the write
+ *      lock, or reads the counters under g_mutex.
+ *   G6 a new leader first gathers: while a writer holds or waits for the
+ *      write lock, it waits for that writer to seal, up to half the last
+ *      group's sync.  Otherwise the writers woken by one group would reach
+ *      the queue just after the next leader took it, and groups would
+ *      alternate between one transaction and all the rest.
+ */
+#include "store_internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define GATHER_MAX_NS 5000000u   /* G6's wait, at most */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- LMDB batches ---- */
+
+struct wb_op {
+    MDB_dbi dbi;
+    uint32_t del;
+    uint32_t klen;
+    uint32_t vlen;
+};
+
+static int wb_add(store_wbatch *b, MDB_dbi db, bool del, const void *k, size_t klen,
+                  const void *v, size_t vlen)
+{
+    if (klen > UINT32_MAX || vlen > UINT32_MAX)
+        return EINVAL;
+    size_t need = (sizeof(struct wb_op) + klen + vlen + 7) & ~(size_t)7;
+    if (b->len + need > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 1024;
+        while (cap < b->len + need)
+            cap *= 2;
+        uint8_t *p = realloc(b->buf, cap);
+        if (!p)
+            return ENOMEM;
+        b->buf = p;
+        b->cap = cap;
+    }
+    struct wb_op op = {db, del, (uint32_t)klen, (uint32_t)vlen};
+    uint8_t *p = b->buf + b->len;
+    memcpy(p, &op, sizeof op);
+    memcpy(p + sizeof op, k, klen);
+    if (vlen)
+        memcpy(p + sizeof op + klen, v, vlen);
+    b->len += need;
+    return 0;
+}
+
+int store_wb_put(store_wbatch *b, MDB_dbi db, const void *k, size_t klen, const void *v,
+                 size_t vlen)
+{
+    if (!b->txn)
+        return wb_add(b, db, false, k, klen, v, vlen);
+    MDB_val kk = {klen, (void *)k}, vv = {vlen, (void *)v};
+    return mdb_put(b->txn, db, &kk, &vv, 0);
+}
+
+int store_wb_del(store_wbatch *b, MDB_dbi db, const void *k, size_t klen)
+{
+    if (!b->txn)
+        return wb_add(b, db, true, k, klen, NULL, 0);
+    MDB_val kk = {klen, (void *)k};
+    int rc = mdb_del(b->txn, db, &kk, NULL);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int wb_apply(const store_wbatch *b, MDB_txn *w)
+{
+    store_wbatch direct = {.txn = w};
+    for (size_t at = 0; at < b->len;) {
+        struct wb_op op;
+        memcpy(&op, b->buf + at, sizeof op);
+        const uint8_t *k = b->buf + at + sizeof op;
+        int rc = op.del ? store_wb_del(&direct, op.dbi, k, op.klen)
+                        : store_wb_put(&direct, op.dbi, k, op.klen, k + op.klen, op.vlen);
+        if (rc)
+            return rc;
+        at += (sizeof op + op.klen + op.vlen + 7) & ~(size_t)7;
+    }
+    return 0;
+}
+
+/* ---- the queue ---- */
+
+struct store_sealed {
+    uint64_t epoch;
+    heap_range *redo;
+    size_t nredo;
+    uint8_t *data;            /* the ranges' bytes, in order */
+    uint64_t bytes, high;     /* redo bytes; end of the highest range */
+    store_wbatch ops;
+    int rc;                   /* set by the leader */
+    bool done;
+    char msg[400];
+    struct store_sealed *next;
+};
+
+static void sealed_free(struct store_sealed *g)
+{
+    free(g->redo);
+    free(g->data);
+    free(g->ops.buf);
+    free(g);
+}
+
+void store_group_init(objstore *s)
+{
+    pthread_mutex_init(&s->g_mutex, NULL);
+    pthread_cond_init(&s->g_cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->g_gather, &ca);
+    pthread_condattr_destroy(&ca);
+    s->g_sync_ns = 0;
+    s->g_head = s->g_tail = NULL;
+    s->g_leading = false;
+    s->g_pending = s->g_pending_bytes = 0;
+    s->g_sealed = s->epoch;
+}
+
+void store_group_destroy(objstore *s)
+{
+    pthread_cond_destroy(&s->g_cond);
+    pthread_cond_destroy(&s->g_gather);
+    pthread_mutex_destroy(&s->g_mutex);
+}
+
+uint64_t store_epoch(objstore *s)
+{
+    return atomic_load(&s->epoch);
+}
+
+void store_group_drain(objstore *s)
+{
+    pthread_mutex_lock(&s->g_mutex);
+    while (s->g_head || s->g_leading)
+        pthread_cond_wait(&s->g_cond, &s->g_mutex);
+    pthread_mutex_unlock(&s->g_mutex);
+}
+
+void store_group_wait_durable(objstore *s)
+{
+    /* g_sealed cannot move while this reader holds its side of the lock. */
+    uint64_t sealed = s->g_sealed;
+    if (atomic_load(&s->epoch) >= sealed)
+        return;
+    pthread_mutex_lock(&s->g_mutex);
+    while (atomic_load(&s->epoch) < sealed && !s->failed)
+        pthread_cond_wait(&s->g_cond, &s->g_mutex);
+    pthread_mutex_unlock(&s->g_mutex);
+}
+
+/* ---- sealing ---- */
+
+static bool writers_waiting(objstore *s, bool or_writing)
+{
+    pthread_mutex_lock(&s->lock.m);
+    bool w = s->lock.writers_waiting > 0 || (or_writing && s->lock.writer);
+    pthread_mutex_unlock(&s->lock.m);
+    return w;
+}
+
+/* meta/ keeps STORE_GROUP_ROOM free beyond its last page (G1). */
+static bool meta_has_room(objstore *s)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    if (mdb_env_info(s->env, &info) || mdb_env_stat(s->env, &st))
+        return false;
+    uint64_t used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+    return used + STORE_GROUP_ROOM < (uint64_t)info.me_mapsize;
+}
+
+bool store_group_may_seal(objstore_txn *t, uint64_t redo_bytes)
+{
+    objstore *s = t->s;
+    heap_t *h = s->heap;
+    if (s->ro || s->opts.sync == OBJSTORE_SYNC_RELAXED)
+        return false;
+    if (heap_size(h) != s->tx_heap_len || heap_fresh_from(h) != UINT64_MAX ||
+        heap_size_unsynced(h) || redo_bytes > STORE_GROUP_BYTES ||
+        heap_private_bytes(h) > STORE_DROP_PRIVATE ||
+        (!s->weak_db && (s->weak_add.n || s->weak_del.n)))
+        return false;
+    pthread_mutex_lock(&s->g_mutex);
+    bool pending = s->g_head || s->g_leading;
+    bool due = s->commits_since_ckpt + s->g_pending + 1 >= STORE_CKPT_COMMITS ||
+               s->redo_since_ckpt + s->g_pending_bytes + redo_bytes >= s->opts.checkpoint_bytes;
+    pthread_mutex_unlock(&s->g_mutex);
+    if (due || (!pending && !writers_waiting(s, false)))
+        return false;
+    return meta_has_room(s);
+}
+
+int store_group_seal(objstore_txn *t, const heap_range *r, size_t n, struct store_sealed **out)
+{
+    objstore *s = t->s;
+    *out = NULL;
+    struct store_sealed *g = calloc(1, sizeof *g);
+    if (!g)
+        return store_err(OBJSTORE_ENOMEM, "out of memory");
+    uint64_t bytes = 0, high = 0;
+    for (size_t i = 0; i < n; i++) {
+        bytes += r[i].len;
+        if (r[i].off + r[i].len > high)
+            high = r[i].off + r[i].len;
+    }
+    g->redo = n ? malloc(n * sizeof *g->redo) : NULL;
+    g->data = bytes ? malloc(bytes) : NULL;
+    int rc = (n && !g->redo) || (bytes && !g->data) ? ENOMEM : store_put_changes(s, &g->ops);
+    if (rc) {
+        sealed_free(g);
+        return rc == ENOMEM ? store_err(OBJSTORE_ENOMEM, "out of memory sealing a commit")
+                            : store_lmdb_err(rc, "seal");
+    }
+    const uint8_t *base = heap_base(s->heap);
+    uint8_t *d = g->data;
+    for (size_t i = 0; i < n; i++) {
+        g->redo[i] = r[i];
+        memcpy(d, base + r[i].off, r[i].len);
+        d += r[i].len;
+    }
+    g->nredo = n;
+    g->bytes = bytes;
+    g->high = high;
+    uint64_t last = atomic_load(&s->epoch);
+    g->epoch = (s->g_sealed > last ? s->g_sealed : last) + 1;
+
+    /* The point of no return: from here the transaction is the group's. */
+    if (heap_mark_clean(s->heap)) {   /* nothing fresh (G1): cannot fail */
+        sealed_free(g);
+        s->failed = true;
+        return store_heap_err(s, HEAP_EFAILED);
+    }
+    s->g_sealed = g->epoch;
+    store_fold_committed(s);
+    s->st_redo_bytes += bytes;
+    pthread_mutex_lock(&s->g_mutex);
+    if (s->g_tail)
+        s->g_tail->next = g;
+    else
+        s->g_head = g;
+    s->g_tail = g;
+    s->g_pending++;
+    s->g_pending_bytes += bytes;
+    pthread_mutex_unlock(&s->g_mutex);
+    *out = g;
+    return OBJSTORE_OK;
+}
+
+/* ---- the leader ---- */
+
+static void fail_group(struct store_sealed *first, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void fail_group(struct store_sealed *first, int rc, const char *fmt, ...)
+{
+    char msg[sizeof first->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    for (struct store_sealed *x = first; x; x = x->next) {
+        x->rc = rc;
+        memcpy(x->msg, msg, sizeof msg);
+    }
+}
+
+/* One LMDB transaction for the group; returns an LMDB code. */
+static int group_lmdb(objstore *s, struct store_sealed *first, uint64_t *prev_out)
+{
+    MDB_txn *w;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &w);
+    if (rc)
+        return rc;
+    uint64_t prev = s->redo_last, last = 0;
+    bool last_redo = false;
+    for (struct store_sealed *x = first; x && !rc; x = x->next) {
+        if (x->nredo && !(rc = store_put_redo(s, w, x->epoch, prev, x->redo, x->nredo, x->data)))
+            prev = x->epoch;
+        if (!rc)
+            rc = wb_apply(&x->ops, w);
+        last = x->epoch;
+        last_redo = x->nredo > 0;
+    }
+    bool drop = s->synced_epoch > s->deleted_upto;
+    if (!rc && drop && !(rc = store_del_redo(s, w, s->synced_epoch)))
+        rc = store_put_u64(w, s->db_meta, "ckpt", s->synced_epoch) ? EIO : 0;
+    /* Replay takes the epoch from redo-head when the newest commit wrote
+     * records; otherwise (or when records go) meta/ "epoch" must carry it. */
+    if (!rc && (!last_redo || drop))
+        rc = store_put_u64(w, s->db_meta, "epoch", last) ? EIO : 0;
+    if (rc) {
+        mdb_txn_abort(w);
+        return rc;
+    }
+    store_hook("lmdb-commit");
+    uint64_t t0 = now_ns();
+    rc = mdb_txn_commit(w);
+    s->g_sync_ns = now_ns() - t0;   /* read by the next leader, under g_mutex */
+    *prev_out = prev;
+    return rc;
+}
+
+/* G3's write-back, after the commit point.  Ranges are whole 64-byte lines
+ * (heap rule D1's unit); a line several transactions of the group wrote is
+ * written once, with the newest bytes, and adjacent lines go in one pwrite. */
+struct wline {
+    uint64_t off;
+    const uint8_t *src;
+    uint64_t order;
+};
+
+static int cmp_wline(const void *a, const void *b)
+{
+    const struct wline *x = a, *y = b;
+    if (x->off != y->off)
+        return x->off < y->off ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+static int write_back(objstore *s, struct store_sealed *first, uint64_t bytes)
+{
+    size_t n = (size_t)(bytes >> HEAP_LINE_SHIFT), k = 0;
+    struct wline *l = malloc((n ? n : 1) * sizeof *l);
+    uint8_t *buf = malloc(n ? bytes : 1);
+    if (!l || !buf) {
+        free(l);
+        free(buf);
+        /* No room to merge: write each range from its copy, in order. */
+        for (struct store_sealed *x = first; x; x = x->next) {
+            const uint8_t *d = x->data;
+            for (size_t i = 0; i < x->nredo; d += x->redo[i].len, i++) {
+                int err = heap_write_copy(s->heap, x->redo[i].off, d, x->redo[i].len);
+                if (err)
+                    return err;
+            }
+        }
+        return 0;
+    }
+    for (struct store_sealed *x = first; x; x = x->next) {
+        const uint8_t *d = x->data;
+        for (size_t i = 0; i < x->nredo; i++)
+            for (uint64_t o = 0; o < x->redo[i].len; o += HEAP_LINE_SIZE, d += HEAP_LINE_SIZE)
+                l[k] = (struct wline){x->redo[i].off + o, d, k}, k++;
+    }
+    qsort(l, k, sizeof *l, cmp_wline);
+    int err = 0;
+    for (size_t i = 0; i < k && !err;) {
+        uint64_t start = l[i].off, len = 0;
+        while (i < k && l[i].off == start + len) {
+            while (i + 1 < k && l[i + 1].off == l[i].off)
+                i++;   /* the newest copy of the line */
+            memcpy(buf + len, l[i].src, HEAP_LINE_SIZE);
+            len += HEAP_LINE_SIZE;
+            i++;
+        }
+        err = heap_write_copy(s->heap, start, buf, len);
+    }
+    free(l);
+    free(buf);
+    return err;
+}
+
+static void commit_group(objstore *s, struct store_sealed *first)
+{
+    struct store_sealed *lastg = first;
+    uint64_t n = 0, bytes = 0, high = 0;
+    for (struct store_sealed *x = first; x; x = x->next, n++) {
+        lastg = x;
+        bytes += x->bytes;
+        if (x->high > high)
+            high = x->high;
+    }
+    if (s->failed) {
+        fail_group(first, OBJSTORE_EFAILED, "%s: a commit before this one failed; the "
+                   "handle failed, reopen the store", s->dir);
+        return;
+    }
+    int rc = store_freeze(s);
+    if (rc) {
+        s->failed = true;
+        fail_group(first, OBJSTORE_EFAILED, "%s (nothing committed; the handle failed, "
+                   "reopen the store)", objstore_errmsg());
+        return;
+    }
+    uint64_t prev = 0;
+    int mrc = group_lmdb(s, first, &prev);
+    if (mrc) {
+        bool unknown = mrc == EIO || store_env_panicked(s);
+        s->failed = true;
+        fail_group(first, OBJSTORE_EFAILED, "%s: group commit of epochs %llu..%llu: LMDB: "
+                   "%s; %s; the handle failed, reopen the store", s->dir,
+                   (unsigned long long)first->epoch, (unsigned long long)lastg->epoch,
+                   mdb_strerror(mrc), unknown ? "whether it is durable is unknown"
+                                              : "nothing committed");
+        store_thaw(s);
+        return;
+    }
+    store_hook("lmdb-committed");
+    /* Durable.  From here nothing may report failure (T3). */
+    s->redo_last = prev;
+    if (s->synced_epoch > s->deleted_upto) {
+        s->deleted_upto = s->synced_epoch;
+        s->redo_high = 0;
+    }
+    if (high > s->redo_high)
+        s->redo_high = high;
+    if (write_back(s, first, bytes))
+        s->failed = true;   /* durable in the redo log; the next open replays it (T3) */
+    store_thaw(s);
+    pthread_mutex_lock(&s->g_mutex);
+    s->st_commits += n;
+    s->st_grouped += n;
+    s->st_group_syncs++;
+    s->commits_since_ckpt += n;
+    s->redo_since_ckpt += bytes;
+    atomic_store(&s->epoch, lastg->epoch);
+    pthread_mutex_unlock(&s->g_mutex);
+}
+
+void store_group_sealed(objstore *s)
+{
+    pthread_mutex_lock(&s->g_mutex);
+    if (s->g_leading)
+        pthread_cond_signal(&s->g_gather);
+    pthread_mutex_unlock(&s->g_mutex);
+}
+
+int store_group_wait(objstore *s, struct store_sealed *g)
+{
+    pthread_mutex_lock(&s->g_mutex);
+    while (!g->done) {
+        if (s->g_leading) {
+            pthread_cond_wait(&s->g_cond, &s->g_mutex);
+            continue;
+        }
+        s->g_leading = true;
+        /* G6: gather the writers under way. */
+        uint64_t wait = s->g_sync_ns / 2 < GATHER_MAX_NS ? s->g_sync_ns / 2 : GATHER_MAX_NS;
+        uint64_t until = now_ns() + wait;
+        while (wait && writers_waiting(s, true) && now_ns() < until) {
+            struct timespec ts = {(time_t)(until / 1000000000u), (long)(until % 1000000000u)};
+            pthread_cond_timedwait(&s->g_gather, &s->g_mutex, &ts);
+        }
+        struct store_sealed *first = s->g_head;
+        s->g_head = s->g_tail = NULL;
+        pthread_mutex_unlock(&s->g_mutex);
+        commit_group(s, first);
+        pthread_mutex_lock(&s->g_mutex);
+        for (struct store_sealed *x = first, *next; x; x = next) {
+            next = x->next;
+            s->g_pending--;
+            s->g_pending_bytes -= x->bytes;
+            x->done = true;
+        }
+        s->g_leading = false;
+        pthread_cond_broadcast(&s->g_cond);
+    }
+    pthread_mutex_unlock(&s->g_mutex);
+    int rc = g->rc;
+    if (rc)
+        store_err(rc, "%s", g->msg);
+    sealed_free(g);
+    return rc;
+}
