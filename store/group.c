@@ -29,9 +29,11 @@
  *      transaction drains the queue before it reads LMDB (store_rtxn, weak
  *      references), aborts, commits alone, checkpoints, compacts or closes (so
  *      heap rule D1, a clean line equals the file, holds again first).
- *   G3 the leader writes heap bytes from the copies, never from the mapping
- *      (it holds the next writer's uncommitted bytes), only after LMDB's
- *      commit (T1), in epoch order, so the newest bytes land last.
+ *   G3 the leader merges the group's copies, the newest bytes of each line
+ *      winning, into one redo record set at the group's last epoch (the group
+ *      commits atomically, so it replays whole), and writes the same merged
+ *      bytes into the heap file after LMDB's commit (T1) -- never bytes from
+ *      the mapping, which holds the next writer's uncommitted changes.
  *   G4 a group whose LMDB commit fails fails every transaction in it, and the
  *      handle: the transactions sealed after them built on their changes.
  *      Every commit that returned success is durable, and reopening the store
@@ -321,45 +323,17 @@ static void fail_group(struct store_sealed *first, int rc, const char *fmt, ...)
     }
 }
 
-/* One LMDB transaction for the group; returns an LMDB code. */
-static int group_lmdb(objstore *s, struct store_sealed *first, uint64_t *prev_out)
-{
-    MDB_txn *w;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &w);
-    if (rc)
-        return rc;
-    uint64_t prev = s->redo_last, last = 0;
-    bool last_redo = false;
-    for (struct store_sealed *x = first; x && !rc; x = x->next) {
-        if (x->nredo && !(rc = store_put_redo(s, w, x->epoch, prev, x->redo, x->nredo, x->data)))
-            prev = x->epoch;
-        if (!rc)
-            rc = wb_apply(&x->ops, w);
-        last = x->epoch;
-        last_redo = x->nredo > 0;
-    }
-    bool drop = s->synced_epoch > s->deleted_upto;
-    if (!rc && drop && !(rc = store_del_redo(s, w, s->synced_epoch)))
-        rc = store_put_u64(w, s->db_meta, "ckpt", s->synced_epoch) ? EIO : 0;
-    /* Replay takes the epoch from redo-head when the newest commit wrote
-     * records; otherwise (or when records go) meta/ "epoch" must carry it. */
-    if (!rc && (!last_redo || drop))
-        rc = store_put_u64(w, s->db_meta, "epoch", last) ? EIO : 0;
-    if (rc) {
-        mdb_txn_abort(w);
-        return rc;
-    }
-    store_hook("lmdb-commit");
-    uint64_t t0 = now_ns();
-    rc = mdb_txn_commit(w);
-    s->g_sync_ns = now_ns() - t0;   /* read by the next leader, under g_mutex */
-    *prev_out = prev;
-    return rc;
-}
+/* The group's redo, merged (G3): ranges are whole 64-byte lines (heap rule
+ * D1's unit); a line several transactions wrote is kept once, with the
+ * newest bytes, and adjacent lines make one range.  The group commits
+ * atomically, so one record set at its last epoch replays it whole. */
+struct merged {
+    heap_range *r;
+    size_t n;
+    uint8_t *data;
+    uint64_t bytes;
+};
 
-/* G3's write-back, after the commit point.  Ranges are whole 64-byte lines
- * (heap rule D1's unit); a line several transactions of the group wrote is
- * written once, with the newest bytes, and adjacent lines go in one pwrite. */
 struct wline {
     uint64_t off;
     const uint8_t *src;
@@ -374,24 +348,20 @@ static int cmp_wline(const void *a, const void *b)
     return x->order < y->order ? -1 : x->order > y->order;
 }
 
-static int write_back(objstore *s, struct store_sealed *first, uint64_t bytes)
+static bool merge_group(struct store_sealed *first, uint64_t bytes, struct merged *m)
 {
     size_t n = (size_t)(bytes >> HEAP_LINE_SHIFT), k = 0;
-    struct wline *l = malloc((n ? n : 1) * sizeof *l);
-    uint8_t *buf = malloc(n ? bytes : 1);
-    if (!l || !buf) {
+    memset(m, 0, sizeof *m);
+    if (!n)
+        return true;
+    struct wline *l = malloc(n * sizeof *l);
+    m->r = malloc(n * sizeof *m->r);
+    m->data = malloc(bytes);
+    if (!l || !m->r || !m->data) {
         free(l);
-        free(buf);
-        /* No room to merge: write each range from its copy, in order. */
-        for (struct store_sealed *x = first; x; x = x->next) {
-            const uint8_t *d = x->data;
-            for (size_t i = 0; i < x->nredo; d += x->redo[i].len, i++) {
-                int err = heap_write_copy(s->heap, x->redo[i].off, d, x->redo[i].len);
-                if (err)
-                    return err;
-            }
-        }
-        return 0;
+        free(m->r);
+        free(m->data);
+        return false;
     }
     for (struct store_sealed *x = first; x; x = x->next) {
         const uint8_t *d = x->data;
@@ -400,21 +370,50 @@ static int write_back(objstore *s, struct store_sealed *first, uint64_t bytes)
                 l[k] = (struct wline){x->redo[i].off + o, d, k}, k++;
     }
     qsort(l, k, sizeof *l, cmp_wline);
-    int err = 0;
-    for (size_t i = 0; i < k && !err;) {
-        uint64_t start = l[i].off, len = 0;
-        while (i < k && l[i].off == start + len) {
+    for (size_t i = 0; i < k;) {
+        heap_range run = {l[i].off, 0};
+        while (i < k && l[i].off == run.off + run.len) {
             while (i + 1 < k && l[i + 1].off == l[i].off)
                 i++;   /* the newest copy of the line */
-            memcpy(buf + len, l[i].src, HEAP_LINE_SIZE);
-            len += HEAP_LINE_SIZE;
+            memcpy(m->data + m->bytes, l[i].src, HEAP_LINE_SIZE);
+            m->bytes += HEAP_LINE_SIZE;
+            run.len += HEAP_LINE_SIZE;
             i++;
         }
-        err = heap_write_copy(s->heap, start, buf, len);
+        m->r[m->n++] = run;
     }
     free(l);
-    free(buf);
-    return err;
+    return true;
+}
+
+/* One LMDB transaction for the group; returns an LMDB code. */
+static int group_lmdb(objstore *s, struct store_sealed *first, const struct merged *m,
+                      uint64_t last)
+{
+    MDB_txn *w;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &w);
+    if (rc)
+        return rc;
+    if (m->n)
+        rc = store_put_redo(s, w, last, s->redo_last, m->r, m->n, m->data);
+    for (struct store_sealed *x = first; x && !rc; x = x->next)
+        rc = wb_apply(&x->ops, w);
+    bool drop = s->synced_epoch > s->deleted_upto;
+    if (!rc && drop && !(rc = store_del_redo(s, w, s->synced_epoch)))
+        rc = store_put_u64(w, s->db_meta, "ckpt", s->synced_epoch) ? EIO : 0;
+    /* Replay takes the epoch from redo-head when the newest commit wrote
+     * records; otherwise (or when records go) meta/ "epoch" must carry it. */
+    if (!rc && (!m->n || drop))
+        rc = store_put_u64(w, s->db_meta, "epoch", last) ? EIO : 0;
+    if (rc) {
+        mdb_txn_abort(w);
+        return rc;
+    }
+    store_hook("lmdb-commit");
+    uint64_t t0 = now_ns();
+    rc = mdb_txn_commit(w);
+    s->g_sync_ns = now_ns() - t0;   /* read by the next leader, under g_mutex */
+    return rc;
 }
 
 static void commit_group(objstore *s, struct store_sealed *first)
@@ -439,8 +438,8 @@ static void commit_group(objstore *s, struct store_sealed *first)
                    "reopen the store)", objstore_errmsg());
         return;
     }
-    uint64_t prev = 0;
-    int mrc = group_lmdb(s, first, &prev);
+    struct merged m;
+    int mrc = merge_group(first, bytes, &m) ? group_lmdb(s, first, &m, lastg->epoch) : ENOMEM;
     if (mrc) {
         bool unknown = mrc == EIO || store_env_panicked(s);
         s->failed = true;
@@ -450,26 +449,34 @@ static void commit_group(objstore *s, struct store_sealed *first)
                    mdb_strerror(mrc), unknown ? "whether it is durable is unknown"
                                               : "nothing committed");
         store_thaw(s);
+        free(m.r);
+        free(m.data);
         return;
     }
     store_hook("lmdb-committed");
     /* Durable.  From here nothing may report failure (T3). */
-    s->redo_last = prev;
+    if (m.n)
+        s->redo_last = lastg->epoch;
     if (s->synced_epoch > s->deleted_upto) {
         s->deleted_upto = s->synced_epoch;
         s->redo_high = 0;
     }
     if (high > s->redo_high)
         s->redo_high = high;
-    if (write_back(s, first, bytes))
-        s->failed = true;   /* durable in the redo log; the next open replays it (T3) */
+    for (size_t i = 0, at = 0; i < m.n; at += m.r[i].len, i++)
+        if (heap_write_copy(s->heap, m.r[i].off, m.data + at, m.r[i].len)) {
+            s->failed = true;   /* durable in the redo log; the next open replays it (T3) */
+            break;
+        }
+    free(m.r);
+    free(m.data);
     store_thaw(s);
     pthread_mutex_lock(&s->g_mutex);
     s->st_commits += n;
     s->st_grouped += n;
     s->st_group_syncs++;
     s->commits_since_ckpt += n;
-    s->redo_since_ckpt += bytes;
+    s->redo_since_ckpt += m.bytes;
     atomic_store(&s->epoch, lastg->epoch);
     pthread_mutex_unlock(&s->g_mutex);
 }
