@@ -48,6 +48,12 @@
  *      group's sync.  Otherwise the writers woken by one group would reach
  *      the queue just after the next leader took it, and groups would
  *      alternate between one transaction and all the rest.
+ *   G7 a write transaction may look roots up without draining: g_roots holds
+ *      every root change sealed since the queue was last found idle, newest
+ *      value winning, so it and any LMDB snapshot taken since then give the
+ *      sealed state.  It is cleared only by a drain (under the write lock),
+ *      which bumps g_roots_gen; a root snapshot older than that is retaken.
+ *      Root iteration, metadata and everything else still drain (G2).
  */
 #include "store_internal.h"
 
@@ -177,6 +183,7 @@ void store_group_init(objstore *s)
 
 void store_group_destroy(objstore *s)
 {
+    kvmap_clear(&s->g_roots);
     pthread_cond_destroy(&s->g_cond);
     pthread_cond_destroy(&s->g_gather);
     pthread_mutex_destroy(&s->g_mutex);
@@ -193,6 +200,44 @@ void store_group_drain(objstore *s)
     while (s->g_head || s->g_leading)
         pthread_cond_wait(&s->g_cond, &s->g_mutex);
     pthread_mutex_unlock(&s->g_mutex);
+    if (s->g_roots.n) {   /* G7: LMDB holds every sealed root now */
+        kvmap_clear(&s->g_roots);
+        s->g_roots_gen++;
+    }
+}
+
+int store_group_root(objstore_txn *t, const char *name, size_t len, bool *decided,
+                     uint64_t *oid, MDB_txn **rt)
+{
+    objstore *s = t->s;
+    *rt = NULL;
+    *decided = false;
+    kv_entry *e = kvmap_get(&s->g_roots, name, len);
+    if (e) {
+        *decided = true;
+        *oid = 0;
+        if (!e->deleted)
+            memcpy(oid, e->val, 8);
+        return OBJSTORE_OK;
+    }
+    if (t->rtxn) {   /* a drained snapshot is newer still */
+        *rt = t->rtxn;
+        return OBJSTORE_OK;
+    }
+    if (t->rtxn_roots && t->rtxn_roots_gen != s->g_roots_gen) {
+        mdb_txn_abort(t->rtxn_roots);
+        t->rtxn_roots = NULL;
+    }
+    if (!t->rtxn_roots) {
+        int mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t->rtxn_roots);
+        if (mrc) {
+            t->rtxn_roots = NULL;
+            return store_lmdb_err(mrc, "read snapshot");
+        }
+        t->rtxn_roots_gen = s->g_roots_gen;
+    }
+    *rt = t->rtxn_roots;
+    return OBJSTORE_OK;
 }
 
 void store_group_wait_durable(objstore *s)
@@ -265,6 +310,13 @@ int store_group_seal(objstore_txn *t, const heap_range *r, size_t n, struct stor
     g->redo = n ? malloc(n * sizeof *g->redo) : NULL;
     g->data = bytes ? malloc(bytes) : NULL;
     int rc = (n && !g->redo) || (bytes && !g->data) ? ENOMEM : store_put_changes(s, &g->ops);
+    kv_entry **re = rc ? NULL : kvmap_sorted(&s->roots_pending);
+    if (!rc && s->roots_pending.n && !re)
+        rc = ENOMEM;
+    for (size_t i = 0; !rc && i < s->roots_pending.n; i++)   /* G7 */
+        if (kvmap_put(&s->g_roots, re[i]->key, re[i]->klen, re[i]->val, re[i]->vlen,
+                      re[i]->deleted))
+            rc = ENOMEM;
     if (rc) {
         sealed_free(g);
         return rc == ENOMEM ? store_err(OBJSTORE_ENOMEM, "out of memory sealing a commit")

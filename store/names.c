@@ -44,9 +44,19 @@ int store_root_lookup(objstore_txn *t, const char *name, size_t len, uint64_t *o
     }
     MDB_val k = {len, (void *)name}, v;
     int rc;
-    MDB_txn *rt = store_rtxn(t, &rc);
-    if (!rt)
+    MDB_txn *rt = NULL;
+    if (t->write) {
+        /* G7: the roots sealed for group commit, without waiting for them */
+        bool decided;
+        if ((rc = store_group_root(t, name, len, &decided, oid, &rt)))
+            return rc;
+        if (decided && !*oid)
+            return store_err(OBJSTORE_ENOTFOUND, "%s: no root '%s'", s->dir, name);
+        if (decided)
+            return OBJSTORE_OK;
+    } else if (!(rt = store_rtxn(t, &rc))) {
         return rc;
+    }
     rc = mdb_get(rt, s->db_roots, &k, &v);
     if (rc == MDB_NOTFOUND)
         return store_err(OBJSTORE_ENOTFOUND, "%s: no root '%s'", s->dir, name);

@@ -36,7 +36,9 @@
 #define STORE_META_VALUE_MAX (UINT64_C(64) << 20)
 #define STORE_REDO_CHUNK (UINT64_C(1) << 20)   /* data bytes per redo value */
 #define STORE_DIRECT_MIN (UINT64_C(1) << 20)   /* bulk path from this size */
-#define STORE_CKPT_COMMITS 10000u              /* or after this many commits */
+/* or after this many commits: keeps meta/'s redo tree two levels deep, so a
+ * small commit dirties as few LMDB pages as a raw LMDB put (W3) */
+#define STORE_CKPT_COMMITS 1000u
 #define STORE_DROP_PRIVATE (UINT64_C(64) << 20)
 #define STORE_GROUP_BYTES (UINT64_C(1) << 20)  /* a sealed commit's redo, at most */
 #define STORE_GROUP_ROOM (UINT64_C(32) << 20)  /* meta/'s free room for sealing */
@@ -130,6 +132,8 @@ struct objstore {
     uint64_t g_pending;        /* sealed transactions not yet durable */
     uint64_t g_pending_bytes;  /* and their redo bytes */
     uint64_t g_sealed;         /* newest epoch sealed (under the write lock) */
+    kvmap g_roots;             /* G7: root changes sealed since the last idle drain */
+    uint64_t g_roots_gen;      /* bumped when g_roots is cleared */
 
     /* types: id i+1 is type_names[i] */
     char **type_names;
@@ -187,6 +191,9 @@ struct objstore_txn {
     objstore *s;
     bool write;
     MDB_txn *rtxn;             /* LMDB read snapshot of the committed state */
+    MDB_txn *rtxn_roots;       /* a write transaction's snapshot for root lookups,
+                                  taken without draining (G7) */
+    uint64_t rtxn_roots_gen;   /* g_roots_gen when it was taken */
 };
 
 /* lock.c */
@@ -241,7 +248,8 @@ int store_redo_check(objstore *s, const MDB_val *k, const MDB_val *v);
 int store_checkpoint_all(objstore *s);
 int store_shrink(objstore *s);
 int store_write_begin(objstore *s, objstore_txn **out);
-/* The transaction's LMDB read snapshot, begun on first use. */
+/* The transaction's LMDB read snapshot, begun on first use (in a write
+ * transaction, after draining the group queue: G2). */
 MDB_txn *store_rtxn(objstore_txn *t, int *rc);
 
 /* txn.c, for group.c */
@@ -276,6 +284,11 @@ void store_group_sealed(objstore *s);
 int store_group_wait(objstore *s, struct store_sealed *g);
 /* G2: waits until no sealed transaction is pending and no leader runs. */
 void store_group_drain(objstore *s);
+/* G7: a root lookup in a write transaction: the sealed roots' overlay
+ * (*decided, *oid 0 when deleted), else *rt, an LMDB snapshot to look in,
+ * taken without draining. */
+int store_group_root(objstore_txn *t, const char *name, size_t len, bool *decided,
+                     uint64_t *oid, MDB_txn **rt);
 /* G2: a reader, holding its side of the lock, waits for the sealed epochs. */
 void store_group_wait_durable(objstore *s);
 uint64_t store_epoch(objstore *s);

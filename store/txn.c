@@ -200,6 +200,8 @@ static void txn_end(objstore_txn *t)
     objstore *s = t->s;
     if (t->rtxn)
         mdb_txn_abort(t->rtxn);
+    if (t->rtxn_roots)
+        mdb_txn_abort(t->rtxn_roots);
     if (t->write)
         store_write_unlock(s);
     else
@@ -549,7 +551,9 @@ static int commit_prepare(objstore_txn *t)
 #endif
     if (t->rtxn)
         mdb_txn_abort(t->rtxn);
-    t->rtxn = NULL;
+    if (t->rtxn_roots)
+        mdb_txn_abort(t->rtxn_roots);
+    t->rtxn = t->rtxn_roots = NULL;
     return OBJSTORE_OK;
 }
 

@@ -236,8 +236,10 @@ int objstore_verify(objstore *s, objstore_verify_report *r)
         return store_err(OBJSTORE_ETXN, "%s: verify inside a transaction", s->dir);
     if (s->failed)
         return store_err(OBJSTORE_EFAILED, "%s: the store handle failed earlier", s->dir);
-    /* Exclusive: heap_rebuild re-derives the allocator state. */
+    /* Exclusive: heap_rebuild re-derives the allocator state.  The drain:
+     * LMDB must hold every sealed commit the heap shows (group.c G2). */
     store_write_lock(s);
+    store_group_drain(s);
     struct vctx v = {.s = s, .r = r};
     int rc = OBJSTORE_OK;
     heap_status hs = heap_rebuild_full(s->heap);

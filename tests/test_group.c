@@ -17,6 +17,10 @@
  *   - root "r<t>" names the slot of the last multiple of 8 below c[t];
  *   - verify finds nothing wrong.
  *
+ * Each commit first looks up the next thread's root and checks it against
+ * that thread's counter as the transaction sees it: a write transaction
+ * sees the roots of commits sealed before it (G7), without waiting for them.
+ *
  * Each case runs it differently: in-process with readers beside, in a child
  * killed with -9, in a child stopped by a crash hook at a step of the
  * group's commit, and in a child whose Nth write or sync fails (the fault
@@ -67,6 +71,26 @@ typedef struct ledger_run {
 
 typedef struct { ledger_run *r; int t; } ledger_arg;
 
+/* The next thread's root against its counter, inside a write transaction. */
+static int check_neighbour(ledger_run *r, objstore_txn *x, int t)
+{
+    int u = (t + 1) % THREADS, rc;
+    const void *p;
+    uint64_t size, n;
+    objstore_oid ro = 0, slot = 0;
+    char name[16];
+    snprintf(name, sizeof name, "r%d", u);
+    if ((rc = objstore_get(x, r->c, &p, &size)))
+        return rc;
+    memcpy(&n, (const uint8_t *)p + u * 8, 8);
+    rc = objstore_root_get(x, name, &ro);
+    if (n == 0)
+        return rc == OBJSTORE_ENOTFOUND ? OBJSTORE_OK : OBJSTORE_ECORRUPT;
+    if (rc || (rc = objstore_get_ref(x, r->h, (uint32_t)(u * PER + (n - 1) / 8 * 8), &slot)))
+        return rc;
+    return ro == slot ? OBJSTORE_OK : OBJSTORE_ECORRUPT;
+}
+
 static int ledger_commit(ledger_run *r, int t, uint64_t i, bool abort_it)
 {
     objstore_txn *x;
@@ -79,7 +103,7 @@ static int ledger_commit(ledger_run *r, int t, uint64_t i, bool abort_it)
     uint64_t next = i + 1;
     char name[16];
     snprintf(name, sizeof name, "r%d", t);
-    if ((rc = objstore_new(x, 0, 0, OBJ_BYTES, &o)) ||
+    if ((rc = check_neighbour(r, x, t)) || (rc = objstore_new(x, 0, 0, OBJ_BYTES, &o)) ||
         (rc = objstore_write(x, o, 0, b, OBJ_BYTES)) ||
         (rc = objstore_set_ref(x, r->h, (uint32_t)(t * PER + i), o)) ||
         (rc = objstore_write(x, r->c, (uint64_t)t * 8, &next, 8)) ||
