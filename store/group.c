@@ -36,16 +36,19 @@
  *      the mapping, which holds the next writer's uncommitted changes.
  *   G4 a group whose LMDB commit fails fails every transaction in it, and the
  *      handle: the transactions sealed after them built on their changes.
- *      Every commit that returned success is durable, and reopening the store
- *      finds exactly those.  (A commit that runs alone still rolls back only
- *      itself.)
+ *      Every commit that returned success is durable; reopening the store
+ *      finds those and none of the failed group's -- unless LMDB's outcome
+ *      is unknown (an I/O error inside mdb_txn_commit), which the message
+ *      says, and then the group is there whole or not at all.  (A commit that
+ *      runs alone still rolls back only itself.)
  *   G5 the leader owns the commit state that only commits touch (redo_last,
  *      redo_high, deleted_upto, the checkpoint counters, freeze_depth) while
  *      it runs; everyone else touches it only after draining, under the write
  *      lock, or reads the counters under g_mutex.
  *   G6 a new leader first gathers: while a writer holds or waits for the
  *      write lock, it waits for that writer to seal, up to half the last
- *      group's sync.  Otherwise the writers woken by one group would reach
+ *      group's sync -- unless a drain or a reader is waiting for the queue
+ *      (the lock holder would then wait for the leader, not seal).  Otherwise the writers woken by one group would reach
  *      the queue just after the next leader took it, and groups would
  *      alternate between one transaction and all the rest.
  *   G7 a write transaction may look roots up without draining: g_roots holds
@@ -197,8 +200,13 @@ uint64_t store_epoch(objstore *s)
 void store_group_drain(objstore *s)
 {
     pthread_mutex_lock(&s->g_mutex);
-    while (s->g_head || s->g_leading)
-        pthread_cond_wait(&s->g_cond, &s->g_mutex);
+    if (s->g_head || s->g_leading) {
+        s->g_waiters++;
+        pthread_cond_signal(&s->g_gather);   /* G6: do not wait for this thread */
+        while (s->g_head || s->g_leading)
+            pthread_cond_wait(&s->g_cond, &s->g_mutex);
+        s->g_waiters--;
+    }
     pthread_mutex_unlock(&s->g_mutex);
     if (s->g_roots.n) {   /* G7: LMDB holds every sealed root now */
         kvmap_clear(&s->g_roots);
@@ -247,8 +255,11 @@ void store_group_wait_durable(objstore *s)
     if (atomic_load(&s->epoch) >= sealed)
         return;
     pthread_mutex_lock(&s->g_mutex);
+    s->g_waiters++;
+    pthread_cond_signal(&s->g_gather);   /* G6 */
     while (atomic_load(&s->epoch) < sealed && !s->failed)
         pthread_cond_wait(&s->g_cond, &s->g_mutex);
+    s->g_waiters--;
     pthread_mutex_unlock(&s->g_mutex);
 }
 
@@ -262,15 +273,17 @@ static bool writers_waiting(objstore *s, bool or_writing)
     return w;
 }
 
-/* meta/ keeps STORE_GROUP_ROOM free beyond its last page (G1). */
-static bool meta_has_room(objstore *s)
+/* meta/ keeps STORE_GROUP_ROOM free beyond its last page, plus twice the
+ * redo of every pending commit and this one (G1): a leader's transaction
+ * cannot grow the map. */
+static bool meta_has_room(objstore *s, uint64_t pending_bytes)
 {
     MDB_envinfo info;
     MDB_stat st;
     if (mdb_env_info(s->env, &info) || mdb_env_stat(s->env, &st))
         return false;
     uint64_t used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
-    return used + STORE_GROUP_ROOM < (uint64_t)info.me_mapsize;
+    return used + STORE_GROUP_ROOM + 2 * pending_bytes < (uint64_t)info.me_mapsize;
 }
 
 bool store_group_may_seal(objstore_txn *t, uint64_t redo_bytes)
@@ -286,12 +299,13 @@ bool store_group_may_seal(objstore_txn *t, uint64_t redo_bytes)
         return false;
     pthread_mutex_lock(&s->g_mutex);
     bool pending = s->g_head || s->g_leading;
+    uint64_t pending_bytes = s->g_pending_bytes + redo_bytes;
     bool due = s->commits_since_ckpt + s->g_pending + 1 >= STORE_CKPT_COMMITS ||
                s->redo_since_ckpt + s->g_pending_bytes + redo_bytes >= s->opts.checkpoint_bytes;
     pthread_mutex_unlock(&s->g_mutex);
     if (due || (!pending && !writers_waiting(s, false)))
         return false;
-    return meta_has_room(s);
+    return meta_has_room(s, pending_bytes);
 }
 
 int store_group_seal(objstore_txn *t, const heap_range *r, size_t n, struct store_sealed **out)
@@ -310,6 +324,10 @@ int store_group_seal(objstore_txn *t, const heap_range *r, size_t n, struct stor
     g->redo = n ? malloc(n * sizeof *g->redo) : NULL;
     g->data = bytes ? malloc(bytes) : NULL;
     int rc = (n && !g->redo) || (bytes && !g->data) ? ENOMEM : store_put_changes(s, &g->ops);
+    if (!rc && g->ops.len > STORE_GROUP_BYTES) {
+        sealed_free(g);   /* large metadata: commits alone, which can grow the map (G1) */
+        return OBJSTORE_OK;
+    }
     kv_entry **re = rc ? NULL : kvmap_sorted(&s->roots_pending);
     if (!rc && s->roots_pending.n && !re)
         rc = ENOMEM;
@@ -318,6 +336,9 @@ int store_group_seal(objstore_txn *t, const heap_range *r, size_t n, struct stor
                       re[i]->deleted))
             rc = ENOMEM;
     if (rc) {
+        /* The overlay may hold part of this transaction's roots: the drain
+         * empties it, LMDB holding every sealed root (G7). */
+        store_group_drain(s);
         sealed_free(g);
         return rc == ENOMEM ? store_err(OBJSTORE_ENOMEM, "out of memory sealing a commit")
                             : store_lmdb_err(rc, "seal");
@@ -351,7 +372,7 @@ int store_group_seal(objstore_txn *t, const heap_range *r, size_t n, struct stor
         s->g_head = g;
     s->g_tail = g;
     s->g_pending++;
-    s->g_pending_bytes += bytes;
+    s->g_pending_bytes += bytes + g->ops.len;
     pthread_mutex_unlock(&s->g_mutex);
     *out = g;
     return OBJSTORE_OK;
@@ -440,9 +461,10 @@ static bool merge_group(struct store_sealed *first, uint64_t bytes, struct merge
 
 /* One LMDB transaction for the group; returns an LMDB code. */
 static int group_lmdb(objstore *s, struct store_sealed *first, const struct merged *m,
-                      uint64_t last)
+                      uint64_t last, bool *attempted)
 {
     MDB_txn *w;
+    *attempted = false;
     int rc = mdb_txn_begin(s->env, NULL, 0, &w);
     if (rc)
         return rc;
@@ -452,16 +474,17 @@ static int group_lmdb(objstore *s, struct store_sealed *first, const struct merg
         rc = wb_apply(&x->ops, w);
     bool drop = s->synced_epoch > s->deleted_upto;
     if (!rc && drop && !(rc = store_del_redo(s, w, s->synced_epoch)))
-        rc = store_put_u64(w, s->db_meta, "ckpt", s->synced_epoch) ? EIO : 0;
+        rc = store_put_u64(w, s->db_meta, "ckpt", s->synced_epoch) ? ENOSPC : 0;
     /* Replay takes the epoch from redo-head when the newest commit wrote
      * records; otherwise (or when records go) meta/ "epoch" must carry it. */
     if (!rc && (!m->n || drop))
-        rc = store_put_u64(w, s->db_meta, "epoch", last) ? EIO : 0;
+        rc = store_put_u64(w, s->db_meta, "epoch", last) ? ENOSPC : 0;
     if (rc) {
         mdb_txn_abort(w);
         return rc;
     }
     store_hook("lmdb-commit");
+    *attempted = true;
     uint64_t t0 = now_ns();
     rc = mdb_txn_commit(w);
     s->g_sync_ns = now_ns() - t0;   /* read by the next leader, under g_mutex */
@@ -479,8 +502,9 @@ static void commit_group(objstore *s, struct store_sealed *first)
             high = x->high;
     }
     if (s->failed) {
-        fail_group(first, OBJSTORE_EFAILED, "%s: a commit before this one failed; the "
-                   "handle failed, reopen the store", s->dir);
+        fail_group(first, OBJSTORE_EFAILED, "%s: the store handle failed before this "
+                   "commit reached the disk (an earlier error); nothing committed, reopen "
+                   "the store", s->dir);
         return;
     }
     int rc = store_freeze(s);
@@ -491,9 +515,11 @@ static void commit_group(objstore *s, struct store_sealed *first)
         return;
     }
     struct merged m;
-    int mrc = merge_group(first, bytes, &m) ? group_lmdb(s, first, &m, lastg->epoch) : ENOMEM;
+    bool attempted = false;
+    int mrc = merge_group(first, bytes, &m)
+                  ? group_lmdb(s, first, &m, lastg->epoch, &attempted) : ENOMEM;
     if (mrc) {
-        bool unknown = mrc == EIO || store_env_panicked(s);
+        bool unknown = attempted && (mrc == EIO || store_env_panicked(s));
         s->failed = true;
         fail_group(first, OBJSTORE_EFAILED, "%s: group commit of epochs %llu..%llu: LMDB: "
                    "%s; %s; the handle failed, reopen the store", s->dir,
@@ -553,7 +579,7 @@ int store_group_wait(objstore *s, struct store_sealed *g)
         /* G6: gather the writers under way. */
         uint64_t wait = s->g_sync_ns / 2 < GATHER_MAX_NS ? s->g_sync_ns / 2 : GATHER_MAX_NS;
         uint64_t until = now_ns() + wait;
-        while (wait && writers_waiting(s, true) && now_ns() < until) {
+        while (wait && !s->g_waiters && writers_waiting(s, true) && now_ns() < until) {
             struct timespec ts = {(time_t)(until / 1000000000u), (long)(until % 1000000000u)};
             pthread_cond_timedwait(&s->g_gather, &s->g_mutex, &ts);
         }
@@ -565,7 +591,7 @@ int store_group_wait(objstore *s, struct store_sealed *g)
         for (struct store_sealed *x = first, *next; x; x = next) {
             next = x->next;
             s->g_pending--;
-            s->g_pending_bytes -= x->bytes;
+            s->g_pending_bytes -= x->bytes + x->ops.len;
             x->done = true;
         }
         s->g_leading = false;

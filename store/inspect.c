@@ -61,6 +61,8 @@ int objstore_get_store_info(objstore *s, objstore_store_info *info)
     /* One read lock around both, so the counts describe one epoch (the
      * nested read inside objstore_get_stats does not wait: lock.c K3). */
     bool locked = store_read_lock(s);
+    if (!locked)
+        store_group_drain(s);   /* this thread's write transaction: LMDB catches up */
     int rc = objstore_get_stats(s, &info->stats);
     if (rc)
         goto out;

@@ -570,6 +570,8 @@ int objstore_close(objstore *s)
     if (!s)
         return OBJSTORE_OK;
     int rc = OBJSTORE_OK;
+    if (!s->ro)
+        store_group_drain(s);   /* even failed: no thread may still wait on it */
     if (!s->ro && !s->failed) {
         store_write_lock(s);
         store_group_drain(s);
@@ -629,6 +631,8 @@ int objstore_get_stats(objstore *s, objstore_stats *st)
 {
     memset(st, 0, sizeof *st);
     bool locked = store_read_lock(s);
+    if (!locked)
+        store_group_drain(s);   /* this thread's write transaction: LMDB catches up */
     heap_stats hs;
     heap_get_stats(s->heap, &hs);
     st->heap_file_bytes = hs.file_bytes;

@@ -129,6 +129,7 @@ struct objstore {
     uint64_t g_sync_ns;        /* the last group's LMDB commit took this long */
     struct store_sealed *g_head, *g_tail;   /* sealed, not yet taken by a leader */
     bool g_leading;            /* a leader is committing a group */
+    unsigned g_waiters;        /* drains and readers waiting for the queue (G6) */
     uint64_t g_pending;        /* sealed transactions not yet durable */
     uint64_t g_pending_bytes;  /* and their redo bytes */
     uint64_t g_sealed;         /* newest epoch sealed (under the write lock) */
@@ -274,7 +275,8 @@ int store_wb_del(store_wbatch *b, MDB_dbi db, const void *k, size_t klen);   /* 
 /* Whether this commit (after its frees, under the write lock) may seal (G1). */
 bool store_group_may_seal(objstore_txn *t, uint64_t redo_bytes);
 /* Seals t's commit (G1) and queues it; the caller then lets the write lock
- * go and calls store_group_wait.  On error nothing was sealed. */
+ * go and calls store_group_wait.  On error, or when the transaction's LMDB
+ * changes turn out too large to seal (*out NULL), nothing was sealed. */
 int store_group_seal(objstore_txn *t, const heap_range *r, size_t n,
                      struct store_sealed **out);
 /* After the sealing writer let the write lock go: a gathering leader looks

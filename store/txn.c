@@ -726,6 +726,7 @@ int objstore_commit(objstore_txn *t)
                        : commit_prepare(t);
     struct store_sealed *g = NULL;
     if (!rc && store_group_may_seal(t, heap_dirty_bytes(s->heap))) {
+        /* g stays NULL when the transaction's LMDB changes are too large */
         const heap_range *r;
         size_t n = heap_dirty_ranges(s->heap, &r);
         if (n || !heap_dirty_bytes(s->heap))

@@ -242,6 +242,10 @@ int objstore_verify(objstore *s, objstore_verify_report *r)
     store_group_drain(s);
     struct vctx v = {.s = s, .r = r};
     int rc = OBJSTORE_OK;
+    if (s->failed) {
+        store_write_unlock(s);
+        return store_err(OBJSTORE_EFAILED, "%s: a commit failed; reopen the store", s->dir);
+    }
     heap_status hs = heap_rebuild_full(s->heap);
     if (hs) {
         problem(&v, OBJSTORE_P_HEAP, "%s", heap_errmsg(s->heap));
