@@ -64,6 +64,8 @@ typedef struct ledger_run {
     int abort_every;          /* 0, or abort each such transaction instead */
     bool stop_on_error;       /* a child: keep going until killed, stop on error */
     _Atomic int failures;
+    _Atomic int efailed;      /* commits that failed the handle */
+    _Atomic int other_rc;     /* a failure that was not EFAILED, ENOSPC, EIO or ELMDB */
     char first_error[256];
     _Atomic uint64_t done[THREADS];
     int tid;
@@ -136,6 +138,10 @@ static void *ledger_thread(void *arg)
     for (uint64_t i = from, n = 0; i < PER && n < r->limit; n++) {
         bool abort_it = r->abort_every && n % (uint64_t)r->abort_every == 1;
         int rc = ledger_commit(r, t, i, abort_it);
+        if (rc == OBJSTORE_EFAILED)
+            atomic_fetch_add(&r->efailed, 1);
+        else if (rc && rc != OBJSTORE_ENOSPC && rc != OBJSTORE_EIO && rc != OBJSTORE_ELMDB)
+            atomic_store(&r->other_rc, rc);
         if (rc) {
             if (atomic_fetch_add(&r->failures, 1) == 0)
                 snprintf(r->first_error, sizeof r->first_error, "thread %d commit %llu: %s",
@@ -426,8 +432,20 @@ static int ledger_child(int fd, uint64_t limit, const objstore_options *o)
     }
     for (int t = 0; t < THREADS; t++)
         pthread_join(th[t], NULL);
+    int code = 0;
+    if (atomic_load(&r.other_rc))
+        code = 13;   /* a failing write or sync must read as one */
+    objstore_txn *x;
+    if (!code && atomic_load(&r.efailed)) {
+        /* G4: a failed commit of a group fails the handle: nothing more. */
+        int rc = objstore_begin(r.s, 0, &x);
+        if (rc == OBJSTORE_OK)
+            objstore_abort(x);
+        if (rc != OBJSTORE_EFAILED)
+            code = 14;
+    }
     objstore_close(r.s);
-    return 0;
+    return code;
 }
 
 /* Reads the child's reports until EOF into returned[]. */
