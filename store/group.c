@@ -20,8 +20,10 @@
  *      no checkpoint or page drop is due and meta/ has STORE_GROUP_ROOM free
  *      (the map cannot grow while a leader's transaction is open).  Any other
  *      commit drains the queue and commits alone under the write lock (txn.c),
- *      and so does a commit nobody waits behind: one thread alone commits as
- *      it always did.
+ *      and so does a commit nobody is behind: no writer waiting, none pending,
+ *      and no other thread committed in the last GROUP_RECENT_NS (a thread
+ *      about to begin again would otherwise find the lock held through the
+ *      sync).  One thread alone commits as it always did.
  *   G2 nothing relies on the committed files while a sealed transaction is
  *      pending: a read transaction, once it holds its side of the lock, waits
  *      until every sealed epoch is durable (so LMDB and the mapping agree for
@@ -68,6 +70,7 @@
 #include <time.h>
 
 #define GATHER_MAX_NS 5000000u   /* G6's wait, at most */
+#define GROUP_RECENT_NS 2000000u /* G1: another thread's commit this recent */
 
 static uint64_t now_ns(void)
 {
@@ -297,13 +300,19 @@ bool store_group_may_seal(objstore_txn *t, uint64_t redo_bytes)
         heap_private_bytes(h) > STORE_DROP_PRIVATE ||
         (!s->weak_db && (s->weak_add.n || s->weak_del.n)))
         return false;
+    uintptr_t me = atomic_load(&s->lock.writer_id);
+    uint64_t now = now_ns();
+    bool others = s->g_prev_writer && s->g_prev_writer != me &&
+                  now - s->g_prev_ns < GROUP_RECENT_NS;
+    s->g_prev_writer = me;
+    s->g_prev_ns = now;
     pthread_mutex_lock(&s->g_mutex);
     bool pending = s->g_head || s->g_leading;
     uint64_t pending_bytes = s->g_pending_bytes + redo_bytes;
     bool due = s->commits_since_ckpt + s->g_pending + 1 >= STORE_CKPT_COMMITS ||
                s->redo_since_ckpt + s->g_pending_bytes + redo_bytes >= s->opts.checkpoint_bytes;
     pthread_mutex_unlock(&s->g_mutex);
-    if (due || (!pending && !writers_waiting(s, false)))
+    if (due || (!pending && !others && !writers_waiting(s, false)))
         return false;
     return meta_has_room(s, pending_bytes);
 }

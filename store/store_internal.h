@@ -130,6 +130,8 @@ struct objstore {
     struct store_sealed *g_head, *g_tail;   /* sealed, not yet taken by a leader */
     bool g_leading;            /* a leader is committing a group */
     unsigned g_waiters;        /* drains and readers waiting for the queue (G6) */
+    uintptr_t g_prev_writer;   /* the thread of the last commit, and when (G1); */
+    uint64_t g_prev_ns;        /* under the write lock */
     uint64_t g_pending;        /* sealed transactions not yet durable */
     uint64_t g_pending_bytes;  /* and their redo bytes */
     uint64_t g_sealed;         /* newest epoch sealed (under the write lock) */
