@@ -212,8 +212,12 @@ int store_weak_put(objstore *s, store_wbatch *b)
     if (!s->weak_add.n && !s->weak_del.n)
         return 0;
     int rc;
-    if (!s->weak_db && (!b->txn || (rc = mdb_dbi_open(b->txn, "weak", MDB_CREATE, &s->db_weak))))
-        return b->txn ? rc : EINVAL;   /* W5; weak_db is set once this commits (G1) */
+    if (!s->weak_db) {
+        if (!b->txn)
+            return EINVAL;   /* a sealed commit cannot create it (group.c G1) */
+        if ((rc = mdb_dbi_open(b->txn, "weak", MDB_CREATE, &s->db_weak)))
+            return rc;   /* W5; weak_db is set once this commits */
+    }
     uint8_t key[16];
     uint64_t wref, target;
     for (size_t i = 0; u64map_next(&s->weak_del, &i, &wref, &target);) {
