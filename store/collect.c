@@ -81,13 +81,13 @@ static void notify(objstore *s, objstore_gc_info *info)
 
 /* Frees one garbage object: releases its references to survivors (C1).
  * Young garbage's slots out of the young set were not checked (gc.h). */
-static int free_garbage(objstore *s, uint64_t oid, const u64map *white)
+static int free_garbage(objstore *s, uint64_t oid, const gc_result *r)
 {
     uint32_t nrefs = heap_obj_at(s->heap, oid)->nrefs;
     const uint64_t *slot = heap_obj_slots(s->heap, oid);
     for (uint32_t i = 0; i < nrefs; i++) {
         uint64_t c = slot[i];
-        if (!c || u64map_find(white, c))
+        if (!c || gc_is_garbage(r, c))
             continue;
         if (heap_check_ref(s->heap, c) != HEAP_OK)
             return store_err(OBJSTORE_ECORRUPT, "%s: object %llu slot %u points at %llu, "
@@ -134,13 +134,8 @@ static int dispose(objstore_txn *t, const gc_result *r)
     if (s->gc_debug & OBJSTORE_GC_DEBUG_SAVEALL)
         return save_garbage(t, r->garbage, r->ngarbage);
     int rc = OBJSTORE_OK;
-    u64map white = {0};
     for (size_t i = 0; i < r->ngarbage && !rc; i++)
-        if (!u64map_upsert(&white, r->garbage[i], NULL))
-            rc = store_err(OBJSTORE_ENOMEM, "out of memory");
-    for (size_t i = 0; i < r->ngarbage && !rc; i++)
-        rc = free_garbage(s, r->garbage[i], &white);
-    u64map_free(&white);
+        rc = free_garbage(s, r->garbage[i], r);
     return rc;
 }
 
@@ -158,6 +153,20 @@ static void account(objstore *s, objstore_gc_info *info, uint64_t t0)
         s->st_cycles_freed += info->collected;   /* a full collection counts its own */
     s->gc_collected = info->kind != OBJSTORE_GC_YOUNG || s->gc_collected;   /* C5 */
     notify(s, info);
+}
+
+/* C2: a complete scan looked at cand[0..k): every candidate this
+ * transaction added is among them (the rest are at count 0, the drain's, or
+ * freed), so that half of the set is emptied at once, not object by object;
+ * committed ones are removed one by one (the commit deletes them from
+ * LMDB).  Before the garbage goes: what freeing it decrements becomes a
+ * candidate again, and stays one. */
+static void forget_candidates(objstore *s, const uint64_t *cand, size_t k)
+{
+    u64map_clear(&s->cand.added);
+    if (s->cand.committed.n)
+        for (size_t i = 0; i < k; i++)
+            oidset_remove(&s->cand, cand[i]);
 }
 
 /* A collection from the candidates (automatic or objstore_collect's). */
@@ -205,12 +214,11 @@ static int collect_candidates(objstore_txn *t, bool automatic, objstore_collect_
     }
     st->scanned = r.scanned;
     st->incomplete = r.cut;
+    if (!r.cut)
+        forget_candidates(s, cand, k);
     rc = dispose(t, &r);
-    if (!rc && !r.cut)
-        for (size_t i = 0; i < k; i++)   /* C2 */
-            oidset_remove(&s->cand, cand[i]);
     st->freed = rc ? 0 : r.ngarbage;
-    free(r.garbage);
+    gc_result_free(&r);
     free(cand);
     if (!rc) {
         s->st_collections++;
@@ -249,7 +257,7 @@ static int collect_young(objstore_txn *t, uint64_t *objs, size_t n, bool drained
     if (hs)
         return OBJSTORE_OK;   /* out of memory: nothing changed, skipped as in C3 */
     int rc = dispose(t, &r);
-    free(r.garbage);
+    gc_result_free(&r);
     if (rc)
         return rc;
     *found = r.ngarbage;
