@@ -5,6 +5,8 @@
 
 #include <stdlib.h>
 
+_Static_assert(GC_SET_UNITS == 1u << GC_SET_UNIT_SHIFT, "units per arena");
+
 bool gc_set_init(gc_set *s, const heap_t *h)
 {
     s->narenas = heap_size(h) >> HEAP_ARENA_SHIFT;
@@ -62,4 +64,25 @@ bool gc_set_rank(gc_set *s, uint64_t *order)
         }
     }
     return true;
+}
+
+bool gc_set_next(const gc_set *s, uint64_t *i, uint64_t *off)
+{
+    for (uint64_t u = *i; (u >> GC_SET_UNIT_SHIFT) < s->narenas;) {
+        const struct gc_set_arena *sa = s->arena[u >> GC_SET_UNIT_SHIFT];
+        if (!sa) {
+            u = ((u >> GC_SET_UNIT_SHIFT) + 1) << GC_SET_UNIT_SHIFT;   /* the next arena */
+            continue;
+        }
+        uint64_t x = sa->bits[(u & (GC_SET_UNITS - 1)) >> 6] & (~UINT64_C(0) << (u & 63));
+        if (x) {
+            u = (u & ~UINT64_C(63)) + (uint64_t)__builtin_ctzll(x);
+            *off = u * HEAP_ALIGN;
+            *i = u + 1;
+            return true;
+        }
+        u = (u | 63) + 1;
+    }
+    *i = s->narenas << GC_SET_UNIT_SHIFT;
+    return false;
 }

@@ -27,6 +27,7 @@
 #include "heap.h"
 
 #define GC_SET_UNITS (HEAP_ARENA_SIZE / HEAP_ALIGN)   /* 65536 per arena */
+#define GC_SET_UNIT_SHIFT 16                          /* log2(GC_SET_UNITS) */
 #define GC_SET_WORDS (GC_SET_UNITS / 64)              /* 1024 */
 
 struct gc_set_arena {
@@ -90,6 +91,10 @@ static inline void gc_set_remove(gc_set *s, uint64_t off)
  * 2^32 - 1 (S2).  If order is not NULL, order[i] gets member i's offset
  * (room for s->n). */
 bool gc_set_rank(gc_set *s, uint64_t *order);
+
+/* The members in address order, from unit *i on (start with 0):
+ * for (uint64_t i = 0; gc_set_next(s, &i, &off);) */
+bool gc_set_next(const gc_set *s, uint64_t *i, uint64_t *off);
 
 /* Member off's index, or -1 if off is not a member (S1). */
 static inline int64_t gc_set_index(const gc_set *s, uint64_t off)

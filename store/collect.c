@@ -11,9 +11,10 @@
  *      its references to survivors are released (decref), so a survivor
  *      only the cycle held goes to the zero-count table and is freed by the
  *      same commit's drain.
- *   C2 candidates are forgotten once a complete scan looked at them (the
- *      survivors become candidates again at their next decrement); after a
- *      scan the budget cut short, they stay.
+ *   C2 candidates are forgotten once a complete scan looked at them, and
+ *      so are the survivors the garbage pointed at (found referenced from
+ *      outside, whatever the garbage did): they become candidates again at
+ *      their next decrement.  After a scan the budget cut short, they stay.
  *   C3 a collection that fails before freeing anything leaves the
  *      transaction as it was: an automatic one (commit's threshold) is then
  *      skipped, never the user's commit failed for it.
@@ -42,6 +43,7 @@
 #include <time.h>
 
 #include "gc.h"
+#include "gc_set.h"
 
 static uint64_t count_cb(void *ctx, uint64_t oid)
 {
@@ -100,6 +102,7 @@ static int free_garbage(objstore *s, uint64_t oid, const gc_result *r)
     int rc = store_weak_freeing(s, oid);
     if (rc)
         return rc;
+    store_dec_forget(s, oid);
     oidset_remove(&s->zct, oid);
     oidset_remove(&s->cand, oid);
     u64map_del(&s->zeroed, oid);
@@ -155,6 +158,16 @@ static void account(objstore *s, objstore_gc_info *info, uint64_t t0)
     notify(s, info);
 }
 
+/* R6: forgets the unwritten decrements (settled, or the transaction goes). */
+static void drop_decrements(objstore *s)
+{
+    if (s->gc_dec) {
+        gc_set_free(s->gc_dec);
+        free(s->gc_dec);
+        s->gc_dec = NULL;
+    }
+}
+
 /* C2: a complete scan looked at cand[0..k): every candidate this
  * transaction added is among them (the rest are at count 0, the drain's, or
  * freed), so that half of the set is emptied at once, not object by object;
@@ -169,6 +182,26 @@ static void forget_candidates(objstore *s, const uint64_t *cand, size_t k)
             oidset_remove(&s->cand, cand[i]);
 }
 
+/* R6 (object.c): writes the counts this commit's frees left one below
+ * their headers, before the commit writes anything.  add_cand: they stay
+ * cycle candidates; else a complete scan just looked at every one (C2:
+ * they were candidates of it, or survivors the garbage pointed at). */
+static int settle_decrements(objstore *s, bool add_cand)
+{
+    gc_set *d = s->gc_dec;
+    int rc = OBJSTORE_OK;
+    uint64_t off;
+    for (uint64_t i = 0; d && !rc && gc_set_next(d, &i, &off);) {
+        if (!heap_is_live(s->heap, off))
+            continue;   /* a free takes its object out; nothing to write */
+        heap_obj_set_refcount(s->heap, off, heap_obj_refcount(heap_obj_at(s->heap, off)) - 1);
+        if (add_cand)
+            rc = oidset_add(&s->cand, off);
+    }
+    drop_decrements(s);
+    return rc;
+}
+
 /* A collection from the candidates (automatic or objstore_collect's). */
 static int collect_candidates(objstore_txn *t, bool automatic, objstore_collect_stats *st)
 {
@@ -177,10 +210,12 @@ static int collect_candidates(objstore_txn *t, bool automatic, objstore_collect_
     int rc = store_take_unpinned(s);
     if (rc)
         return rc;
-    size_t n = oidset_count(&s->cand), k = 0;
+    size_t n = oidset_count(&s->cand) + (s->gc_dec ? s->gc_dec->n : 0), k = 0;
     uint64_t *cand = malloc((n + 1) * sizeof *cand), oid;
     if (!cand)
         return automatic ? OBJSTORE_OK : store_err(OBJSTORE_ENOMEM, "out of memory");
+    for (uint64_t i = 0; s->gc_dec && gc_set_next(s->gc_dec, &i, &oid);)
+        cand[k++] = oid;   /* R6: this commit's, in address order */
     for (size_t i = 0; u64map_next(&s->cand.added, &i, &oid, NULL);)
         cand[k++] = oid;
     for (size_t i = 0; u64map_next(&s->cand.committed, &i, &oid, NULL);)
@@ -217,6 +252,8 @@ static int collect_candidates(objstore_txn *t, bool automatic, objstore_collect_
     if (!r.cut)
         forget_candidates(s, cand, k);
     rc = dispose(t, &r);
+    if (!rc && !r.cut)
+        rc = settle_decrements(s, false);
     st->freed = rc ? 0 : r.ngarbage;
     gc_result_free(&r);
     free(cand);
@@ -286,7 +323,7 @@ void store_gc_full_end(objstore *s, uint64_t t0, uint64_t scanned, uint64_t coll
     store_write_unlock(s);
 }
 
-int store_commit_frees(objstore_txn *t)
+static int commit_frees(objstore_txn *t)
 {
     objstore *s = t->s;
     uint64_t budget = s->opts.free_budget, before = s->st_freed, found = 0;
@@ -300,7 +337,8 @@ int store_commit_frees(objstore_txn *t)
         return rc;
     objstore_collect_stats *req = s->gc_request, local;
     s->gc_request = NULL;
-    bool due = enabled && s->gc_cand_since + s->cand.added.n >= s->opts.gc_threshold;
+    uint64_t pending = s->gc_dec ? s->gc_dec->n : 0;   /* R6: new candidates too */
+    bool due = enabled && s->gc_cand_since + s->cand.added.n + pending >= s->opts.gc_threshold;
     if (req || due) {
         objstore_collect_stats *st = req ? req : &local;
         if ((rc = collect_candidates(t, !req, st)))
@@ -311,6 +349,18 @@ int store_commit_frees(objstore_txn *t)
         return OBJSTORE_OK;
     uint64_t used = s->st_freed - before;   /* C6: drain again */
     return store_drain_zct(s, budget > used ? budget - used : 0);
+}
+
+int store_commit_frees(objstore_txn *t)
+{
+    objstore *s = t->s;
+    s->gc_defer = true;   /* R6 */
+    int rc = commit_frees(t);
+    s->gc_defer = false;
+    if (!rc)
+        rc = settle_decrements(s, true);
+    drop_decrements(s);   /* on error: the rollback restores every header */
+    return rc;
 }
 
 void store_gc_committed(objstore *s)

@@ -388,6 +388,94 @@ START_TEST(test_a_commit_that_drops_cycles_past_the_threshold_leaves_no_garbage)
 }
 END_TEST
 
+/* A commit's frees decrement without writing (object.c R6): what survives
+ * has its count written before the commit, with or without a collection,
+ * twice decremented or decremented to 0, and after a reopen. */
+START_TEST(test_counts_a_commit_s_frees_decrement_are_exact_with_or_without_a_collection)
+{
+    {
+        int collects = _i;   /* loop test: 0 without, 1 with a collection */
+        objstore_options o = {.gc_threshold = collects ? 2 : UINT64_MAX};
+        objstore *s = new_store(&o);
+        objstore_txn *t = wbegin(s);
+        objstore_oid holder = new_obj(t, 0, 8, 0);
+        objstore_oid kept = new_obj(t, 0, 0, 8), twice = new_obj(t, 0, 0, 8);
+        objstore_oid gone = new_obj(t, 0, 0, 8), cyc = ring(t, 2, 2);
+        set_ref(t, holder, 0, kept);      /* 2 -> 1: a candidate that lives */
+        set_ref(t, holder, 1, twice);     /* 3 -> 1: two decrements */
+        set_ref(t, holder, 2, twice);
+        set_ref(t, holder, 3, gone);      /* 2 -> 0 in the same commit */
+        set_ref(t, holder, 4, gone);
+        set_ref(t, holder, 5, cyc);       /* a cycle dropped */
+        set_ref(t, cyc, 1, kept);         /* which holds a survivor */
+        root_set(t, "holder", holder);
+        root_set(t, "kept", kept);
+        root_set(t, "twice", twice);
+        commit(t);
+        ck_assert_uint_eq(get_stats(s).live_objects, 6);
+
+        t = wbegin(s);
+        OK(objstore_root_del(t, "holder"));
+        commit(t);
+        if (!collects) {
+            /* holder and gone by the drain; the cycle waits, a candidate */
+            ck_assert_uint_eq(get_stats(s).live_objects, 4);
+            ck_assert_uint_ge(get_stats(s).cycle_candidates, 2);
+            verify_clean(s);
+            t = rbegin(s);
+            ck_assert_uint_eq(refcount(t, kept), 2);
+            ck_assert_uint_eq(refcount(t, twice), 1);
+            commit(t);
+            s = reopen(s, &o);
+            verify_clean(s);
+            collect(s);
+        }
+        ck_assert_uint_eq(get_stats(s).live_objects, 2);
+        verify_clean(s);
+        t = rbegin(s);
+        ck_assert_uint_eq(refcount(t, kept), 1);
+        ck_assert_uint_eq(refcount(t, twice), 1);
+        commit(t);
+        s = reopen(s, &o);
+        objstore_verify_report r = verify_clean(s);
+        ck_assert_uint_eq(r.objects, 2);
+        close_store(s);
+    }
+}
+END_TEST
+
+/* A commit's collection that saves its garbage (DEBUG_SAVEALL) links it
+ * under gc.garbage: the increments meet counts the frees left unwritten. */
+START_TEST(test_saved_garbage_keeps_exact_counts_when_its_drop_decremented_it)
+{
+    enum { N = 40 };
+    objstore *s = new_store(&(objstore_options){.gc_threshold = 10});
+    OK(objstore_gc_set_debug(s, OBJSTORE_GC_DEBUG_SAVEALL));
+    objstore_txn *t = wbegin(s);
+    objstore_oid holder = new_obj(t, 0, N, 0);
+    for (int i = 0; i < N; i++)
+        set_ref(t, holder, (uint32_t)i, ring(t, 2, 1));
+    root_set(t, "holder", holder);
+    commit(t);
+
+    t = wbegin(s);
+    OK(objstore_root_del(t, "holder"));
+    commit(t);
+    ck_assert_uint_eq(get_stats(s).live_objects, 2 * N + 1);   /* + the gc.garbage list */
+    objstore_verify_report r = verify_clean(s);
+    ck_assert_uint_eq(r.unreachable, 0);
+    s = reopen(s, NULL);
+    verify_clean(s);
+    t = wbegin(s);
+    OK(objstore_root_del(t, OBJSTORE_GC_GARBAGE_ROOT));
+    commit(t);
+    collect(s);
+    ck_assert_uint_eq(get_stats(s).live_objects, 0);
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
 static uint64_t g_rng;
 static uint32_t rnd(uint32_t n)
 {
@@ -463,6 +551,8 @@ int main(void)
     tcase_add_test(tc, test_a_cut_automatic_collection_is_not_repeated_by_small_commits);
     tcase_add_test(tc, test_an_acyclic_candidate_at_zero_is_not_counted_as_a_cycle);
     tcase_add_test(tc, test_a_commit_that_drops_cycles_past_the_threshold_leaves_no_garbage);
+    tcase_add_loop_test(tc, test_counts_a_commit_s_frees_decrement_are_exact_with_or_without_a_collection, 0, 2);
+    tcase_add_test(tc, test_saved_garbage_keeps_exact_counts_when_its_drop_decremented_it);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
