@@ -112,7 +112,7 @@ heap_status gc_find_cycles(const gc_env *env, const uint64_t *cand, size_t n,
         return HEAP_ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
-        if (!cand[i] || heap_check_ref(h, cand[i]) != HEAP_OK)
+        if (!cand[i] || (i >= env->nchecked && heap_check_ref(h, cand[i]) != HEAP_OK))
             continue;   /* freed since, or never an object: nothing to scan */
         int added = gc_set_add(set, cand[i]);
         if (added < 0 || (added && !u64vec_push(&s, cand[i])))

@@ -43,6 +43,9 @@ typedef struct gc_env {
      * when nothing is held. */
     int (*held)(void *ctx, uint64_t oid);
     void *ctx;
+    /* gc_find_cycles: cand[0..nchecked) are live objects the caller checked
+     * (heap_check_ref) in this transaction; the rest are checked here. */
+    size_t nchecked;
 } gc_env;
 
 struct gc_set;

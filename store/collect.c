@@ -103,9 +103,13 @@ static int free_garbage(objstore *s, uint64_t oid, const gc_result *r)
     if (rc)
         return rc;
     store_dec_forget(s, oid);
-    oidset_remove(&s->zct, oid);
-    oidset_remove(&s->cand, oid);
-    u64map_del(&s->zeroed, oid);
+    /* Garbage is rarely in these sets: empty ones cost no call. */
+    if (s->zct.added.n || s->zct.committed.n)
+        oidset_remove(&s->zct, oid);
+    if (s->cand.added.n || s->cand.committed.n)
+        oidset_remove(&s->cand, oid);
+    if (s->zeroed.n)
+        u64map_del(&s->zeroed, oid);
     heap_status hs = heap_free(s->heap, oid);
     return hs ? store_heap_err(s, hs) : OBJSTORE_OK;
 }
@@ -214,16 +218,19 @@ static int collect_candidates(objstore_txn *t, bool automatic, objstore_collect_
     uint64_t *cand = malloc((n + 1) * sizeof *cand), oid;
     if (!cand)
         return automatic ? OBJSTORE_OK : store_err(OBJSTORE_ENOMEM, "out of memory");
+    /* R6: this commit's, in address order: live objects (each was checked
+     * before its decrement; a free takes it out) with counts above 0. */
     for (uint64_t i = 0; s->gc_dec && gc_set_next(s->gc_dec, &i, &oid);)
-        cand[k++] = oid;   /* R6: this commit's, in address order */
+        cand[k++] = oid;
+    size_t checked = k;
     for (size_t i = 0; u64map_next(&s->cand.added, &i, &oid, NULL);)
         cand[k++] = oid;
     for (size_t i = 0; u64map_next(&s->cand.committed, &i, &oid, NULL);)
         if (!u64map_find(&s->cand.removed, oid))
             cand[k++] = oid;
     /* C6: those at count 0 are the drain's. */
-    size_t kept = 0;
-    for (size_t i = 0; i < k; i++)
+    size_t kept = checked;
+    for (size_t i = checked; i < k; i++)
         if (!heap_is_live(s->heap, cand[i]) || store_refcount(s, cand[i]) != 0)
             cand[kept++] = cand[i];
     k = kept;
@@ -238,7 +245,7 @@ static int collect_candidates(objstore_txn *t, bool automatic, objstore_collect_
     uint64_t t0 = now_ns();
     notify(s, &info);
     gc_env env = {.heap = s->heap, .count = count_cb, .held = any_pins(s) ? held_cb : NULL,
-                  .ctx = s};
+                  .ctx = s, .nchecked = checked};
     gc_result r;
     heap_status hs = gc_find_cycles(&env, cand, k, budget, &r);
     if (hs) {
