@@ -149,11 +149,16 @@ heap_status gc_find_cycles(const gc_env *env, const uint64_t *cand, size_t n,
     }
     blacken(env, set, order, trial, stack, m);
 
+    size_t white = 0;
+    for (uint64_t k = 0; k < m; k++)
+        white += trial[k] != BLACK;
+    if (!(garbage.v = malloc((white ? white : 1) * sizeof *garbage.v)))
+        goto out;
     for (uint64_t k = 0; k < m; k++) {
         if (trial[k] == BLACK)
             gc_set_remove(set, order[k]);   /* the set keeps the garbage */
-        else if (!u64vec_push(&garbage, order[k]))
-            goto out;
+        else
+            garbage.v[garbage.n++] = order[k];
     }
     r->reached = m;
     r->garbage = garbage.v;

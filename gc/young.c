@@ -106,11 +106,16 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
             }
         }
     }
+    size_t white = 0;
+    for (uint64_t k = 0; k < m; k++)
+        white += trial[k] != INT64_MAX;
+    if (!(garbage.v = malloc((white ? white : 1) * sizeof *garbage.v)))
+        goto out;
     for (uint64_t k = 0; k < m; k++) {
         if (trial[k] == INT64_MAX)
             gc_set_remove(y, order[k]);   /* the set keeps the garbage */
-        else if (!u64vec_push(&garbage, order[k]))
-            goto out;
+        else
+            garbage.v[garbage.n++] = order[k];
     }
     r->scanned = r->reached = m;
     r->garbage = garbage.v;

@@ -590,7 +590,10 @@ heap_status heap_free(heap_t *h, uint64_t off)
                 ? (unsigned)((off & (HEAP_POOL_SIZE - 1)) / heap_class_size(d->cls))
                 : 0;
     }
-    if (h->view.vbits)
+    /* O3: only a block a read transaction found sound has its bit set. */
+    if (h->view.vbits && off < h->reserve &&
+        (atomic_load_explicit(&h->view.vbits[off >> 10], memory_order_relaxed) >>
+         ((off >> 4) & 63)) & 1)
         heap_view_forget(h, off);
     struct heap_arena_table *t = heap_table(h, k);
     switch (d->kind) {

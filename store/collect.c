@@ -141,8 +141,11 @@ static int dispose(objstore_txn *t, const gc_result *r)
     if (s->gc_debug & OBJSTORE_GC_DEBUG_SAVEALL)
         return save_garbage(t, r->garbage, r->ngarbage);
     int rc = OBJSTORE_OK;
-    for (size_t i = 0; i < r->ngarbage && !rc; i++)
+    for (size_t i = 0; i < r->ngarbage && !rc; i++) {
+        if (i + 8 < r->ngarbage)
+            __builtin_prefetch(heap_ptr(s->heap, r->garbage[i + 8]));
         rc = free_garbage(s, r->garbage[i], r);
+    }
     return rc;
 }
 
