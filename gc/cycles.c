@@ -149,17 +149,17 @@ heap_status gc_find_cycles(const gc_env *env, const uint64_t *cand, size_t n,
     }
     blacken(env, set, order, trial, stack, m);
 
+    /* The garbage list is order[], compacted in place (address order). */
     size_t white = 0;
-    for (uint64_t k = 0; k < m; k++)
-        white += trial[k] != BLACK;
-    if (!(garbage.v = malloc((white ? white : 1) * sizeof *garbage.v)))
-        goto out;
     for (uint64_t k = 0; k < m; k++) {
         if (trial[k] == BLACK)
             gc_set_remove(set, order[k]);   /* the set keeps the garbage */
         else
-            garbage.v[garbage.n++] = order[k];
+            order[white++] = order[k];
     }
+    garbage.v = order;
+    garbage.n = white;
+    order = NULL;
     r->reached = m;
     r->garbage = garbage.v;
     r->ngarbage = garbage.n;

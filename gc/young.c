@@ -106,17 +106,17 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
             }
         }
     }
+    /* The garbage list is order[], compacted in place (address order). */
     size_t white = 0;
-    for (uint64_t k = 0; k < m; k++)
-        white += trial[k] != INT64_MAX;
-    if (!(garbage.v = malloc((white ? white : 1) * sizeof *garbage.v)))
-        goto out;
     for (uint64_t k = 0; k < m; k++) {
         if (trial[k] == INT64_MAX)
             gc_set_remove(y, order[k]);   /* the set keeps the garbage */
         else
-            garbage.v[garbage.n++] = order[k];
+            order[white++] = order[k];
     }
+    garbage.v = order;
+    garbage.n = white;
+    order = NULL;
     r->scanned = r->reached = m;
     r->garbage = garbage.v;
     r->ngarbage = garbage.n;

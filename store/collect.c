@@ -89,7 +89,7 @@ static int free_garbage(objstore *s, uint64_t oid, const gc_result *r)
     const uint64_t *slot = heap_obj_slots(s->heap, oid);
     for (uint32_t i = 0; i < nrefs; i++) {
         uint64_t c = slot[i];
-        if (!c || gc_is_garbage(r, c))
+        if (!c || gc_set_has(r->found, c))   /* gc_is_garbage, inline */
             continue;
         if (heap_check_ref(s->heap, c) != HEAP_OK)
             return store_err(OBJSTORE_ECORRUPT, "%s: object %llu slot %u points at %llu, "
@@ -99,11 +99,13 @@ static int free_garbage(objstore *s, uint64_t oid, const gc_result *r)
         if (rc)
             return rc;
     }
-    int rc = store_weak_freeing(s, oid);
+    /* Weak references, R6's set, the zct and the candidates rarely know
+     * garbage: when they are empty, they cost no call. */
+    int rc = s->weak_cnt.n || s->weak_type ? store_weak_freeing(s, oid) : OBJSTORE_OK;
     if (rc)
         return rc;
-    store_dec_forget(s, oid);
-    /* Garbage is rarely in these sets: empty ones cost no call. */
+    if (s->gc_dec)
+        store_dec_forget(s, oid);
     if (s->zct.added.n || s->zct.committed.n)
         oidset_remove(&s->zct, oid);
     if (s->cand.added.n || s->cand.committed.n)
