@@ -2,7 +2,10 @@
  * test_gc.c -- the online cycle collector: objstore_collect and the commit
  * threshold free garbage cycles and nothing else.
  */
+#include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #include "test_store.h"
 
@@ -476,6 +479,53 @@ START_TEST(test_saved_garbage_keeps_exact_counts_when_its_drop_decremented_it)
 }
 END_TEST
 
+/* Writes v into the heap file at off (the store closed). */
+static void poke_heap(uint64_t off, uint64_t v)
+{
+    DIR *d = opendir(g_store);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    char *path = NULL;
+    while ((e = readdir(d)) != NULL)
+        if (strncmp(e->d_name, "heap.", 5) == 0)
+            path = ts_path(g_store, e->d_name);
+    closedir(d);
+    ck_assert_ptr_nonnull(path);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pwrite(fd, &v, 8, (off_t)off), 8);
+    ck_assert_int_eq(fsync(fd), 0);
+    close(fd);
+    free(path);
+}
+
+/* A slot the collector reaches that names no object ends the collection
+ * with ECORRUPT: nothing is freed, nothing read outside the heap. */
+START_TEST(test_a_collection_that_meets_a_damaged_slot_is_ecorrupt_and_frees_nothing)
+{
+    static const uint64_t bad[] = {8, UINT64_C(1) << 40, 4096 + 24};
+    objstore *s = new_store(&manual);
+    objstore_txn *t = wbegin(s);
+    objstore_oid first = ring(t, 4, 1);
+    root_set(t, "ring", first);
+    commit(t);
+    t = rbegin(s);
+    objstore_oid second = get_ref(t, first, 0), third = get_ref(t, second, 0);
+    commit(t);
+    close_store(s);
+    poke_heap(third + 16, bad[_i]);   /* slot 0, past the 16-byte header */
+
+    s = open_store(g_store, &manual);
+    t = wbegin(s);
+    OK(objstore_root_del(t, "ring"));
+    commit(t);
+    objstore_collect_stats st;
+    EXPECT(OBJSTORE_ECORRUPT, objstore_collect(s, &st));
+    ck_assert_uint_eq(get_stats(s).live_objects, 4);
+    close_store(s);
+}
+END_TEST
+
 static uint64_t g_rng;
 static uint32_t rnd(uint32_t n)
 {
@@ -553,6 +603,7 @@ int main(void)
     tcase_add_test(tc, test_a_commit_that_drops_cycles_past_the_threshold_leaves_no_garbage);
     tcase_add_loop_test(tc, test_counts_a_commit_s_frees_decrement_are_exact_with_or_without_a_collection, 0, 2);
     tcase_add_test(tc, test_saved_garbage_keeps_exact_counts_when_its_drop_decremented_it);
+    tcase_add_loop_test(tc, test_a_collection_that_meets_a_damaged_slot_is_ecorrupt_and_frees_nothing, 0, 3);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
