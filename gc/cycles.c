@@ -14,10 +14,10 @@
  *             an object not scanned starts at UNSCANNED, far above any
  *             count, so it is referenced from outside (G3);
  *   black     objects whose trial count stayed above 0 — then the held
- *             ones — and everything they reach in the set are black
- *             (trial count BLACK: the counts are not needed any more);
+ *             ones — and everything they reach in the set are black: they
+ *             leave the set (a bit cleared, no index looked up);
  *   white     the rest, referenced only from inside by white objects, are
- *             the garbage; the set keeps only them, for gc_is_garbage.
+ *             the garbage: what the set still holds, for gc_is_garbage.
  */
 #include "gc.h"
 
@@ -26,7 +26,6 @@
 #include "gc_set.h"
 #include "u64map.h"
 
-#define BLACK     INT64_MAX
 #define UNSCANNED (INT64_MAX / 2)
 
 /* Expands from the stack's objects until it is empty or the budget is
@@ -59,37 +58,35 @@ static heap_status reach(heap_t *h, gc_set *set, struct u64vec *s, uint64_t budg
 }
 
 /* Blackens the members whose trial count is above 0 (pass 0) or that are
- * held (pass 1), and everything they reach.  Pins are asked about only for
- * what would otherwise be garbage, after the first pass, so the common case
- * takes no lock per object.  stack has room for every member: each index
- * is pushed once. */
-static void blacken(const gc_env *env, const gc_set *set, const uint64_t *order,
-                    int64_t *trial, uint32_t *stack, uint64_t m)
+ * held (pass 1), and everything they reach.  Black is leaving the set, so
+ * a slot's target is tested with one bit, no index, and what the set
+ * still holds at the end is the garbage.  Pins are asked about only for
+ * what would otherwise be garbage, after the first pass, so the common
+ * case takes no lock per object.  stack has room for every member: each
+ * leaves the set, and is pushed, once. */
+static void blacken(const gc_env *env, gc_set *set, const uint64_t *order,
+                    const int64_t *trial, uint64_t *stack, uint64_t m)
 {
     heap_t *h = env->heap;
     for (int pass = 0; pass < (env->held ? 2 : 1); pass++) {
         size_t top = 0;
         for (uint64_t k = 0; k < m; k++)
-            if (trial[k] != BLACK &&
-                (pass == 0 ? trial[k] > 0 : env->held(env->ctx, order[k]))) {
-                trial[k] = BLACK;
-                stack[top++] = (uint32_t)k;
+            if (pass == 0 ? trial[k] > 0
+                          : gc_set_has(set, order[k]) && env->held(env->ctx, order[k])) {
+                gc_set_remove(set, order[k]);
+                stack[top++] = order[k];
             }
         while (top) {
-            uint32_t k = stack[--top];
+            uint64_t x = stack[--top];
             if (top)
-                __builtin_prefetch(heap_ptr(h, order[stack[top - 1]]));
+                __builtin_prefetch(heap_ptr(h, stack[top - 1]));
             /* Slots of an object not scanned were not checked: only looked
              * up in the set, which answers for any value (gc_set.h S1). */
-            uint32_t nrefs = heap_obj_at(h, order[k])->nrefs;
-            const uint64_t *slot = heap_obj_slots(h, order[k]);
-            for (uint32_t i = 0; i < nrefs; i++) {
-                int64_t j = slot[i] ? gc_set_index(set, slot[i]) : -1;
-                if (j >= 0 && trial[j] != BLACK) {
-                    trial[j] = BLACK;
-                    stack[top++] = (uint32_t)j;
-                }
-            }
+            uint32_t nrefs = heap_obj_at(h, x)->nrefs;
+            const uint64_t *slot = heap_obj_slots(h, x);
+            for (uint32_t i = 0; i < nrefs; i++)
+                if (slot[i] && gc_set_take(set, slot[i]))
+                    stack[top++] = slot[i];
         }
     }
 }
@@ -103,7 +100,7 @@ heap_status gc_find_cycles(const gc_env *env, const uint64_t *cand, size_t n,
     struct u64vec s = {0}, garbage = {0};
     uint64_t *order = NULL;
     int64_t *trial = NULL;
-    uint32_t *stack = NULL;
+    uint64_t *stack = NULL;
     heap_status st = HEAP_ENOMEM;
     if (!set)
         return HEAP_ENOMEM;
@@ -151,12 +148,9 @@ heap_status gc_find_cycles(const gc_env *env, const uint64_t *cand, size_t n,
 
     /* The garbage list is order[], compacted in place (address order). */
     size_t white = 0;
-    for (uint64_t k = 0; k < m; k++) {
-        if (trial[k] == BLACK)
-            gc_set_remove(set, order[k]);   /* the set keeps the garbage */
-        else
+    for (uint64_t k = 0; set->n && k < m; k++)
+        if (gc_set_has(set, order[k]))
             order[white++] = order[k];
-    }
     garbage.v = order;
     garbage.n = white;
     order = NULL;

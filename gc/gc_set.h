@@ -87,6 +87,17 @@ static inline void gc_set_remove(gc_set *s, uint64_t off)
     }
 }
 
+/* Removes off if it is a member: true if it was (one lookup). */
+static inline bool gc_set_take(gc_set *s, uint64_t off)
+{
+    uint64_t bit, *w = gc_set_word(s, off, &bit);
+    if (!w || !(*w & bit))
+        return false;
+    *w &= ~bit;
+    s->n--;
+    return true;
+}
+
 /* Numbers the members in address order; false when there are more than
  * 2^32 - 1 (S2).  If order is not NULL, order[i] gets member i's offset
  * (room for s->n). */
