@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include "gc_set.h"
 #include "test_store.h"
 
 static objstore_collect_stats collect(objstore *s)
@@ -526,6 +527,50 @@ START_TEST(test_a_collection_that_meets_a_damaged_slot_is_ecorrupt_and_frees_not
 }
 END_TEST
 
+/* The collectors' set (gc/gc_set.h): members in address order across
+ * arenas, dense indexes in that order, and any other value -- unaligned,
+ * out of range, in an arena with no member -- answers "not a member". */
+START_TEST(test_the_collectors_set_numbers_its_members_in_address_order)
+{
+    const uint64_t A = HEAP_ARENA_SIZE;
+    gc_set set = {.arena = calloc(4, sizeof(struct gc_set_arena *)), .narenas = 4};
+    ck_assert_ptr_nonnull(set.arena);
+    const uint64_t in[] = {2 * A + 5 * 16, 16, A + 64 * 16, A + 63 * 16, 16};
+    const int added[] = {1, 1, 1, 1, 0};
+    for (unsigned i = 0; i < 5; i++)
+        ck_assert_int_eq(gc_set_add(&set, in[i]), added[i]);
+    ck_assert_int_eq(gc_set_add(&set, 4 * A), 0);   /* past the set's arenas */
+    ck_assert_uint_eq(set.n, 4);
+
+    const uint64_t sorted[] = {16, A + 63 * 16, A + 64 * 16, 2 * A + 5 * 16};
+    uint64_t off, i = 0, k = 0, order[4];
+    while (gc_set_next(&set, &i, &off))
+        ck_assert_uint_eq(off, sorted[k++]);
+    ck_assert_uint_eq(k, 4);
+    ck_assert(gc_set_rank(&set, order));
+    for (k = 0; k < 4; k++) {
+        ck_assert_uint_eq(order[k], sorted[k]);
+        ck_assert_int_eq(gc_set_index(&set, sorted[k]), (int64_t)k);
+    }
+    const uint64_t other[] = {0, 8, 32, A, 3 * A + 16, 4 * A + 16, UINT64_MAX};
+    for (k = 0; k < sizeof other / sizeof other[0]; k++) {
+        ck_assert_int_eq(gc_set_index(&set, other[k]), -1);
+        ck_assert(!gc_set_has(&set, other[k]));
+        ck_assert(!gc_set_take(&set, other[k]));
+    }
+    ck_assert(gc_set_take(&set, A + 63 * 16));
+    ck_assert(!gc_set_take(&set, A + 63 * 16));
+    gc_set_remove(&set, 2 * A + 5 * 16);
+    gc_set_remove(&set, 2 * A + 5 * 16);
+    ck_assert_uint_eq(set.n, 2);
+    i = 0;
+    ck_assert(gc_set_next(&set, &i, &off) && off == 16);
+    ck_assert(gc_set_next(&set, &i, &off) && off == A + 64 * 16);
+    ck_assert(!gc_set_next(&set, &i, &off));
+    gc_set_free(&set);
+}
+END_TEST
+
 static uint64_t g_rng;
 static uint32_t rnd(uint32_t n)
 {
@@ -604,6 +649,8 @@ int main(void)
     tcase_add_loop_test(tc, test_counts_a_commit_s_frees_decrement_are_exact_with_or_without_a_collection, 0, 2);
     tcase_add_test(tc, test_saved_garbage_keeps_exact_counts_when_its_drop_decremented_it);
     tcase_add_loop_test(tc, test_a_collection_that_meets_a_damaged_slot_is_ecorrupt_and_frees_nothing, 0, 3);
+    TCase *ts = ts_tcase(s, "set", 30);
+    tcase_add_test(ts, test_the_collectors_set_numbers_its_members_in_address_order);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
