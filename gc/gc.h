@@ -10,8 +10,9 @@
  * points at.
  *
  * Rules:
- *   G1 working state lives in RAM (a map oid -> trial count, colour), never
- *      in object headers; the heap is only read.
+ *   G1 working state lives in RAM (a gc_set of the objects reached, a
+ *      bitmap per arena, and arrays of trial counts by the set's dense
+ *      index: gc_set.h), never in object headers; the heap is only read.
  *   G2 no recursion: explicit stacks, growing in RAM.
  *   G3 bounded: past `budget` objects the scan stops expanding; an object
  *      reached but not scanned counts as referenced from outside (its own
@@ -27,6 +28,7 @@
 #ifndef OBJSTORE_GC_H
 #define OBJSTORE_GC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,15 +43,28 @@ typedef struct gc_env {
      * when nothing is held. */
     int (*held)(void *ctx, uint64_t oid);
     void *ctx;
+    /* gc_find_cycles: cand[0..nchecked) are live objects the caller checked
+     * (heap_check_ref) in this transaction; the rest are checked here. */
+    size_t nchecked;
 } gc_env;
 
+struct gc_set;
+
 typedef struct gc_result {
-    uint64_t *garbage;      /* malloc'd; the caller frees it */
+    uint64_t *garbage;      /* in address order; gc_result_free frees it */
     size_t ngarbage;
     uint64_t scanned;       /* objects whose references were subtracted */
     uint64_t reached;       /* objects in the working set */
     int cut;                /* the budget stopped the scan */
+    struct gc_set *found;   /* the garbage as a set, for gc_is_garbage */
 } gc_result;
+
+/* Whether oid is one of r's garbage: a bit test, no hashing, so a caller
+ * freeing the garbage can tell slots into it from slots to survivors. */
+bool gc_is_garbage(const gc_result *r, uint64_t oid);
+/* Frees what a successful gc_find_cycles or gc_find_young gave r (the
+ * list and the set; the counts stay, ngarbage included). */
+void gc_result_free(gc_result *r);
 
 /* Finds the garbage cycles reachable from cand[0..n).  Candidates that are
  * not live objects are skipped.  budget = most objects to scan (0 = no

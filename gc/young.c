@@ -10,10 +10,10 @@
  *
  * Rules (besides gc.h's G1, G2, G4):
  *   Y1 the cost is proportional to the young objects and their slots, never
- *      to the heap: no hashing either.  Membership is a bitmap per arena
- *      touched (one bit per 16-byte unit), and rank() over it turns an
- *      offset into a dense index (address order) into plain arrays of
- *      trial counts and colours.
+ *      to the heap: no hashing either.  Membership is a gc_set (a bitmap
+ *      per arena touched, gc_set.h), whose rank turns an offset into a
+ *      dense index (address order) into plain arrays of trial counts and
+ *      colours.
  *   Y2 a bit is set only at a young object's start, so a slot that finds
  *      its bit set names a young object; any other slot (old object, or a
  *      bad one) is not followed here.  The caller checks the slots of the
@@ -28,57 +28,14 @@
 
 #include <stdlib.h>
 
+#include "gc_set.h"
 #include "u64map.h"
-
-#define UNITS_PER_ARENA (HEAP_ARENA_SIZE / HEAP_ALIGN)   /* 65536 */
-#define WORDS_PER_ARENA (UNITS_PER_ARENA / 64)           /* 1024 */
-
-struct young_arena {
-    uint64_t bits[WORDS_PER_ARENA];
-    uint32_t rank[WORDS_PER_ARENA];   /* young objects before this word */
-};
-
-struct young {
-    struct young_arena **arena;       /* by arena number; NULL = none young */
-    uint64_t narenas;
-};
-
-/* Bits set in x.  Inline (no libgcc call where the build does not assume
- * a popcount instruction): it runs for every young object and slot. */
-static inline uint64_t bits_in(uint64_t x)
-{
-    x = x - ((x >> 1) & UINT64_C(0x5555555555555555));
-    x = (x & UINT64_C(0x3333333333333333)) + ((x >> 2) & UINT64_C(0x3333333333333333));
-    x = (x + (x >> 4)) & UINT64_C(0x0f0f0f0f0f0f0f0f);
-    return (x * UINT64_C(0x0101010101010101)) >> 56;
-}
-
-/* Dense index of off, or -1 if off is not a young object's start (Y2). */
-static inline int64_t young_index(const struct young *y, uint64_t off)
-{
-    uint64_t a = off >> HEAP_ARENA_SHIFT;
-    if (a >= y->narenas || (off & (HEAP_ALIGN - 1)) || !y->arena[a])
-        return -1;
-    const struct young_arena *ya = y->arena[a];
-    uint64_t unit = (off & (HEAP_ARENA_SIZE - 1)) / HEAP_ALIGN;
-    uint64_t w = ya->bits[unit / 64], bit = UINT64_C(1) << (unit % 64);
-    if (!(w & bit))
-        return -1;
-    return (int64_t)ya->rank[unit / 64] + bits_in(w & (bit - 1));
-}
-
-static void young_free(struct young *y)
-{
-    for (uint64_t a = 0; y->arena && a < y->narenas; a++)
-        free(y->arena[a]);
-    free(y->arena);
-}
 
 heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_result *r)
 {
     *r = (gc_result){0};
     heap_t *h = env->heap;
-    struct young y = {.narenas = heap_size(h) >> HEAP_ARENA_SHIFT};
+    gc_set *y = NULL;
     uint64_t *order = NULL;
     int64_t *trial = NULL;
     uint32_t *nrefs = NULL, *stack = NULL;
@@ -86,55 +43,41 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
     heap_status st = HEAP_ENOMEM;
     if (!n)
         return HEAP_OK;
-    if (!(y.arena = calloc(y.narenas ? y.narenas : 1, sizeof *y.arena)))
-        goto out;
+    if (!(y = malloc(sizeof *y)))
+        return HEAP_ENOMEM;
+    if (!gc_set_init(y, h)) {
+        free(y);
+        return HEAP_ENOMEM;
+    }
 
     /* Membership bits, then ranks: m distinct young objects. */
-    for (size_t i = 0; i < n; i++) {
-        uint64_t a = objs[i] >> HEAP_ARENA_SHIFT;
-        if (a >= y.narenas)
-            continue;
-        if (!y.arena[a] && !(y.arena[a] = calloc(1, sizeof *y.arena[a])))
+    for (size_t i = 0; i < n; i++)
+        if (gc_set_add(y, objs[i]) < 0)
             goto out;
-        uint64_t unit = (objs[i] & (HEAP_ARENA_SIZE - 1)) / HEAP_ALIGN;
-        y.arena[a]->bits[unit / 64] |= UINT64_C(1) << (unit % 64);
-    }
-    uint64_t m = 0;
-    for (uint64_t a = 0; a < y.narenas; a++) {
-        struct young_arena *ya = y.arena[a];
-        for (unsigned w = 0; ya && w < WORDS_PER_ARENA; w++) {
-            ya->rank[w] = (uint32_t)m;
-            m += (uint64_t)bits_in(ya->bits[w]);
-        }
-    }
-    if (m > UINT32_MAX)
-        goto out;   /* ranks are 32 bits */
+    uint64_t m = y->n;
     order = malloc((m ? m : 1) * sizeof *order);
     trial = calloc(m ? m : 1, sizeof *trial);
     nrefs = malloc((m ? m : 1) * sizeof *nrefs);
     stack = malloc((m ? m : 1) * sizeof *stack);
-    if (!order || !trial || !nrefs || !stack)
+    if (!order || !trial || !nrefs || !stack || !gc_set_rank(y, order))
         goto out;
-    /* One pass over the objects: each count in, each edge inside out.  The
-     * slot counts are kept so that blackening reads no leaf's header. */
-    for (size_t i = 0; i < n; i++) {
-        if (i + 8 < n)
-            __builtin_prefetch(heap_ptr(h, objs[i + 8]));
-        int64_t k = young_index(&y, objs[i]);
-        if (k < 0)
-            continue;
-        order[k] = objs[i];
-        uint64_t c = env->count(env->ctx, objs[i]);
+    /* One pass over the objects, in address order: each count in, each
+     * edge inside out.  The slot counts are kept so that blackening reads
+     * no leaf's header. */
+    for (uint64_t k = 0; k < m; k++) {
+        if (k + 8 < m)
+            __builtin_prefetch(heap_ptr(h, order[k + 8]));
+        uint64_t c = env->count(env->ctx, order[k]);
         trial[k] += c > HEAP_MAX_REFCOUNT ? (int64_t)HEAP_MAX_REFCOUNT : (int64_t)c;
-        uint32_t nr = heap_obj_at(h, objs[i])->nrefs;
-        const uint64_t *slot = heap_obj_slots(h, objs[i]);
+        uint32_t nr = heap_obj_at(h, order[k])->nrefs;
+        const uint64_t *slot = heap_obj_slots(h, order[k]);
         nrefs[k] = nr;
         if (c == 0) {   /* Y4: the drain's, and what it holds lives until then */
             trial[k] = INT64_MAX / 2;
             continue;
         }
         for (uint32_t j = 0; j < nr; j++) {
-            int64_t q = slot[j] ? young_index(&y, slot[j]) : -1;
+            int64_t q = slot[j] ? gc_set_index(y, slot[j]) : -1;
             if (q >= 0)
                 trial[q]--;
         }
@@ -155,7 +98,7 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
             uint32_t k = stack[--top];
             const uint64_t *slot = nrefs[k] ? heap_obj_slots(h, order[k]) : NULL;
             for (uint32_t i = 0; i < nrefs[k]; i++) {
-                int64_t j = slot[i] ? young_index(&y, slot[i]) : -1;
+                int64_t j = slot[i] ? gc_set_index(y, slot[i]) : -1;
                 if (j >= 0 && trial[j] != INT64_MAX) {
                     trial[j] = INT64_MAX;
                     stack[top++] = (uint32_t)j;   /* each index once: fits in m */
@@ -163,13 +106,23 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
             }
         }
     }
-    for (uint64_t k = 0; k < m; k++)
-        if (trial[k] != INT64_MAX && !u64vec_push(&garbage, order[k]))
-            goto out;
+    /* The garbage list is order[], compacted in place (address order). */
+    size_t white = 0;
+    for (uint64_t k = 0; k < m; k++) {
+        if (trial[k] == INT64_MAX)
+            gc_set_remove(y, order[k]);   /* the set keeps the garbage */
+        else
+            order[white++] = order[k];
+    }
+    garbage.v = order;
+    garbage.n = white;
+    order = NULL;
     r->scanned = r->reached = m;
     r->garbage = garbage.v;
     r->ngarbage = garbage.n;
+    r->found = y;
     garbage.v = NULL;
+    y = NULL;
     st = HEAP_OK;
 out:
     free(garbage.v);
@@ -177,6 +130,9 @@ out:
     free(nrefs);
     free(trial);
     free(order);
-    young_free(&y);
+    if (y) {
+        gc_set_free(y);
+        free(y);
+    }
     return st;
 }

@@ -11,9 +11,10 @@
  *      its references to survivors are released (decref), so a survivor
  *      only the cycle held goes to the zero-count table and is freed by the
  *      same commit's drain.
- *   C2 candidates are forgotten once a complete scan looked at them (the
- *      survivors become candidates again at their next decrement); after a
- *      scan the budget cut short, they stay.
+ *   C2 candidates are forgotten once a complete scan looked at them, and
+ *      so are the survivors the garbage pointed at (found referenced from
+ *      outside, whatever the garbage did): they become candidates again at
+ *      their next decrement.  After a scan the budget cut short, they stay.
  *   C3 a collection that fails before freeing anything leaves the
  *      transaction as it was: an automatic one (commit's threshold) is then
  *      skipped, never the user's commit failed for it.
@@ -42,6 +43,7 @@
 #include <time.h>
 
 #include "gc.h"
+#include "gc_set.h"
 
 static uint64_t count_cb(void *ctx, uint64_t oid)
 {
@@ -81,13 +83,13 @@ static void notify(objstore *s, objstore_gc_info *info)
 
 /* Frees one garbage object: releases its references to survivors (C1).
  * Young garbage's slots out of the young set were not checked (gc.h). */
-static int free_garbage(objstore *s, uint64_t oid, const u64map *white)
+static int free_garbage(objstore *s, uint64_t oid, const gc_result *r)
 {
     uint32_t nrefs = heap_obj_at(s->heap, oid)->nrefs;
     const uint64_t *slot = heap_obj_slots(s->heap, oid);
     for (uint32_t i = 0; i < nrefs; i++) {
         uint64_t c = slot[i];
-        if (!c || u64map_find(white, c))
+        if (!c || gc_set_has(r->found, c))   /* gc_is_garbage, inline */
             continue;
         if (heap_check_ref(s->heap, c) != HEAP_OK)
             return store_err(OBJSTORE_ECORRUPT, "%s: object %llu slot %u points at %llu, "
@@ -97,12 +99,19 @@ static int free_garbage(objstore *s, uint64_t oid, const u64map *white)
         if (rc)
             return rc;
     }
-    int rc = store_weak_freeing(s, oid);
+    /* Weak references, R6's set, the zct and the candidates rarely know
+     * garbage: when they are empty, they cost no call. */
+    int rc = s->weak_cnt.n || s->weak_type ? store_weak_freeing(s, oid) : OBJSTORE_OK;
     if (rc)
         return rc;
-    oidset_remove(&s->zct, oid);
-    oidset_remove(&s->cand, oid);
-    u64map_del(&s->zeroed, oid);
+    if (s->gc_dec)
+        store_dec_forget(s, oid);
+    if (s->zct.added.n || s->zct.committed.n)
+        oidset_remove(&s->zct, oid);
+    if (s->cand.added.n || s->cand.committed.n)
+        oidset_remove(&s->cand, oid);
+    if (s->zeroed.n)
+        u64map_del(&s->zeroed, oid);
     heap_status hs = heap_free(s->heap, oid);
     return hs ? store_heap_err(s, hs) : OBJSTORE_OK;
 }
@@ -134,13 +143,11 @@ static int dispose(objstore_txn *t, const gc_result *r)
     if (s->gc_debug & OBJSTORE_GC_DEBUG_SAVEALL)
         return save_garbage(t, r->garbage, r->ngarbage);
     int rc = OBJSTORE_OK;
-    u64map white = {0};
-    for (size_t i = 0; i < r->ngarbage && !rc; i++)
-        if (!u64map_upsert(&white, r->garbage[i], NULL))
-            rc = store_err(OBJSTORE_ENOMEM, "out of memory");
-    for (size_t i = 0; i < r->ngarbage && !rc; i++)
-        rc = free_garbage(s, r->garbage[i], &white);
-    u64map_free(&white);
+    for (size_t i = 0; i < r->ngarbage && !rc; i++) {
+        if (i + 8 < r->ngarbage)
+            __builtin_prefetch(heap_ptr(s->heap, r->garbage[i + 8]));
+        rc = free_garbage(s, r->garbage[i], r);
+    }
     return rc;
 }
 
@@ -160,6 +167,50 @@ static void account(objstore *s, objstore_gc_info *info, uint64_t t0)
     notify(s, info);
 }
 
+/* R6: forgets the unwritten decrements (settled, or the transaction goes). */
+static void drop_decrements(objstore *s)
+{
+    if (s->gc_dec) {
+        gc_set_free(s->gc_dec);
+        free(s->gc_dec);
+        s->gc_dec = NULL;
+    }
+}
+
+/* C2: a complete scan looked at cand[0..k): every candidate this
+ * transaction added is among them (the rest are at count 0, the drain's, or
+ * freed), so that half of the set is emptied at once, not object by object;
+ * committed ones are removed one by one (the commit deletes them from
+ * LMDB).  Before the garbage goes: what freeing it decrements becomes a
+ * candidate again, and stays one. */
+static void forget_candidates(objstore *s, const uint64_t *cand, size_t k)
+{
+    u64map_clear(&s->cand.added);
+    if (s->cand.committed.n)
+        for (size_t i = 0; i < k; i++)
+            oidset_remove(&s->cand, cand[i]);
+}
+
+/* R6 (object.c): writes the counts this commit's frees left one below
+ * their headers, before the commit writes anything.  add_cand: they stay
+ * cycle candidates; else a complete scan just looked at every one (C2:
+ * they were candidates of it, or survivors the garbage pointed at). */
+static int settle_decrements(objstore *s, bool add_cand)
+{
+    gc_set *d = s->gc_dec;
+    int rc = OBJSTORE_OK;
+    uint64_t off;
+    for (uint64_t i = 0; d && !rc && gc_set_next(d, &i, &off);) {
+        if (!heap_is_live(s->heap, off))
+            continue;   /* a free takes its object out; nothing to write */
+        heap_obj_set_refcount(s->heap, off, heap_obj_refcount(heap_obj_at(s->heap, off)) - 1);
+        if (add_cand)
+            rc = oidset_add(&s->cand, off);
+    }
+    drop_decrements(s);
+    return rc;
+}
+
 /* A collection from the candidates (automatic or objstore_collect's). */
 static int collect_candidates(objstore_txn *t, bool automatic, objstore_collect_stats *st)
 {
@@ -168,18 +219,23 @@ static int collect_candidates(objstore_txn *t, bool automatic, objstore_collect_
     int rc = store_take_unpinned(s);
     if (rc)
         return rc;
-    size_t n = oidset_count(&s->cand), k = 0;
+    size_t n = oidset_count(&s->cand) + (s->gc_dec ? s->gc_dec->n : 0), k = 0;
     uint64_t *cand = malloc((n + 1) * sizeof *cand), oid;
     if (!cand)
         return automatic ? OBJSTORE_OK : store_err(OBJSTORE_ENOMEM, "out of memory");
+    /* R6: this commit's, in address order: live objects (each was checked
+     * before its decrement; a free takes it out) with counts above 0. */
+    for (uint64_t i = 0; s->gc_dec && gc_set_next(s->gc_dec, &i, &oid);)
+        cand[k++] = oid;
+    size_t checked = k;
     for (size_t i = 0; u64map_next(&s->cand.added, &i, &oid, NULL);)
         cand[k++] = oid;
     for (size_t i = 0; u64map_next(&s->cand.committed, &i, &oid, NULL);)
         if (!u64map_find(&s->cand.removed, oid))
             cand[k++] = oid;
     /* C6: those at count 0 are the drain's. */
-    size_t kept = 0;
-    for (size_t i = 0; i < k; i++)
+    size_t kept = checked;
+    for (size_t i = checked; i < k; i++)
         if (!heap_is_live(s->heap, cand[i]) || store_refcount(s, cand[i]) != 0)
             cand[kept++] = cand[i];
     k = kept;
@@ -194,7 +250,7 @@ static int collect_candidates(objstore_txn *t, bool automatic, objstore_collect_
     uint64_t t0 = now_ns();
     notify(s, &info);
     gc_env env = {.heap = s->heap, .count = count_cb, .held = any_pins(s) ? held_cb : NULL,
-                  .ctx = s};
+                  .ctx = s, .nchecked = checked};
     gc_result r;
     heap_status hs = gc_find_cycles(&env, cand, k, budget, &r);
     if (hs) {
@@ -205,12 +261,13 @@ static int collect_candidates(objstore_txn *t, bool automatic, objstore_collect_
     }
     st->scanned = r.scanned;
     st->incomplete = r.cut;
+    if (!r.cut)
+        forget_candidates(s, cand, k);
     rc = dispose(t, &r);
     if (!rc && !r.cut)
-        for (size_t i = 0; i < k; i++)   /* C2 */
-            oidset_remove(&s->cand, cand[i]);
+        rc = settle_decrements(s, false);
     st->freed = rc ? 0 : r.ngarbage;
-    free(r.garbage);
+    gc_result_free(&r);
     free(cand);
     if (!rc) {
         s->st_collections++;
@@ -249,7 +306,7 @@ static int collect_young(objstore_txn *t, uint64_t *objs, size_t n, bool drained
     if (hs)
         return OBJSTORE_OK;   /* out of memory: nothing changed, skipped as in C3 */
     int rc = dispose(t, &r);
-    free(r.garbage);
+    gc_result_free(&r);
     if (rc)
         return rc;
     *found = r.ngarbage;
@@ -278,7 +335,7 @@ void store_gc_full_end(objstore *s, uint64_t t0, uint64_t scanned, uint64_t coll
     store_write_unlock(s);
 }
 
-int store_commit_frees(objstore_txn *t)
+static int commit_frees(objstore_txn *t)
 {
     objstore *s = t->s;
     uint64_t budget = s->opts.free_budget, before = s->st_freed, found = 0;
@@ -292,7 +349,8 @@ int store_commit_frees(objstore_txn *t)
         return rc;
     objstore_collect_stats *req = s->gc_request, local;
     s->gc_request = NULL;
-    bool due = enabled && s->gc_cand_since + s->cand.added.n >= s->opts.gc_threshold;
+    uint64_t pending = s->gc_dec ? s->gc_dec->n : 0;   /* R6: new candidates too */
+    bool due = enabled && s->gc_cand_since + s->cand.added.n + pending >= s->opts.gc_threshold;
     if (req || due) {
         objstore_collect_stats *st = req ? req : &local;
         if ((rc = collect_candidates(t, !req, st)))
@@ -303,6 +361,18 @@ int store_commit_frees(objstore_txn *t)
         return OBJSTORE_OK;
     uint64_t used = s->st_freed - before;   /* C6: drain again */
     return store_drain_zct(s, budget > used ? budget - used : 0);
+}
+
+int store_commit_frees(objstore_txn *t)
+{
+    objstore *s = t->s;
+    s->gc_defer = true;   /* R6 */
+    int rc = commit_frees(t);
+    s->gc_defer = false;
+    if (!rc)
+        rc = settle_decrements(s, true);
+    drop_decrements(s);   /* on error: the rollback restores every header */
+    return rc;
 }
 
 void store_gc_committed(objstore *s)

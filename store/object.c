@@ -21,11 +21,22 @@
  *      STORE_CREATED_SLOTS when they have slots); the drain
  *      looks at those still at 0 — unless every one of them was linked
  *      (created_at_zero counts those never linked).
+ *   R6 inside the commit's frees (s->gc_defer), a decrement that leaves a
+ *      count above 0 is not written either: the object joins s->gc_dec (a
+ *      bitmap per arena, gc_set.h), whose members' headers are one above
+ *      their count and which are this commit's new cycle candidates.  A
+ *      cycle the commit's collection frees thus costs no write to its
+ *      members; collect.c writes the survivors' counts (and makes them
+ *      candidates) before the commit writes anything, or drops the set
+ *      with the transaction.  A second decrement, an increment or a free
+ *      of a member takes it out of the set.
  */
 #include "store_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+#include "gc_set.h"
 
 static int check_oid(objstore *s, uint64_t oid)
 {
@@ -40,10 +51,24 @@ static int check_oid(objstore *s, uint64_t oid)
 
 /* ---- counts ---- */
 
+/* R6: the header of oid is one above its count (only ever at 2 or more). */
+static inline bool dec_pending(const objstore *s, uint64_t oid)
+{
+    return s->gc_dec && s->gc_dec->n && gc_set_has(s->gc_dec, oid);
+}
+
 uint64_t store_refcount(objstore *s, uint64_t oid)
 {
     uint64_t rc = heap_obj_refcount(heap_obj_at(s->heap, oid));
-    return rc == 1 && s->zeroed.n && u64map_find(&s->zeroed, oid) ? 0 : rc;
+    if (rc == 1)
+        return s->zeroed.n && u64map_find(&s->zeroed, oid) ? 0 : 1;
+    return rc > 1 && dec_pending(s, oid) ? rc - 1 : rc;
+}
+
+void store_dec_forget(objstore *s, uint64_t oid)
+{
+    if (s->gc_dec)
+        gc_set_remove(s->gc_dec, oid);
 }
 
 int store_incref(objstore *s, uint64_t oid)
@@ -51,6 +76,12 @@ int store_incref(objstore *s, uint64_t oid)
     uint64_t rc = heap_obj_refcount(heap_obj_at(s->heap, oid));
     if (rc == 1 && s->zeroed.n && u64map_del(&s->zeroed, oid))
         return OBJSTORE_OK;   /* from 0 back to the 1 its header still holds (R5) */
+    if (rc > 1 && dec_pending(s, oid)) {
+        /* The header holds the new count already (R6); the decrement
+         * made it a candidate, and it stays one. */
+        gc_set_remove(s->gc_dec, oid);
+        return oidset_add(&s->cand, oid);
+    }
     /* A header at 0 outside the persisted zct is an object of this
      * transaction's, linked for the first time. */
     if (rc == 0 && s->created_at_zero && !u64map_find(&s->zct.committed, oid))
@@ -64,13 +95,36 @@ int store_incref(objstore *s, uint64_t oid)
 
 int store_decref(objstore *s, uint64_t oid)
 {
-    uint64_t rc = store_refcount(s, oid);
+    uint64_t head = heap_obj_refcount(heap_obj_at(s->heap, oid));
+    bool pending = head > 1 && dec_pending(s, oid);
+    uint64_t rc = pending ? head - 1 : store_refcount(s, oid);
     if (rc == 0)
         return store_err(OBJSTORE_ECORRUPT, "%s: object %llu: count already 0 when a "
                          "reference to it goes", s->dir, (unsigned long long)oid);
+    if (rc > 1 && pending) {
+        heap_obj_set_refcount(s->heap, oid, head - 1);   /* still one above (R6) */
+        return OBJSTORE_OK;
+    }
+    if (rc > 1 && s->gc_defer) {
+        if (!s->gc_dec && (s->gc_dec = calloc(1, sizeof *s->gc_dec)) &&
+            !gc_set_init(s->gc_dec, s->heap)) {
+            free(s->gc_dec);
+            s->gc_dec = NULL;
+        }
+        int added = s->gc_dec ? gc_set_add(s->gc_dec, oid) : -1;
+        if (added < 0)
+            return store_err(OBJSTORE_ENOMEM, "out of memory");
+        if (added)
+            return OBJSTORE_OK;   /* R6: not written */
+        /* else past the set's arenas (the heap grew since): written */
+    }
     if (rc > 1) {
         heap_obj_set_refcount(s->heap, oid, rc - 1);
         return oidset_add(&s->cand, oid);
+    }
+    if (pending) {   /* to 0 from a header of 2: R5 wants 1 there */
+        gc_set_remove(s->gc_dec, oid);
+        heap_obj_set_refcount(s->heap, oid, 1);
     }
     if (!u64map_upsert(&s->zeroed, oid, NULL))   /* to 0, unwritten (R5) */
         return store_err(OBJSTORE_ENOMEM, "out of memory");

@@ -166,6 +166,8 @@ struct objstore {
     uint64_t gc_next_budget;   /* objstore_collect's next budget (C4) */
     objstore_collect_stats *gc_request;   /* objstore_collect asked for one */
     bool gc_collected;         /* this write transaction ran a collection */
+    bool gc_defer;             /* inside the commit's frees: decrements wait (R6) */
+    struct gc_set *gc_dec;     /* R6: headers one above the count (candidates) */
     _Atomic int gc_disabled;   /* automatic collections off */
     _Atomic int gc_debug;      /* OBJSTORE_GC_DEBUG_* */
     objstore_gc_kinds gc_stats;
@@ -334,6 +336,8 @@ int store_take_unpinned(objstore *s);
 uint64_t store_refcount(objstore *s, uint64_t oid);
 int store_incref(objstore *s, uint64_t oid);
 int store_decref(objstore *s, uint64_t oid);
+/* Before oid is freed: it leaves s->gc_dec (R6). */
+void store_dec_forget(objstore *s, uint64_t oid);
 int store_drain_zct(objstore *s, uint64_t budget);
 int store_check_txn(objstore_txn *t, bool write);
 

@@ -2,8 +2,12 @@
  * test_gc.c -- the online cycle collector: objstore_collect and the commit
  * threshold free garbage cycles and nothing else.
  */
+#include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <unistd.h>
 
+#include "gc_set.h"
 #include "test_store.h"
 
 static objstore_collect_stats collect(objstore *s)
@@ -388,6 +392,185 @@ START_TEST(test_a_commit_that_drops_cycles_past_the_threshold_leaves_no_garbage)
 }
 END_TEST
 
+/* A commit's frees decrement without writing (object.c R6): what survives
+ * has its count written before the commit, with or without a collection,
+ * twice decremented or decremented to 0, and after a reopen. */
+START_TEST(test_counts_a_commit_s_frees_decrement_are_exact_with_or_without_a_collection)
+{
+    {
+        int collects = _i;   /* loop test: 0 without, 1 with a collection */
+        objstore_options o = {.gc_threshold = collects ? 2 : UINT64_MAX};
+        objstore *s = new_store(&o);
+        objstore_txn *t = wbegin(s);
+        objstore_oid holder = new_obj(t, 0, 8, 0);
+        objstore_oid kept = new_obj(t, 0, 0, 8), twice = new_obj(t, 0, 0, 8);
+        objstore_oid gone = new_obj(t, 0, 0, 8), cyc = ring(t, 2, 2);
+        set_ref(t, holder, 0, kept);      /* 2 -> 1: a candidate that lives */
+        set_ref(t, holder, 1, twice);     /* 3 -> 1: two decrements */
+        set_ref(t, holder, 2, twice);
+        set_ref(t, holder, 3, gone);      /* 2 -> 0 in the same commit */
+        set_ref(t, holder, 4, gone);
+        set_ref(t, holder, 5, cyc);       /* a cycle dropped */
+        set_ref(t, cyc, 1, kept);         /* which holds a survivor */
+        root_set(t, "holder", holder);
+        root_set(t, "kept", kept);
+        root_set(t, "twice", twice);
+        commit(t);
+        ck_assert_uint_eq(get_stats(s).live_objects, 6);
+
+        t = wbegin(s);
+        OK(objstore_root_del(t, "holder"));
+        commit(t);
+        if (!collects) {
+            /* holder and gone by the drain; the cycle waits, a candidate */
+            ck_assert_uint_eq(get_stats(s).live_objects, 4);
+            ck_assert_uint_ge(get_stats(s).cycle_candidates, 2);
+            verify_clean(s);
+            t = rbegin(s);
+            ck_assert_uint_eq(refcount(t, kept), 2);
+            ck_assert_uint_eq(refcount(t, twice), 1);
+            commit(t);
+            s = reopen(s, &o);
+            verify_clean(s);
+            collect(s);
+        }
+        ck_assert_uint_eq(get_stats(s).live_objects, 2);
+        verify_clean(s);
+        t = rbegin(s);
+        ck_assert_uint_eq(refcount(t, kept), 1);
+        ck_assert_uint_eq(refcount(t, twice), 1);
+        commit(t);
+        s = reopen(s, &o);
+        objstore_verify_report r = verify_clean(s);
+        ck_assert_uint_eq(r.objects, 2);
+        close_store(s);
+    }
+}
+END_TEST
+
+/* A commit's collection that saves its garbage (DEBUG_SAVEALL) links it
+ * under gc.garbage: the increments meet counts the frees left unwritten. */
+START_TEST(test_saved_garbage_keeps_exact_counts_when_its_drop_decremented_it)
+{
+    enum { N = 40 };
+    objstore *s = new_store(&(objstore_options){.gc_threshold = 10});
+    OK(objstore_gc_set_debug(s, OBJSTORE_GC_DEBUG_SAVEALL));
+    objstore_txn *t = wbegin(s);
+    objstore_oid holder = new_obj(t, 0, N, 0);
+    for (int i = 0; i < N; i++)
+        set_ref(t, holder, (uint32_t)i, ring(t, 2, 1));
+    root_set(t, "holder", holder);
+    commit(t);
+
+    t = wbegin(s);
+    OK(objstore_root_del(t, "holder"));
+    commit(t);
+    ck_assert_uint_eq(get_stats(s).live_objects, 2 * N + 1);   /* + the gc.garbage list */
+    objstore_verify_report r = verify_clean(s);
+    ck_assert_uint_eq(r.unreachable, 0);
+    s = reopen(s, NULL);
+    verify_clean(s);
+    t = wbegin(s);
+    OK(objstore_root_del(t, OBJSTORE_GC_GARBAGE_ROOT));
+    commit(t);
+    collect(s);
+    ck_assert_uint_eq(get_stats(s).live_objects, 0);
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
+/* Writes v into the heap file at off (the store closed). */
+static void poke_heap(uint64_t off, uint64_t v)
+{
+    DIR *d = opendir(g_store);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    char *path = NULL;
+    while ((e = readdir(d)) != NULL)
+        if (strncmp(e->d_name, "heap.", 5) == 0)
+            path = ts_path(g_store, e->d_name);
+    closedir(d);
+    ck_assert_ptr_nonnull(path);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pwrite(fd, &v, 8, (off_t)off), 8);
+    ck_assert_int_eq(fsync(fd), 0);
+    close(fd);
+    free(path);
+}
+
+/* A slot the collector reaches that names no object ends the collection
+ * with ECORRUPT: nothing is freed, nothing read outside the heap. */
+START_TEST(test_a_collection_that_meets_a_damaged_slot_is_ecorrupt_and_frees_nothing)
+{
+    static const uint64_t bad[] = {8, UINT64_C(1) << 40, 4096 + 24};
+    objstore *s = new_store(&manual);
+    objstore_txn *t = wbegin(s);
+    objstore_oid first = ring(t, 4, 1);
+    root_set(t, "ring", first);
+    commit(t);
+    t = rbegin(s);
+    objstore_oid second = get_ref(t, first, 0), third = get_ref(t, second, 0);
+    commit(t);
+    close_store(s);
+    poke_heap(third + 16, bad[_i]);   /* slot 0, past the 16-byte header */
+
+    s = open_store(g_store, &manual);
+    t = wbegin(s);
+    OK(objstore_root_del(t, "ring"));
+    commit(t);
+    objstore_collect_stats st;
+    EXPECT(OBJSTORE_ECORRUPT, objstore_collect(s, &st));
+    ck_assert_uint_eq(get_stats(s).live_objects, 4);
+    close_store(s);
+}
+END_TEST
+
+/* The collectors' set (gc/gc_set.h): members in address order across
+ * arenas, dense indexes in that order, and any other value -- unaligned,
+ * out of range, in an arena with no member -- answers "not a member". */
+START_TEST(test_the_collectors_set_numbers_its_members_in_address_order)
+{
+    const uint64_t A = HEAP_ARENA_SIZE;
+    gc_set set = {.arena = calloc(4, sizeof(struct gc_set_arena *)), .narenas = 4};
+    ck_assert_ptr_nonnull(set.arena);
+    const uint64_t in[] = {2 * A + 5 * 16, 16, A + 64 * 16, A + 63 * 16, 16};
+    const int added[] = {1, 1, 1, 1, 0};
+    for (unsigned i = 0; i < 5; i++)
+        ck_assert_int_eq(gc_set_add(&set, in[i]), added[i]);
+    ck_assert_int_eq(gc_set_add(&set, 4 * A), 0);   /* past the set's arenas */
+    ck_assert_uint_eq(set.n, 4);
+
+    const uint64_t sorted[] = {16, A + 63 * 16, A + 64 * 16, 2 * A + 5 * 16};
+    uint64_t off, i = 0, k = 0, order[4];
+    while (gc_set_next(&set, &i, &off))
+        ck_assert_uint_eq(off, sorted[k++]);
+    ck_assert_uint_eq(k, 4);
+    ck_assert(gc_set_rank(&set, order));
+    for (k = 0; k < 4; k++) {
+        ck_assert_uint_eq(order[k], sorted[k]);
+        ck_assert_int_eq(gc_set_index(&set, sorted[k]), (int64_t)k);
+    }
+    const uint64_t other[] = {0, 8, 32, A, 3 * A + 16, 4 * A + 16, UINT64_MAX};
+    for (k = 0; k < sizeof other / sizeof other[0]; k++) {
+        ck_assert_int_eq(gc_set_index(&set, other[k]), -1);
+        ck_assert(!gc_set_has(&set, other[k]));
+        ck_assert(!gc_set_take(&set, other[k]));
+    }
+    ck_assert(gc_set_take(&set, A + 63 * 16));
+    ck_assert(!gc_set_take(&set, A + 63 * 16));
+    gc_set_remove(&set, 2 * A + 5 * 16);
+    gc_set_remove(&set, 2 * A + 5 * 16);
+    ck_assert_uint_eq(set.n, 2);
+    i = 0;
+    ck_assert(gc_set_next(&set, &i, &off) && off == 16);
+    ck_assert(gc_set_next(&set, &i, &off) && off == A + 64 * 16);
+    ck_assert(!gc_set_next(&set, &i, &off));
+    gc_set_free(&set);
+}
+END_TEST
+
 static uint64_t g_rng;
 static uint32_t rnd(uint32_t n)
 {
@@ -463,6 +646,11 @@ int main(void)
     tcase_add_test(tc, test_a_cut_automatic_collection_is_not_repeated_by_small_commits);
     tcase_add_test(tc, test_an_acyclic_candidate_at_zero_is_not_counted_as_a_cycle);
     tcase_add_test(tc, test_a_commit_that_drops_cycles_past_the_threshold_leaves_no_garbage);
+    tcase_add_loop_test(tc, test_counts_a_commit_s_frees_decrement_are_exact_with_or_without_a_collection, 0, 2);
+    tcase_add_test(tc, test_saved_garbage_keeps_exact_counts_when_its_drop_decremented_it);
+    tcase_add_loop_test(tc, test_a_collection_that_meets_a_damaged_slot_is_ecorrupt_and_frees_nothing, 0, 3);
+    TCase *ts = ts_tcase(s, "set", 30);
+    tcase_add_test(ts, test_the_collectors_set_numbers_its_members_in_address_order);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
