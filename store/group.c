@@ -309,7 +309,7 @@ bool store_group_may_seal(objstore_txn *t, uint64_t redo_bytes)
     pthread_mutex_lock(&s->g_mutex);
     bool pending = s->g_head || s->g_leading;
     uint64_t pending_bytes = s->g_pending_bytes + redo_bytes;
-    bool due = s->commits_since_ckpt + s->g_pending + 1 >= STORE_CKPT_COMMITS ||
+    bool due = s->commits_since_ckpt + 1 >= STORE_CKPT_COMMITS ||
                s->redo_since_ckpt + s->g_pending_bytes + redo_bytes >= s->opts.checkpoint_bytes;
     pthread_mutex_unlock(&s->g_mutex);
     if (due || (!pending && !others && !writers_waiting(s, false)))
@@ -562,7 +562,7 @@ static void commit_group(objstore *s, struct store_sealed *first)
     s->st_commits += n;
     s->st_grouped += n;
     s->st_group_syncs++;
-    s->commits_since_ckpt += n;
+    s->commits_since_ckpt++;   /* one record set for the group */
     s->redo_since_ckpt += m.bytes;
     atomic_store(&s->epoch, lastg->epoch);
     pthread_mutex_unlock(&s->g_mutex);

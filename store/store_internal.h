@@ -36,8 +36,9 @@
 #define STORE_META_VALUE_MAX (UINT64_C(64) << 20)
 #define STORE_REDO_CHUNK (UINT64_C(1) << 20)   /* data bytes per redo value */
 #define STORE_DIRECT_MIN (UINT64_C(1) << 20)   /* bulk path from this size */
-/* or after this many commits: keeps meta/'s redo tree two levels deep, so a
- * small commit dirties as few LMDB pages as a raw LMDB put (W3) */
+/* or after this many LMDB commits (a group commit's one record set counts
+ * once): keeps meta/'s redo tree two levels deep, so a small commit dirties
+ * as few LMDB pages as a raw LMDB put (W3) */
 #define STORE_CKPT_COMMITS 1000u
 #define STORE_DROP_PRIVATE (UINT64_C(64) << 20)
 #define STORE_GROUP_BYTES (UINT64_C(1) << 20)  /* a sealed commit's redo, at most */
@@ -117,7 +118,7 @@ struct objstore {
     uint64_t redo_since_ckpt;
     uint64_t redo_last;        /* newest commit that wrote redo records */
     uint64_t meta_ckpt;        /* meta/ "ckpt": records up to it are deleted */
-    uint64_t commits_since_ckpt;
+    uint64_t commits_since_ckpt;   /* LMDB commits since: a group counts once */
 
     store_lock lock;
     pthread_mutex_t pin_lock;
