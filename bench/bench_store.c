@@ -548,30 +548,42 @@ static void w3_lmdb_round(w3_state *w, size_t upto, double secs)
     w->secs += bench_now() - t0;
 }
 
+/* A fresh store at dir/name with a holder of n slots under root "w"; and,
+ * with peers, a raw LMDB environment at dir/lname (unnamed database). */
+static objstore *setup_holder(const char *path, uint32_t n, objstore_oid *holder)
+{
+    objstore_txn *t;
+    objstore *s = store_fresh(path, NULL);
+    ck(objstore_begin(s, 0, &t), "setup begin");
+    ck(objstore_new(t, 0, n, 0, holder), "setup: new holder");
+    ck(objstore_root_set(t, "w", *holder), "setup: root_set");
+    ck(objstore_commit(t), "setup commit");
+    return s;
+}
+
+static void setup_lmdb(const char *path, size_t mapsize, MDB_env **env, MDB_dbi *dbi)
+{
+    MDB_txn *txn;
+    if (mkdir(path, 0700) != 0)
+        bench_die("cannot make %s: %s", path, strerror(errno));
+    lmdb_ck(mdb_env_create(env), "env_create");
+    lmdb_ck(mdb_env_set_mapsize(*env, mapsize), "set_mapsize");
+    lmdb_ck(mdb_env_open(*env, path, 0, 0600), "env_open");
+    lmdb_ck(mdb_txn_begin(*env, NULL, 0, &txn), "txn_begin");
+    lmdb_ck(mdb_dbi_open(txn, NULL, 0, dbi), "dbi_open");
+    lmdb_ck(mdb_txn_commit(txn), "commit");
+}
+
 static void run_w3(bool peers, const char *dir)
 {
     char spath[BENCH_PATH_MAX], lpath[BENCH_PATH_MAX];
     w3_state os = { 0 }, lm = { 0 };
-    objstore_txn *t;
 
     bench_path(spath, dir, "w3-store");
-    os.s = store_fresh(spath, NULL);
-    ck(objstore_begin(os.s, 0, &t), "W3 setup begin");
-    ck(objstore_new(t, 0, W3_MAX_COMMITS, 0, &os.holder), "W3 new holder");
-    ck(objstore_root_set(t, "w3", os.holder), "W3 root_set");
-    ck(objstore_commit(t), "W3 setup commit");
-
+    os.s = setup_holder(spath, W3_MAX_COMMITS, &os.holder);
     if (peers) {
-        MDB_txn *txn;
         bench_path(lpath, dir, "w3-lmdb");
-        if (mkdir(lpath, 0700) != 0)
-            bench_die("cannot make %s: %s", lpath, strerror(errno));
-        lmdb_ck(mdb_env_create(&lm.env), "env_create");
-        lmdb_ck(mdb_env_set_mapsize(lm.env, 64u << 20), "set_mapsize");
-        lmdb_ck(mdb_env_open(lm.env, lpath, 0, 0600), "env_open");
-        lmdb_ck(mdb_txn_begin(lm.env, NULL, 0, &txn), "txn_begin");
-        lmdb_ck(mdb_dbi_open(txn, NULL, 0, &lm.dbi), "dbi_open");
-        lmdb_ck(mdb_txn_commit(txn), "commit");
+        setup_lmdb(lpath, 64u << 20, &lm.env, &lm.dbi);
     }
 
     /* Rounds alternate which goes first. */
@@ -686,25 +698,12 @@ static void run_w4(bool peers, const char *dir)
     static const int threads[] = {1, 2, 4, 8, 16};
     char spath[BENCH_PATH_MAX], lpath[BENCH_PATH_MAX];
     w4_state os = {0}, lm = {0};
-    objstore_txn *t;
 
     bench_path(spath, dir, "w4-store");
-    os.s = store_fresh(spath, NULL);
-    ck(objstore_begin(os.s, 0, &t), "W4 setup begin");
-    ck(objstore_new(t, 0, W4_SLOTS, 0, &os.holder), "W4 new holder");
-    ck(objstore_root_set(t, "w4", os.holder), "W4 root_set");
-    ck(objstore_commit(t), "W4 setup commit");
+    os.s = setup_holder(spath, W4_SLOTS, &os.holder);
     if (peers) {
-        MDB_txn *txn;
         bench_path(lpath, dir, "w4-lmdb");
-        if (mkdir(lpath, 0700) != 0)
-            bench_die("cannot make %s: %s", lpath, strerror(errno));
-        lmdb_ck(mdb_env_create(&lm.env), "env_create");
-        lmdb_ck(mdb_env_set_mapsize(lm.env, 1u << 30), "set_mapsize");
-        lmdb_ck(mdb_env_open(lm.env, lpath, 0, 0600), "env_open");
-        lmdb_ck(mdb_txn_begin(lm.env, NULL, 0, &txn), "txn_begin");
-        lmdb_ck(mdb_dbi_open(txn, NULL, 0, &lm.dbi), "dbi_open");
-        lmdb_ck(mdb_txn_commit(txn), "commit");
+        setup_lmdb(lpath, 1u << 30, &lm.env, &lm.dbi);
     }
     double at8[2] = {0, 0};
     for (size_t k = 0; k < sizeof threads / sizeof threads[0]; k++) {

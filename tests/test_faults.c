@@ -34,7 +34,6 @@
 #include "test_store.h"
 
 #include <dirent.h>
-#include <libgen.h>
 
 #define NPHASES 2
 #define MAXSTEPS 16
@@ -412,15 +411,6 @@ struct run {
     bool ended;
 };
 
-static char *shim_path(void)
-{
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    ck_assert(n > 0);
-    exe[n] = '\0';
-    return ts_path(dirname(exe), "fault_shim.so");
-}
-
 static void copy_tree(const char *from, const char *to)
 {
     ck_assert_msg(mkdir(to, 0755) == 0, "mkdir %s: %s", to, strerror(errno));
@@ -462,24 +452,10 @@ static struct run run_child(const char *shim, const char *fdir, const char *stor
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        char atbuf[32], phasebuf[8];
-        snprintf(atbuf, sizeof atbuf, "%lu", at);
+        char phasebuf[8];
         snprintf(phasebuf, sizeof phasebuf, "%d", phase);
-        setenv("LD_PRELOAD", shim, 1);
-        setenv("OBJSTORE_FAULT_DIR", fdir, 1);
-        setenv("OBJSTORE_FAULT_AT", atbuf, 1);
-        setenv("OBJSTORE_FAULT_ERRNO", err, 1);
-        setenv("OBJSTORE_FAULT_REPORT", rep, 1);
-        /* The shim comes before the sanitizer's runtime in the list; phase
-         * one leaves its store open on purpose. */
-        const char *asan = getenv("ASAN_OPTIONS");
-        char opts[1024];
-        snprintf(opts, sizeof opts, "%s%sverify_asan_link_order=0:detect_leaks=0",
-                 asan ? asan : "", asan && *asan ? ":" : "");
-        setenv("ASAN_OPTIONS", opts, 1);
         char *argv[] = {"test_faults", "--fault-child", phasebuf, (char *)store, log, NULL};
-        execv("/proc/self/exe", argv);
-        _exit(127);
+        exec_with_fault_shim(shim, fdir, at, err, rep, argv);
     }
     int st;
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
@@ -628,7 +604,7 @@ static void check_run(const struct run *clean, const struct run *r, const char *
 static void inject_phase(int phase)
 {
     static const char *errs[] = {"ENOSPC", "EIO"};
-    char *shim = shim_path();
+    char *shim = fault_shim_path();
     MUST(path_exists(shim), "%s is not built", shim);
     char *fdir = ts_path(g_dir, "faulted"), *store = ts_path(fdir, "store");
     char *tmpl = ts_path(g_dir, "template");

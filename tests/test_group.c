@@ -28,7 +28,6 @@
  */
 #include "test_store.h"
 
-#include <libgen.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -468,45 +467,6 @@ static uint64_t test_seed(void)
     return e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL);
 }
 
-START_TEST(test_kill_9_while_threads_commit_loses_no_returned_commit_and_leaves_none_half)
-{
-    ledger_create();
-    uint64_t seed = test_seed(), returned[THREADS] = {0};
-    for (int round = 0; round < 6; round++) {
-        int p[2];
-        ck_assert_int_eq(pipe(p), 0);
-        fflush(NULL);
-        pid_t pid = fork();
-        ck_assert_int_ge(pid, 0);
-        if (pid == 0) {
-            close(p[0]);
-            /* Every other round checkpoints every few commits: redo records
-             * are deleted by group commits too (the chain across a drop). */
-            objstore_options o = {.checkpoint_bytes = round % 2 ? 16 * KiB : 0};
-            _exit(ledger_child(p[1], UINT64_MAX, &o));
-        }
-        close(p[1]);
-        uint64_t ms = 40 + ts_mix64(seed + (uint64_t)round) % 200;
-        struct timespec ts = {0, (long)(ms * 1000000)};
-        nanosleep(&ts, NULL);
-        kill(pid, SIGKILL);
-        read_reports(p[0], returned);
-        close(p[0]);
-        int st;
-        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-        objstore *s = open_store(g_store, NULL);
-        uint64_t count[THREADS];
-        ledger_check(s, returned, count);
-        close_store(s);
-        if (getenv("OBJSTORE_TEST_VERBOSE"))
-            printf("round %d (seed %llu, kill at %llu ms): thread 0 at %llu (returned %llu)\n",
-                   round, U(seed), U(ms), U(count[0]), U(returned[0]));
-        for (int t = 0; t < THREADS; t++)
-            returned[t] = count[t];   /* the next round starts from what is there */
-    }
-}
-END_TEST
-
 /* A crash hook that stops the process at the k-th passage of a step. */
 static const char *hook_step;
 static _Atomic int hook_left;
@@ -517,6 +477,62 @@ static void stop_at_step(const char *step)
         _exit(7);
 }
 
+/* One round of a crash test: a child runs the ledger (round's settings), the
+ * parent kills it after kill_ms (0: lets it end), reads what it reported,
+ * reopens and checks; returned[] becomes what the store holds.  Returns
+ * the child's exit code (-1 when killed). */
+static int crash_round(uint64_t *returned, uint64_t kill_ms, const char *step, int after,
+                       uint64_t ckpt_bytes)
+{
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(p[0]);
+        if (step) {
+            hook_step = step;
+            atomic_store(&hook_left, after);
+            objstore_set_crash_hook(stop_at_step);
+        }
+        objstore_options o = {.checkpoint_bytes = ckpt_bytes};
+        _exit(ledger_child(p[1], kill_ms ? UINT64_MAX : 40, &o));
+    }
+    close(p[1]);
+    if (kill_ms) {
+        struct timespec ts = {0, (long)(kill_ms * 1000000)};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+    }
+    read_reports(p[0], returned);
+    close(p[0]);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    objstore *s = open_store(g_store, NULL);
+    uint64_t count[THREADS];
+    ledger_check(s, returned, count);
+    close_store(s);
+    memcpy(returned, count, sizeof count);   /* the next round starts from there */
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+START_TEST(test_kill_9_while_threads_commit_loses_no_returned_commit_and_leaves_none_half)
+{
+    ledger_create();
+    uint64_t seed = test_seed(), returned[THREADS] = {0};
+    for (int round = 0; round < 6; round++) {
+        /* Every other round checkpoints every few commits: redo records are
+         * deleted by group commits too (the chain across a drop). */
+        uint64_t ms = 40 + ts_mix64(seed + (uint64_t)round) % 200;
+        crash_round(returned, ms, NULL, 0, round % 2 ? 16 * KiB : 0);
+        if (getenv("OBJSTORE_TEST_VERBOSE"))
+            printf("round %d (seed %llu, kill at %llu ms): thread 0 at %llu\n", round,
+                   U(seed), U(ms), U(returned[0]));
+    }
+}
+END_TEST
+
 START_TEST(test_a_crash_at_each_step_of_a_group_commit_keeps_exactly_the_returned_commits)
 {
     static const char *const steps[] = {"lmdb-commit", "lmdb-committed", "heap-pwrite"};
@@ -524,46 +540,17 @@ START_TEST(test_a_crash_at_each_step_of_a_group_commit_keeps_exactly_the_returne
     uint64_t seed = test_seed(), returned[THREADS] = {0};
     int stopped = 0;
     for (int round = 0; round < 9; round++) {
-        int p[2];
-        ck_assert_int_eq(pipe(p), 0);
-        fflush(NULL);
-        pid_t pid = fork();
-        ck_assert_int_ge(pid, 0);
-        if (pid == 0) {
-            close(p[0]);
-            hook_step = steps[round % 3];
-            atomic_store(&hook_left, (int)(2 + ts_mix64(seed * 31 + (uint64_t)round) % 60));
-            objstore_set_crash_hook(stop_at_step);
-            _exit(ledger_child(p[1], 40, NULL));
-        }
-        close(p[1]);
-        read_reports(p[0], returned);
-        close(p[0]);
-        int code = wait_child(pid);
+        int after = (int)(2 + ts_mix64(seed * 31 + (uint64_t)round) % 60);
+        int code = crash_round(returned, 0, steps[round % 3], after, 0);
         MUST(code == 7 || code == 0, "round %d (%s): the child exited %d", round,
              steps[round % 3], code);
         stopped += code == 7;
-        objstore *s = open_store(g_store, NULL);
-        uint64_t count[THREADS];
-        ledger_check(s, returned, count);
-        close_store(s);
-        for (int t = 0; t < THREADS; t++)
-            returned[t] = count[t];
     }
     MUST(stopped >= 6, "only %d of 9 children reached their crash step", stopped);
 }
 END_TEST
 
 /* ---- a failing write or sync (the fault shim) ---- */
-
-static char *shim_path(void)
-{
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    ck_assert(n > 0);
-    exe[n] = '\0';
-    return ts_path(dirname(exe), "fault_shim.so");
-}
 
 /* --fault-child STORE REPORTS: the ledger, 30 commits a thread; the shim in
  * LD_PRELOAD fails one call.  Exit 0 unless something crashed. */
@@ -588,21 +575,8 @@ static unsigned long run_fault_child(const char *shim, unsigned long at, uint64_
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        char atbuf[32];
-        snprintf(atbuf, sizeof atbuf, "%lu", at);
-        setenv("LD_PRELOAD", shim, 1);
-        setenv("OBJSTORE_FAULT_DIR", g_store, 1);
-        setenv("OBJSTORE_FAULT_AT", atbuf, 1);
-        setenv("OBJSTORE_FAULT_ERRNO", at % 2 ? "EIO" : "ENOSPC", 1);
-        setenv("OBJSTORE_FAULT_REPORT", rep, 1);
-        const char *asan = getenv("ASAN_OPTIONS");
-        char opts[1024];
-        snprintf(opts, sizeof opts, "%s%sverify_asan_link_order=0:detect_leaks=0",
-                 asan ? asan : "", asan && *asan ? ":" : "");
-        setenv("ASAN_OPTIONS", opts, 1);
         char *argv[] = {"test_group", "--fault-child", g_store, log, NULL};
-        execv("/proc/self/exe", argv);
-        _exit(127);
+        exec_with_fault_shim(shim, g_store, at, at % 2 ? "EIO" : "ENOSPC", rep, argv);
     }
     int code = wait_child(pid);
     MUST(code == 0 || code == 10, "fault at call %lu: the child exited %d", at, code);
@@ -629,7 +603,7 @@ static unsigned long run_fault_child(const char *shim, unsigned long at, uint64_
 
 START_TEST(test_a_failing_write_or_sync_under_group_commit_keeps_every_returned_commit)
 {
-    char *shim = shim_path();
+    char *shim = fault_shim_path();
     MUST(access(shim, R_OK) == 0, "%s is missing", shim);
     ledger_create();
     uint64_t returned[THREADS] = {0};

@@ -408,4 +408,45 @@ static inline void commits_in_child_then_vanish(int n, ts_commit_fn fn, void *ar
     ck_assert_msg(code == 0, "the committing child failed at step %d", code);
 }
 
+/* ------------------------------------------------------------------ */
+/* the fault shim (tests/fault_shim.c)                                  */
+
+/* fault_shim.so, built beside the test programs. */
+static inline char *fault_shim_path(void)
+{
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    ck_assert(n > 0);
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash)
+        *slash = '\0';
+    return ts_path(exe, "fault_shim.so");
+}
+
+/* In a forked child: runs this test program again with argv, the shim
+ * preloaded: calls on files below dir count, call number `at` fails with
+ * err ("ENOSPC" or "EIO"; 0: none fails), the shim writes its report to
+ * report at exit.  Does not return. */
+static inline void exec_with_fault_shim(const char *shim, const char *dir, unsigned long at,
+                                        const char *err, const char *report, char **argv)
+{
+    char atbuf[32];
+    snprintf(atbuf, sizeof atbuf, "%lu", at);
+    setenv("LD_PRELOAD", shim, 1);
+    setenv("OBJSTORE_FAULT_DIR", dir, 1);
+    setenv("OBJSTORE_FAULT_AT", atbuf, 1);
+    setenv("OBJSTORE_FAULT_ERRNO", err, 1);
+    setenv("OBJSTORE_FAULT_REPORT", report, 1);
+    /* The shim comes before the sanitizer's runtime in the list, and a
+     * child may leave its store open on purpose. */
+    const char *asan = getenv("ASAN_OPTIONS");
+    char opts[1024];
+    snprintf(opts, sizeof opts, "%s%sverify_asan_link_order=0:detect_leaks=0",
+             asan ? asan : "", asan && *asan ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
+    execv("/proc/self/exe", argv);
+    _exit(127);
+}
+
 #endif
