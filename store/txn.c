@@ -725,11 +725,12 @@ int objstore_commit(objstore_txn *t)
                                    s->dir)
                        : commit_prepare(t);
     struct store_sealed *g = NULL;
-    if (!rc && store_group_may_seal(t, heap_dirty_bytes(s->heap))) {
+    uint64_t dirty = rc ? 0 : heap_dirty_bytes(s->heap);
+    if (!rc && store_group_may_seal(t, dirty)) {
         /* g stays NULL when the transaction's LMDB changes are too large */
         const heap_range *r;
         size_t n = heap_dirty_ranges(s->heap, &r);
-        if (n || !heap_dirty_bytes(s->heap))
+        if (n || !dirty)
             rc = store_group_seal(t, r, n, &g);
     }
     if (!rc && !g) {
