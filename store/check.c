@@ -47,7 +47,7 @@ static const int kind_pass[OBJSTORE_C_NKINDS] = {
     [OBJSTORE_C_REDO] = 2,    [OBJSTORE_C_HEAP] = 3,     [OBJSTORE_C_BADOBJ] = 4,
     [OBJSTORE_C_BADTYPE] = 4, [OBJSTORE_C_DANGLING] = 4, [OBJSTORE_C_BADROOT] = 5,
     [OBJSTORE_C_COUNT] = 5,   [OBJSTORE_C_LEAK] = 5,     [OBJSTORE_C_BADZCT] = 5,
-    [OBJSTORE_C_BADCAND] = 5,
+    [OBJSTORE_C_BADCAND] = 5, [OBJSTORE_C_BADWEAK] = 5,
 };
 
 const char *objstore_check_kind_name(int kind)
@@ -57,6 +57,7 @@ const char *objstore_check_kind_name(int kind)
         "stray-heap",     "meta",        "redo",         "heap-structure",
         "bad-object",     "bad-type",    "dangling-slot", "bad-root",
         "wrong-count",    "leak",        "stale-zct",    "stale-candidate",
+        "bad-weak",
     };
     if (kind == OBJSTORE_C_NKINDS)
         return "lost+found";   /* a repair action: a group linked under a root */
@@ -369,6 +370,78 @@ static void pass_counts(struct ck *c, MDB_txn *txn)
     }
 }
 
+/* Weak references (weak.c W1): every index entry names a live weak
+ * reference whose payload is its live target, and every live weak reference
+ * with a target is in the index. */
+static const char *weak_entry_problem(struct ck *c, uint64_t target, uint64_t wref)
+{
+    objstore *s = c->s;
+    size_t w = ck_find(c, wref), t = ck_find(c, target);
+    if (w == CK_NONE || (c->fl[w] & CK_BAD))
+        return "the weak reference is no live object";
+    if (!s->weak_type || heap_obj_at(s->heap, wref)->type != s->weak_type ||
+        heap_obj_payload_size(s->heap, wref) < 8)
+        return "that object is no weak reference";
+    uint64_t cur;
+    memcpy(&cur, heap_obj_payload(s->heap, wref), 8);
+    if (cur != target)
+        return "the weak reference names another object";
+    if (t == CK_NONE || (c->fl[t] & CK_BAD))
+        return "the target is no live object";
+    return NULL;
+}
+
+static void pass_weak(struct ck *c, MDB_txn *txn)
+{
+    objstore *s = c->s;
+    heap_t *h = s->heap;
+    MDB_cursor *cur;
+    if (s->weak_db && !mdb_cursor_open(txn, s->db_weak, &cur)) {
+        MDB_val k, v;
+        for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !c->stop;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            if (k.mv_size != 16)
+                continue;   /* malformed: the open refuses it (pass 2) */
+            uint64_t target = store_get_be64(k.mv_data);
+            uint64_t wref = store_get_be64((const uint8_t *)k.mv_data + 8);
+            const char *why = weak_entry_problem(c, target, wref);
+            c->weak_bad |= why != NULL;
+            if (why)
+                ck_finding(c, OBJSTORE_C_BADWEAK, wref, target, 1,
+                           "weak index entry (target %" PRIu64 ", weak reference %" PRIu64
+                           "): %s", target, wref, why);
+        }
+        mdb_cursor_close(cur);
+    }
+    if (!s->weak_type)
+        return;
+    for (size_t i = 0; i < c->n && !c->stop; i++) {
+        uint64_t off = c->off[i], target;
+        if ((c->fl[i] & CK_BAD) || heap_obj_at(h, off)->type != s->weak_type ||
+            heap_obj_payload_size(h, off) < 8)
+            continue;
+        memcpy(&target, heap_obj_payload(h, off), 8);
+        if (!target)
+            continue;
+        size_t t = ck_find(c, target);
+        uint8_t key[16];
+        store_be64(key, target);
+        store_be64(key + 8, off);
+        MDB_val k = {16, key}, v;
+        bool gone = t == CK_NONE || (c->fl[t] & CK_BAD);
+        c->weak_bad |= gone || !s->weak_db || mdb_get(txn, s->db_weak, &k, &v);
+        if (gone)
+            ck_finding(c, OBJSTORE_C_BADWEAK, off, target, 1,
+                       "weak reference %" PRIu64 " names %" PRIu64 ", no live object (it "
+                       "would read as that oid's next tenant)", off, target);
+        else if (!s->weak_db || mdb_get(txn, s->db_weak, &k, &v))
+            ck_finding(c, OBJSTORE_C_BADWEAK, off, target, 1,
+                       "weak reference %" PRIu64 " (to %" PRIu64 ") is missing from meta/'s "
+                       "weak index: it would not be cleared when its target is freed", off,
+                       target);
+    }
+}
+
 /* ---- pass 6: connectivity ---- */
 
 int ck_mark_from(struct ck *c, size_t root)
@@ -551,10 +624,12 @@ int ck_walk(struct ck *c, MDB_txn *txn)
     pass_objects(c);
     if (c->stop)
         return OBJSTORE_OK;
-    begin_pass(c, 5, "Checking reference counts and the zero-count and candidate tables");
+    begin_pass(c, 5, "Checking reference counts, the zero-count and candidate tables and the "
+                     "weak index");
     if ((rc = pass_roots(c, txn)))
         return rc;
     pass_counts(c, txn);
+    pass_weak(c, txn);
     if (c->stop)
         return OBJSTORE_OK;
     begin_pass(c, 6, "Checking connectivity from the roots");

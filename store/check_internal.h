@@ -36,6 +36,7 @@ struct ck {
     bool header_bad;         /* the heap header can be rebuilt from meta/ */
     bool heap_bad;           /* pass 3 failed: a repair rebuilds the tables */
     bool tables_fixed;       /* arena tables fixed in the mapping (dirty) */
+    bool weak_bad;           /* pass 5 found the weak index wrong */
     int pass;
     uint64_t ticks;
 

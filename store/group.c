@@ -298,7 +298,7 @@ bool store_group_may_seal(objstore_txn *t, uint64_t redo_bytes)
     if (heap_size(h) != s->tx_heap_len || heap_fresh_from(h) != UINT64_MAX ||
         heap_size_unsynced(h) || redo_bytes > STORE_GROUP_BYTES ||
         heap_private_bytes(h) > STORE_DROP_PRIVATE ||
-        (!s->weak_db && (s->weak_add.n || s->weak_del.n)))
+        (!s->weak_db && (s->weak_add.n || s->weak_del.n)) || s->weak_rebuild)
         return false;
     uintptr_t me = atomic_load(&s->lock.writer_id);
     uint64_t now = now_ns();

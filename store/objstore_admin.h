@@ -80,7 +80,7 @@ int objstore_shrink(objstore *s);
  *   4 objects: headers, slots fit their block, every slot lands on a live
  *     object's start, every type id is registered;
  *   5 counts: each equals roots + slots pointing in; zero-count and
- *     candidate tables;
+ *     candidate tables; the weak index against the weak references;
  *   6 connectivity: what the roots reach; the rest as groups (connected
  *     parts of the unreachable objects).
  *
@@ -108,6 +108,7 @@ enum objstore_check_kind {
     OBJSTORE_C_LEAK,         /* 5 count 0, not in the zero-count table */
     OBJSTORE_C_BADZCT,       /* 5 a stale zero-count entry */
     OBJSTORE_C_BADCAND,      /* 5 a stale cycle candidate */
+    OBJSTORE_C_BADWEAK,      /* 5 the weak index and the weak references disagree */
     OBJSTORE_C_NKINDS
 };
 

@@ -281,6 +281,41 @@ static int repair(struct ck *c, objstore_txn *t, MDB_txn *txn)
                       "root '%.*s' removed (it named %" PRIu64 ")",
                       (int)(br->len > 200 ? 200 : br->len), br->name, br->oid);
         }
+        /* The weak index (weak.c W1), when the check found it wrong: weak
+         * references naming no live object read 0, and the index is made
+         * anew from the rest, in this transaction's commit. */
+        if (c->weak_bad && s->weak_type) {
+            s->weak_pairs.n = 0;
+            for (size_t i = 0; i < c->n; i++) {
+                uint64_t off = c->off[i], target;
+                if ((c->fl[i] & CK_BAD) || heap_obj_at(h, off)->type != s->weak_type ||
+                    heap_obj_payload_size(h, off) < 8)
+                    continue;
+                uint8_t *p = heap_obj_payload(h, off);
+                memcpy(&target, p, 8);
+                if (!target)
+                    continue;
+                size_t tg = ck_find(c, target);
+                if (tg == CK_NONE || (c->fl[tg] & CK_BAD)) {
+                    heap_mark_dirty(h, (uint64_t)(p - heap_base(h)), 8);
+                    memset(p, 0, 8);
+                    ck_action(c, OBJSTORE_C_BADWEAK, off, "weak reference %" PRIu64
+                              ": named %" PRIu64 " (no live object), set to none", off,
+                              target);
+                } else if (!u64vec_push(&s->weak_pairs, target) ||
+                           !u64vec_push(&s->weak_pairs, off)) {
+                    return store_err(OBJSTORE_ENOMEM, "out of memory");
+                }
+            }
+            s->weak_rebuild = true;
+            ck_action(c, OBJSTORE_C_BADWEAK, 0, "weak index rebuilt from the %zu live weak "
+                      "references with a target", s->weak_pairs.n / 2);
+        } else if (c->weak_bad) {
+            s->weak_pairs.n = 0;   /* no weak reference type: the index goes empty */
+            s->weak_rebuild = true;
+            ck_action(c, OBJSTORE_C_BADWEAK, 0, "weak index emptied (no weak reference "
+                      "type is registered)");
+        }
         /* lost+found: heads first (nothing points at them), then whatever
          * a head does not reach (cycles). */
         if (c->o->flags & OBJSTORE_CHECK_LOST_FOUND) {

@@ -183,7 +183,9 @@ struct objstore {
     u64map weak_add_t;         /* target -> its first new wref (| bit 63: more) */
     u64map weak_del;           /* committed pairs it removed: wref -> target */
     struct u64vec weak_undo;   /* target << 1 | (decrement), for abort */
-    struct u64vec weak_pairs;  /* a compaction's new (target, wref) pairs */
+    struct u64vec weak_pairs;  /* a compaction's new (target, wref) pairs, or a
+                                  repair's whole index (weak_rebuild) */
+    bool weak_rebuild;         /* this commit replaces the index with weak_pairs */
 
     /* statistics since open */
     uint64_t st_grouped, st_group_syncs;   /* under g_mutex */

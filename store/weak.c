@@ -209,6 +209,8 @@ int store_weak_freeing(objstore *s, uint64_t oid)
 
 int store_weak_put(objstore *s, store_wbatch *b)
 {
+    if (s->weak_rebuild)   /* a repair's: the whole index anew */
+        return b->txn ? store_weak_switch(s, b->txn) : EINVAL;
     if (!s->weak_add.n && !s->weak_del.n)
         return 0;
     int rc;
@@ -235,6 +237,10 @@ int store_weak_put(objstore *s, store_wbatch *b)
 
 void store_weak_committed(objstore *s)
 {
+    if (s->weak_rebuild) {
+        s->weak_rebuild = false;
+        store_weak_switched(s);   /* counts from the new index */
+    }
     if (s->weak_add.n || s->weak_del.n)
         s->weak_db = true;
     u64map_clear(&s->weak_add);
@@ -245,6 +251,8 @@ void store_weak_committed(objstore *s)
 
 void store_weak_rollback(objstore *s)
 {
+    s->weak_rebuild = false;
+    s->weak_pairs.n = 0;
     for (size_t i = s->weak_undo.n; i-- > 0;) {
         uint64_t target = s->weak_undo.v[i] >> 1;
         uint64_t *c = u64map_upsert(&s->weak_cnt, target, NULL);

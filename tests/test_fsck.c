@@ -512,6 +512,62 @@ START_TEST(test_stale_zero_count_and_candidate_entries_are_dropped_by_preen)
 }
 END_TEST
 
+/* The weak index (FORMAT: `weak`, key target u64 BE + weak reference u64
+ * BE) against the weak references in the heap. */
+START_TEST(test_a_weak_index_that_disagrees_with_the_weak_references_is_rebuilt)
+{
+    fixture f;
+    make_store(g_store, &f);
+    objstore *s = open_store(g_store, NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid holder = new_obj(t, 0, 2, 0), a, b;
+    OK(objstore_weakref_new(t, f.leaf[0], &a));
+    OK(objstore_weakref_new(t, f.chain[1], &b));
+    set_ref(t, holder, 0, a);
+    set_ref(t, holder, 1, b);
+    root_set(t, "weak", holder);
+    commit(t);
+    close_store(s);
+    EXPECT_FSCK(0, "0 problems", g_store);
+    uint64_t keep = content_digest("keep");
+
+    /* An entry whose weak reference is no weak reference, and a weak
+     * reference whose payload (FORMAT: the target oid, at offset 16) names
+     * no live object, its own entry now naming another target. */
+    uint8_t key[16];
+    for (int i = 0; i < 8; i++) {
+        key[i] = (uint8_t)(f.tree >> (56 - 8 * i));
+        key[8 + i] = (uint8_t)(f.leaf[1] >> (56 - 8 * i));
+    }
+    lmdb_put("weak", key, 16, "", 0);
+    heap_poke64(b + 16, f.leaf[0] + 32);
+    EXPECT_FSCK(4, "bad-weak", g_store);
+    MUST(strstr(g_out, "that object is no weak reference"), "the stray entry:\n%s", g_out);
+    MUST(strstr(g_out, "no live object (it would read"), "the bad payload:\n%s", g_out);
+    EXPECT_FSCK(1, "weak index rebuilt from the 1 live", "-y", "-v", g_store);
+    EXPECT_FSCK(0, "0 problems", g_store);
+    ck_assert_uint_eq(content_digest("keep"), keep);
+
+    /* The repaired store: a still reads as its target, b as none, and
+     * freeing a's target clears a (the index holds it again). */
+    s = open_store(g_store, NULL);
+    t = wbegin(s);
+    objstore_oid got;
+    OK(objstore_weakref_get(t, a, &got));
+    ck_assert_uint_eq(got, f.leaf[0]);
+    OK(objstore_weakref_get(t, b, &got));
+    ck_assert_uint_eq(got, 0);
+    set_ref(t, f.tree, 0, 0);   /* tree's slot 0 held leaf 0, its only reference */
+    commit(t);
+    t = rbegin(s);
+    OK(objstore_weakref_get(t, a, &got));
+    ck_assert_uint_eq(got, 0);
+    commit(t);
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
 START_TEST(test_an_object_with_a_header_beyond_use_is_removed_and_references_to_it_nulled)
 {
     fixture f;
@@ -1494,6 +1550,7 @@ static Suite *fsck_suite(void)
     tcase_add_test(tc, test_a_dangling_slot_is_set_to_null_and_named);
     tcase_add_test(tc, test_a_root_that_names_no_live_object_is_removed);
     tcase_add_test(tc, test_stale_zero_count_and_candidate_entries_are_dropped_by_preen);
+    tcase_add_test(tc, test_a_weak_index_that_disagrees_with_the_weak_references_is_rebuilt);
     tcase_add_test(tc, test_an_object_with_a_header_beyond_use_is_removed_and_references_to_it_nulled);
     tcase_add_test(tc, test_an_unregistered_type_is_named_and_the_object_kept_untyped);
     tcase_add_test(tc, test_an_object_cut_off_by_damage_is_a_group_and_lost_found_keeps_it);
