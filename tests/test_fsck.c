@@ -458,25 +458,38 @@ START_TEST(test_a_dangling_slot_is_set_to_null_and_named)
 }
 END_TEST
 
-/* Sets root name to oid in meta/ directly (the store closed). */
-static void lmdb_put(const char *db, const void *key, size_t klen, const void *val,
-                     size_t vlen)
+/* meta/ opened directly (the store closed), for a test to damage: a write
+ * transaction on database db.  meta_edit_end commits it and closes. */
+static MDB_env *meta_edit(const char *db, MDB_txn **txn, MDB_dbi *dbi)
 {
     char *meta = ts_path(g_store, "meta");
     MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
     ck_assert_int_eq(mdb_env_create(&env), 0);
     mdb_env_set_maxdbs(env, 16);
     mdb_env_set_mapsize(env, UINT64_C(1) << 30);
     ck_assert_int_eq(mdb_env_open(env, meta, 0, 0644), 0);
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(txn, db, 0, &dbi), 0);
-    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
-    ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(*txn, db, 0, dbi), 0);
+    free(meta);
+    return env;
+}
+
+static void meta_edit_end(MDB_env *env, MDB_txn *txn)
+{
     ck_assert_int_eq(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
-    free(meta);
+}
+
+/* Puts key -> val into meta/'s database db directly (the store closed). */
+static void lmdb_put(const char *db, const void *key, size_t klen, const void *val,
+                     size_t vlen)
+{
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_env *env = meta_edit(db, &txn, &dbi);
+    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+    ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+    meta_edit_end(env, txn);
 }
 
 START_TEST(test_a_root_that_names_no_live_object_is_removed)
@@ -778,17 +791,10 @@ END_TEST
  * 64-byte header and the ranges); returns its epoch. */
 static uint64_t damage_first_redo(void)
 {
-    char *meta = ts_path(g_store, "meta");
-    MDB_env *env;
     MDB_txn *txn;
     MDB_dbi dbi;
     MDB_cursor *c;
-    ck_assert_int_eq(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 16);
-    mdb_env_set_mapsize(env, UINT64_C(1) << 30);
-    ck_assert_int_eq(mdb_env_open(env, meta, 0, 0644), 0);
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(txn, "redo", 0, &dbi), 0);
+    MDB_env *env = meta_edit("redo", &txn, &dbi);
     ck_assert_int_eq(mdb_cursor_open(txn, dbi, &c), 0);
     MDB_val k, v;
     ck_assert_int_eq(mdb_cursor_get(c, &k, &v, MDB_FIRST), 0);
@@ -801,10 +807,8 @@ static uint64_t damage_first_redo(void)
     MDB_val nv = {v.mv_size, copy};
     ck_assert_int_eq(mdb_cursor_put(c, &k, &nv, MDB_CURRENT), 0);
     mdb_cursor_close(c);
-    ck_assert_int_eq(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    meta_edit_end(env, txn);
     free(copy);
-    free(meta);
     return epoch;
 }
 
@@ -1385,17 +1389,10 @@ START_TEST(test_a_missing_redo_record_is_found_by_the_chain_and_can_be_discarded
     uint64_t keep = content_digest("keep");
     commit_twice_and_vanish(f.leaf[0]);
     /* Delete the older commit's record: the newer one's predecessor is gone. */
-    char *meta = ts_path(g_store, "meta");
-    MDB_env *env;
     MDB_txn *txn;
     MDB_dbi dbi;
     MDB_cursor *c;
-    ck_assert_int_eq(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 16);
-    mdb_env_set_mapsize(env, UINT64_C(1) << 30);
-    ck_assert_int_eq(mdb_env_open(env, meta, 0, 0644), 0);
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(txn, "redo", 0, &dbi), 0);
+    MDB_env *env = meta_edit("redo", &txn, &dbi);
     ck_assert_int_eq(mdb_cursor_open(txn, dbi, &c), 0);
     MDB_val k, v;
     ck_assert_int_eq(mdb_cursor_get(c, &k, &v, MDB_FIRST), 0);
@@ -1404,9 +1401,7 @@ START_TEST(test_a_missing_redo_record_is_found_by_the_chain_and_can_be_discarded
         first = first << 8 | ((uint8_t *)k.mv_data)[i];
     ck_assert_int_eq(mdb_cursor_del(c, 0), 0);
     mdb_cursor_close(c);
-    ck_assert_int_eq(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
-    free(meta);
+    meta_edit_end(env, txn);
     char want[80], arg[64];
     snprintf(want, sizeof want, "the records of epoch %llu are missing", U(first));
     EXPECT_FSCK(4, want, g_store);
