@@ -290,24 +290,19 @@ static int prepare(objstore_txn *t, objstore_oid oid, bool write, uint64_t *payl
 }
 
 /* The read path: in a read transaction, an object found sound before is
- * known by heap_obj_fast without the allocator's tables.  (A read
- * transaction's handle cannot fail while it runs: no writer runs beside it,
- * and objstore_begin checked the heap.) */
-static inline bool read_fast(objstore_txn *t, objstore_oid oid, uint64_t *size)
+ * known by heap_obj_fast without the allocator's tables.  objstore_get and
+ * objstore_get_ref take it inline and leave everything else (the first look
+ * at a pool, write transactions, errors) to a function of its own, so that
+ * their common case saves no registers and makes no call. */
+static inline bool read_fast(const objstore_txn *t, objstore_oid oid, uint64_t *size)
 {
-    return t && !t->write && !t->s->failed && heap_obj_fast(t->s->heap, oid, size);
+    return t && t->fast && heap_obj_fast(t->fast, oid, size);
 }
 
-int objstore_get(objstore_txn *t, objstore_oid oid, const void **payload, uint64_t *size)
+static __attribute__((noinline)) int get_checked(objstore_txn *t, objstore_oid oid,
+                                                 const void **payload, uint64_t *size)
 {
     uint64_t n;
-    if (read_fast(t, oid, &n)) {
-        const heap_obj *o = heap_obj_at(t->s->heap, oid);
-        *payload = (const uint8_t *)o + HEAP_OBJ_HEADER + (uint64_t)o->nrefs * 8;
-        if (size)
-            *size = n - HEAP_OBJ_HEADER - (uint64_t)o->nrefs * 8;
-        return OBJSTORE_OK;
-    }
     int rc = prepare(t, oid, false, &n);
     if (rc)
         return rc;
@@ -315,6 +310,20 @@ int objstore_get(objstore_txn *t, objstore_oid oid, const void **payload, uint64
     if (size)
         *size = n;
     return OBJSTORE_OK;
+}
+
+int objstore_get(objstore_txn *t, objstore_oid oid, const void **payload, uint64_t *size)
+{
+    uint64_t n;
+    if (read_fast(t, oid, &n)) {
+        const heap_obj *o = heap_obj_at(t->fast, oid);
+        uint64_t head = HEAP_OBJ_HEADER + (uint64_t)o->nrefs * 8;
+        *payload = (const uint8_t *)o + head;
+        if (size)
+            *size = n - head;
+        return OBJSTORE_OK;
+    }
+    return get_checked(t, oid, payload, size);
 }
 
 int objstore_edit(objstore_txn *t, objstore_oid oid, void **payload, uint64_t *size)
@@ -382,22 +391,28 @@ int objstore_set_ref(objstore_txn *t, objstore_oid oid, uint32_t slot, objstore_
     return old ? store_decref(s, old) : OBJSTORE_OK;
 }
 
-int objstore_get_ref(objstore_txn *t, objstore_oid oid, uint32_t slot, objstore_oid *target)
+static __attribute__((noinline)) int get_ref_checked(objstore_txn *t, objstore_oid oid,
+                                                     uint32_t slot, objstore_oid *target)
 {
-    uint64_t n;
-    if (read_fast(t, oid, &n)) {
-        const heap_obj *o = heap_obj_at(t->s->heap, oid);
-        if (slot < o->nrefs) {
-            *target = ((const uint64_t *)(o + 1))[slot];
-            return OBJSTORE_OK;
-        }
-    }
     *target = 0;
     int rc = prepare(t, oid, false, NULL);
     if (rc || (rc = check_slot(t->s, oid, slot)))
         return rc;
     *target = heap_obj_slots(t->s->heap, oid)[slot];
     return OBJSTORE_OK;
+}
+
+int objstore_get_ref(objstore_txn *t, objstore_oid oid, uint32_t slot, objstore_oid *target)
+{
+    uint64_t n;
+    if (read_fast(t, oid, &n)) {
+        const heap_obj *o = heap_obj_at(t->fast, oid);
+        if (slot < o->nrefs) {
+            *target = ((const uint64_t *)(o + 1))[slot];
+            return OBJSTORE_OK;
+        }
+    }
+    return get_ref_checked(t, oid, slot, target);
 }
 
 int objstore_info(objstore_txn *t, objstore_oid oid, objstore_objinfo *info)

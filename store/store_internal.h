@@ -198,6 +198,10 @@ struct objstore {
 struct objstore_txn {
     objstore *s;
     bool write;
+    /* A read transaction's heap, for the read path's one check
+     * (heap_obj_fast); NULL in a write transaction.  No writer can fail the
+     * handle while a read transaction runs, so it needs no other look. */
+    const heap_t *fast;
     MDB_txn *rtxn;             /* LMDB read snapshot of the committed state */
     MDB_txn *rtxn_roots;       /* a write transaction's snapshot for root lookups,
                                   taken without draining (G7) */

@@ -191,6 +191,7 @@ int objstore_begin(objstore *s, int flags, objstore_txn **txn)
         free(t);
         return store_lmdb_err(rc, "begin");
     }
+    t->fast = s->heap;
     *txn = t;
     return OBJSTORE_OK;
 }
