@@ -30,6 +30,13 @@
  *      candidates) before the commit writes anything, or drops the set
  *      with the transaction.  A second decrement, an increment or a free
  *      of a member takes it out of the set.
+ *   R7 inside the drain, a child whose count goes from 1 to 0 with its
+ *      parent's free is not decremented at all: it goes on the work list
+ *      tagged DRAIN_DIRECT, in no set or map (nothing can reach it before
+ *      the drain pops it: no caller code runs, and no other reference to it
+ *      exists).  Popped, it is freed without a second check or count look;
+ *      if it must wait (over budget, pinned), its 0 is written and it joins
+ *      the zct as R3 says.
  */
 #include "store_internal.h"
 
@@ -131,6 +138,17 @@ int store_decref(objstore *s, uint64_t oid)
     return oidset_add(&s->zct, oid);
 }
 
+/* R7: a child whose one reference goes with the parent being freed.  Its
+ * header holds 1 and it is not in `zeroed` (so its count is 1, and no R6
+ * decrement is pending: those have headers of 2 or more). */
+static inline bool last_ref(objstore *s, uint64_t oid)
+{
+    return heap_obj_refcount(heap_obj_at(s->heap, oid)) == 1 &&
+           !(s->zeroed.n && u64map_find(&s->zeroed, oid));
+}
+
+#define DRAIN_DIRECT UINT64_C(1)   /* work-list tag: oids are 16-byte aligned */
+
 static bool pinned(objstore *s, uint64_t oid)
 {
     pthread_mutex_lock(&s->pin_lock);
@@ -174,7 +192,10 @@ int store_drain_zct(objstore *s, uint64_t budget)
     uint64_t freed = 0;
     while (!rc && w.n) {
         oid = w.v[--w.n];
-        heap_status hs = heap_check_ref(s->heap, oid);   /* one lookup: live, slots fit */
+        bool direct = oid & DRAIN_DIRECT;
+        oid &= ~DRAIN_DIRECT;
+        heap_status hs = direct ? HEAP_OK   /* checked when its parent went */
+                                : heap_check_ref(s->heap, oid);   /* live, slots fit */
         if (hs == HEAP_EBADOFF) {
             oidset_remove(&s->zct, oid);   /* freed already, or a stale entry */
             continue;
@@ -183,12 +204,17 @@ int store_drain_zct(objstore *s, uint64_t budget)
             rc = store_heap_err(s, hs);
             break;
         }
-        if (store_refcount(s, oid) != 0) {
+        if (!direct && store_refcount(s, oid) != 0) {
             oidset_remove(&s->zct, oid);   /* relinked in this transaction */
             continue;
         }
         if (freed >= budget || pinned(s, oid)) {
-            rc = keep_in_zct(s, oid);
+            if (direct) {   /* at 0 now, recorded nowhere yet */
+                heap_obj_set_refcount(s->heap, oid, 0);
+                rc = oidset_add(&s->zct, oid);
+            } else {
+                rc = keep_in_zct(s, oid);
+            }
             continue;
         }
         uint32_t nrefs = heap_obj_at(s->heap, oid)->nrefs;
@@ -206,6 +232,10 @@ int store_drain_zct(objstore *s, uint64_t budget)
                                i, (unsigned long long)child);
                 break;
             }
+            if (last_ref(s, child)) {
+                rc = push(&w, child | DRAIN_DIRECT);   /* R7 */
+                continue;
+            }
             if ((rc = store_decref(s, child)))
                 break;
             if (store_refcount(s, child) == 0)
@@ -215,9 +245,11 @@ int store_drain_zct(objstore *s, uint64_t budget)
             break;
         if ((rc = store_weak_freeing(s, oid)))
             break;
-        oidset_remove(&s->zct, oid);
         oidset_remove(&s->cand, oid);
-        u64map_del(&s->zeroed, oid);
+        if (!direct) {
+            oidset_remove(&s->zct, oid);
+            u64map_del(&s->zeroed, oid);
+        }
         hs = heap_free(s->heap, oid);
         if (hs) {
             rc = store_heap_err(s, hs);

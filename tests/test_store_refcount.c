@@ -313,6 +313,46 @@ START_TEST(test_a_pinned_object_at_count_zero_survives_until_the_commit_after_un
 }
 END_TEST
 
+/* R7: a child whose last reference goes with its parent's free is freed
+ * straight from the drain's work list; pinned, it must instead stay, at a
+ * count of 0 written to its header, in the zero-count table. */
+START_TEST(test_a_pinned_child_whose_parent_is_freed_waits_at_zero)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid x = new_obj(t, 0, 2, 8), y = new_obj(t, 0, 0, 8), z = new_obj(t, 0, 0, 8);
+    set_ref(t, x, 0, y);
+    set_ref(t, x, 1, z);
+    put_u64(t, y, 0, 91);
+    root_set(t, "x", x);
+    commit(t);
+
+    t = wbegin(s);
+    OK(objstore_pin(t, y));
+    OK(objstore_root_del(t, "x"));
+    commit(t);
+    t = rbegin(s);
+    ck_assert(!is_live(t, x));
+    ck_assert(!is_live(t, z));   /* freed from the work list */
+    ck_assert(is_live(t, y));
+    ck_assert_uint_eq(refcount(t, y), 0);
+    ck_assert_uint_eq(get_u64(t, y, 0), 91);
+    commit(t);
+    ck_assert_uint_eq(get_stats(s).zct_entries, 1);
+    verify_clean(s);   /* its 0 is written and it is in the table: no leak */
+
+    s = reopen(s, NULL);   /* the pin goes with the handle */
+    empty_commit(s);
+    t = rbegin(s);
+    ck_assert(!is_live(t, y));
+    commit(t);
+    ck_assert_uint_eq(get_stats(s).live_objects, 0);
+    ck_assert_uint_eq(get_stats(s).zct_entries, 0);
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
 START_TEST(test_a_pin_keeps_a_committed_object_whose_last_link_goes)
 {
     objstore *s = new_store(NULL);
@@ -859,6 +899,7 @@ static Suite *store_refcount_suite(void)
     tcase_add_test(tc, test_an_unlinked_new_object_is_freed_at_commit);
     tcase_add_test(tc, test_a_pinned_object_at_count_zero_survives_until_the_commit_after_unpin);
     tcase_add_test(tc, test_a_pin_keeps_a_committed_object_whose_last_link_goes);
+    tcase_add_test(tc, test_a_pinned_child_whose_parent_is_freed_waits_at_zero);
     tcase_add_test(tc, test_pins_do_not_outlive_the_handle);
 
     tc = ts_tcase(s, "cascades", slow);
