@@ -225,6 +225,39 @@ static heap_status drop_pages(heap_t *h, uint64_t *pages, size_t n, bool skip_di
     return st;
 }
 
+/* True when the page at off lies in a free data pool of a normal arena. */
+static bool page_in_free_pool(const heap_t *h, uint64_t off)
+{
+    uint64_t k = off >> HEAP_ARENA_SHIFT;
+    unsigned i = (unsigned)((off >> HEAP_POOL_SHIFT) & (HEAP_POOLS_PER_ARENA - 1));
+    return i != 0 && k < h->narenas && h->arena[k].state == ARENA_NORMAL &&
+           heap_table(h, k)->pool[i].kind == HEAP_POOL_FREE;
+}
+
+heap_status heap_forget_free(heap_t *h)
+{
+    if (h->failed)
+        return heap_seterr(h, HEAP_EFAILED, "%s: handle failed earlier", h->path);
+    struct u64vec drop = {0};
+    size_t keep = 0;
+    for (size_t i = 0; i < h->dirty_pages.n; i++) {
+        uint64_t p = h->dirty_pages.v[i], off = p << HEAP_PAGE_SHIFT;
+        if (off < h->fresh_from && page_in_free_pool(h, off) && u64vec_push(&drop, p))
+            h->line_mask[p] = 0;
+        else
+            h->dirty_pages.v[keep++] = p;
+    }
+    h->dirty_pages.n = keep;
+    if (!drop.n)
+        return HEAP_OK;
+    h->ranges_valid = false;
+    heap_status st = drop_pages(h, drop.v, drop.n, false);
+    free(drop.v);
+    if (st)
+        h->failed = true;   /* a page that kept its private bytes is not tracked */
+    return st;
+}
+
 heap_status heap_discard(heap_t *h)
 {
     heap_status st = drop_pages(h, h->dirty_pages.v, h->dirty_pages.n, false);

@@ -312,6 +312,14 @@ heap_status heap_mark_clean(heap_t *h);
  * write, and only a reopen clears it. */
 bool heap_failed(const heap_t *h);
 
+/* Forgets the dirty pages of the private range that lie in a free data
+ * pool (rule A2: a free pool's bytes mean nothing) and drops their private
+ * copies, so the mapping shows the file's bytes there again (D1): objects a
+ * transaction made and freed itself then cost no redo and no write.  For a
+ * commit with no other commit's write-back pending; call it after the
+ * transaction's last free.  Pages of the fresh range are left as they are. */
+heap_status heap_forget_free(heap_t *h);
+
 /* Abort: drops every dirty page so the file's committed bytes come back,
  * restores the heap length from the header and rebuilds the allocator. */
 heap_status heap_discard(heap_t *h);

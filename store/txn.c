@@ -565,6 +565,11 @@ static int commit_alone(objstore_txn *t)
     objstore *s = t->s;
     int rc;
     const heap_range *r;
+    heap_status fs = heap_forget_free(s->heap);   /* made and freed here: no write */
+    if (fs) {
+        store_heap_err(s, fs);
+        return handle_failed(s, "nothing committed");
+    }
     size_t n = heap_dirty_ranges(s->heap, &r);
     if (heap_dirty_bytes(s->heap) && !n)
         return store_heap_err(s, HEAP_ENOMEM);

@@ -362,6 +362,77 @@ START_TEST(test_young_objects_left_at_zero_by_the_free_budget_are_not_collected)
 }
 END_TEST
 
+/* Young garbage in a heap with room: the pools it filled are free again at
+ * commit, so their pages need neither redo nor write (heap_forget_free),
+ * and dropping them must leave every other object, and the next
+ * allocations in those pools, as they should be. */
+START_TEST(test_young_garbage_costs_its_commit_no_heap_writes)
+{
+    enum { KEEP = 2000, PAIRS = 20000 };
+    objstore *s = new_store(&(objstore_options){.initial_size = 32 << 20});
+    objstore_txn *t = wbegin(s);
+    objstore_oid head = 0;
+    for (uint64_t i = 0; i < KEEP; i++) {
+        objstore_oid k = new_obj(t, 0, 1, 8);
+        put_u64(t, k, 0, i * 7 + 1);
+        if (head)
+            set_ref(t, k, 0, head);
+        head = k;
+    }
+    root_set(t, "keep", head);
+    commit(t);
+    objstore_stats st0 = get_stats(s);
+
+    t = wbegin(s);
+    put_u64(t, head, 0, 12345);   /* one real change rides along */
+    for (int i = 0; i < PAIRS; i++) {
+        objstore_oid a = new_obj(t, 0, 1, 24), b = new_obj(t, 0, 1, 24);
+        put_u64(t, a, 0, 0xdeadbeef);
+        set_ref(t, a, 0, b);
+        set_ref(t, b, 0, a);
+    }
+    commit(t);
+    ck_assert_uint_eq(kind_stats(s, OBJSTORE_GC_YOUNG).collected, 2 * PAIRS);
+    objstore_stats st1 = get_stats(s);
+    uint64_t written = st1.redo_bytes + st1.direct_bytes - st0.redo_bytes - st0.direct_bytes;
+    /* The garbage filled 1.9 MB of blocks; only tables and one line remain. */
+    ck_assert_msg(written < 256 * 1024, "the commit wrote %llu heap bytes",
+                  (unsigned long long)written);
+    ck_assert_uint_eq(st1.live_objects, KEEP);
+
+    s = reopen(s, NULL);
+    verify_clean(s);
+    t = wbegin(s);
+    objstore_oid o = root_get(t, "keep");
+    ck_assert_uint_eq(get_u64(t, o, 0), 12345);
+    for (uint64_t i = KEEP - 1; (o = get_ref(t, o, 0)); i--)
+        ck_assert_uint_eq(get_u64(t, o, 0), (i - 1) * 7 + 1);
+    /* New blocks in the pools the garbage left come zeroed. */
+    objstore_oid list = 0;
+    for (int i = 0; i < 2 * PAIRS; i++) {
+        objstore_oid x = new_obj(t, 0, 1, 24);
+        ck_assert_uint_eq(get_u64(t, x, 0), 0);
+        ck_assert_uint_eq(get_u64(t, x, 16), 0);
+        ck_assert_uint_eq(get_ref(t, x, 0), 0);
+        put_u64(t, x, 8, (uint64_t)i);
+        if (list)
+            set_ref(t, x, 0, list);
+        list = x;
+    }
+    root_set(t, "new", list);
+    commit(t);
+    s = reopen(s, NULL);
+    verify_clean(s);
+    t = rbegin(s);
+    uint64_t n = 0;
+    for (o = root_get(t, "new"); o; o = get_ref(t, o, 0), n++)
+        ck_assert_uint_eq(get_u64(t, o, 8), 2 * PAIRS - 1 - n);
+    ck_assert_uint_eq(n, 2 * PAIRS);
+    commit(t);
+    close_store(s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gc_shapes");
@@ -383,6 +454,7 @@ int main(void)
     tcase_add_test(tc, test_a_large_transaction_frees_exactly_its_young_garbage);
     tcase_add_test(tc, test_young_objects_left_at_zero_by_the_free_budget_are_not_collected);
     tcase_add_test(tc, test_a_leaf_hanging_off_a_young_cycle_goes_in_the_same_commit);
+    tcase_add_test(tc, test_young_garbage_costs_its_commit_no_heap_writes);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
