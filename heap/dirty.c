@@ -25,7 +25,7 @@
 #include <sys/mman.h>
 
 
-void heap_mark_dirty(heap_t *h, uint64_t off, uint64_t len)
+void heap_mark_dirty_lines(heap_t *h, uint64_t off, uint64_t len)
 {
     if (len == 0 || off >= h->mapped)
         return;

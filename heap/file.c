@@ -408,6 +408,7 @@ static heap_status alloc_line_masks(heap_t *h)
         return heap_seterr(h, HEAP_ENOMEM, "cannot reserve dirty-tracking space");
     }
     h->line_mask = m;
+    h->view.line_mask = m;
     return HEAP_OK;
 }
 

@@ -173,6 +173,7 @@ typedef struct heap_view {
     uint64_t reserve;           /* bytes of the reserved range */
     _Atomic uint64_t *vbits;
     _Atomic uint8_t *pool_cls;
+    const uint64_t *line_mask;  /* heap_internal.h: for heap_mark_dirty's test */
 } heap_view;
 
 static inline uint8_t *heap_base(const heap_t *h)
@@ -272,8 +273,23 @@ bool heap_next_live(const heap_t *h, uint64_t *cursor, uint64_t *off);
 
 /* ---- dirty tracking and the commit primitives ---- */
 
-/* Marks [off, off+len) dirty; must be called before the bytes change. */
-void heap_mark_dirty(heap_t *h, uint64_t off, uint64_t len);
+/* Marks [off, off+len) dirty; must be called before the bytes change.
+ * Inline, the common case of a range within one page whose lines are all
+ * marked already (a new object's header, its slots, a count changed twice)
+ * costs one load and returns. */
+void heap_mark_dirty_lines(heap_t *h, uint64_t off, uint64_t len);
+static inline void heap_mark_dirty(heap_t *h, uint64_t off, uint64_t len)
+{
+    const heap_view *v = (const heap_view *)h;
+    uint64_t end = off + len - 1;
+    if (len && off < v->reserve && (off >> 12) == (end >> 12)) {
+        uint64_t lo = (off >> 6) & 63, hi = (end >> 6) & 63;
+        uint64_t mask = (~UINT64_C(0) >> (63 - hi)) & (~UINT64_C(0) << lo);
+        if ((v->line_mask[off >> 12] & mask) == mask)
+            return;
+    }
+    heap_mark_dirty_lines(h, off, len);
+}
 
 typedef struct heap_range {
     uint64_t off;
