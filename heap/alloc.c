@@ -423,7 +423,15 @@ static void zero_block(heap_t *h, uint64_t off, uint64_t len)
 {
     len = (len + HEAP_ALIGN - 1) & ~(uint64_t)(HEAP_ALIGN - 1);
     heap_mark_dirty(h, off, len);
-    memset(h->base + off, 0, len);
+    uint8_t *p = h->base + off;
+    if (len > HEAP_SMALL_MAX) {
+        memset(p, 0, len);
+        return;
+    }
+    /* A small block: 16-byte stores (an inlined memset of unknown length
+     * is a `rep stos`, whose start-up costs more than these blocks). */
+    for (uint64_t i = 0; i < len; i += HEAP_ALIGN)
+        memset(p + i, 0, HEAP_ALIGN);
 }
 
 static heap_status alloc_small(heap_t *h, unsigned c, uint64_t *off)
