@@ -646,12 +646,14 @@ heap_status heap_free(heap_t *h, uint64_t off)
 
 /* ---- shrinking ---- */
 
-uint64_t heap_release_tail(heap_t *h)
+/* Releases the wholly free arenas at the tail, down to no fewer than
+ * `least` (and 1): the count released. */
+static uint64_t release_down_to(heap_t *h, uint64_t least)
 {
     if (heap_readonly(h) || h->failed || heap_validate_upto(h, UINT64_MAX))
         return 0;
     uint64_t n = h->narenas;
-    while (n > 1 && h->arena[n - 1].state == ARENA_NORMAL &&
+    while (n > 1 && n > least && h->arena[n - 1].state == ARENA_NORMAL &&
            h->arena[n - 1].nfree == HEAP_DATA_POOLS)
         n--;
     uint64_t released = h->narenas - n;
@@ -667,4 +669,18 @@ uint64_t heap_release_tail(heap_t *h)
     heap_hdr(h)->narenas = n;
     heap_header_seal(h);
     return released;
+}
+
+uint64_t heap_release_tail(heap_t *h)
+{
+    return release_down_to(h, 1);
+}
+
+heap_status heap_cut_fresh_tail(heap_t *h, uint64_t committed)
+{
+    uint64_t least = (committed + HEAP_ARENA_SIZE - 1) >> HEAP_ARENA_SHIFT;
+    if (h->narenas <= least || !release_down_to(h, least))
+        return h->failed ? heap_seterr(h, HEAP_EFAILED, "%s: handle failed earlier", h->path)
+                         : HEAP_OK;
+    return heap_truncate(h);
 }

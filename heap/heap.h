@@ -384,6 +384,14 @@ heap_status heap_reload_header(heap_t *h);
  * durable. */
 uint64_t heap_release_tail(heap_t *h);
 
+/* At commit: cuts the wholly free arenas at the tail that lie past
+ * `committed` (the heap length the last commit recorded), which the
+ * transaction grew and filled only with objects it freed itself.  Nothing
+ * committed lies there, so the file is cut back (heap_truncate) before the
+ * commit writes anything, and their pages, never written, are dropped
+ * unwritten.  The header's new arena count is the commit's to write. */
+heap_status heap_cut_fresh_tail(heap_t *h, uint64_t committed);
+
 /* Shrinks the file to the heap length (remaps the tail PROT_NONE first). */
 heap_status heap_truncate(heap_t *h);
 

@@ -565,7 +565,11 @@ static int commit_alone(objstore_txn *t)
     objstore *s = t->s;
     int rc;
     const heap_range *r;
-    heap_status fs = heap_forget_free(s->heap);   /* made and freed here: no write */
+    /* What this transaction made and freed itself costs no write: arenas it
+     * grew and left empty are cut, pages in free pools dropped. */
+    heap_status fs = heap_cut_fresh_tail(s->heap, s->tx_heap_len);
+    if (!fs)
+        fs = heap_forget_free(s->heap);
     if (fs) {
         store_heap_err(s, fs);
         return handle_failed(s, "nothing committed");

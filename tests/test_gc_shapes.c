@@ -433,6 +433,63 @@ START_TEST(test_young_garbage_costs_its_commit_no_heap_writes)
 }
 END_TEST
 
+/* Young garbage that made the heap grow: the arenas it grew are empty
+ * again at commit and are cut off (heap_cut_fresh_tail), so the file keeps
+ * its length; a later transaction grows it again for real. */
+START_TEST(test_young_garbage_that_grew_the_heap_leaves_the_file_its_length)
+{
+    enum { PAIRS = 150000 };   /* 9.6 MB of blocks: past the 4 MiB start */
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid keep = new_obj(t, 0, 0, 8);
+    put_u64(t, keep, 0, 4242);
+    root_set(t, "keep", keep);
+    commit(t);
+    uint64_t len0 = get_stats(s).heap_file_bytes;
+
+    t = wbegin(s);
+    for (int i = 0; i < PAIRS; i++) {
+        objstore_oid a = new_obj(t, 0, 1, 40), b = new_obj(t, 0, 1, 40);
+        set_ref(t, a, 0, b);
+        set_ref(t, b, 0, a);
+    }
+    ck_assert_uint_gt(get_stats(s).heap_file_bytes, len0);   /* it grew */
+    commit(t);
+    ck_assert_uint_eq(kind_stats(s, OBJSTORE_GC_YOUNG).collected, 2 * PAIRS);
+    ck_assert_uint_eq(get_stats(s).heap_file_bytes, len0);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/heap.1", g_store);
+    struct stat sb;
+    ck_assert_int_eq(stat(path, &sb), 0);
+    ck_assert_uint_eq((uint64_t)sb.st_size, len0);
+
+    s = reopen(s, NULL);
+    verify_clean(s);
+    t = wbegin(s);
+    ck_assert_uint_eq(get_u64(t, root_get(t, "keep"), 0), 4242);
+    objstore_oid list = 0;
+    for (int i = 0; i < PAIRS; i++) {   /* now for real */
+        objstore_oid x = new_obj(t, 0, 1, 40);
+        put_u64(t, x, 0, (uint64_t)i);
+        if (list)
+            set_ref(t, x, 0, list);
+        list = x;
+    }
+    root_set(t, "list", list);
+    commit(t);
+    ck_assert_uint_gt(get_stats(s).heap_file_bytes, len0);
+    s = reopen(s, NULL);
+    verify_clean(s);
+    t = rbegin(s);
+    uint64_t n = 0;
+    for (objstore_oid o = root_get(t, "list"); o; o = get_ref(t, o, 0), n++)
+        ck_assert_uint_eq(get_u64(t, o, 0), PAIRS - 1 - n);
+    ck_assert_uint_eq(n, PAIRS);
+    commit(t);
+    close_store(s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gc_shapes");
@@ -455,6 +512,7 @@ int main(void)
     tcase_add_test(tc, test_young_objects_left_at_zero_by_the_free_budget_are_not_collected);
     tcase_add_test(tc, test_a_leaf_hanging_off_a_young_cycle_goes_in_the_same_commit);
     tcase_add_test(tc, test_young_garbage_costs_its_commit_no_heap_writes);
+    tcase_add_test(tc, test_young_garbage_that_grew_the_heap_leaves_the_file_its_length);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
