@@ -537,7 +537,7 @@ static heap_status alloc_huge(heap_t *h, uint64_t size, uint64_t *off)
 heap_status heap_alloc(heap_t *h, uint64_t size, uint64_t *off)
 {
     *off = 0;
-    if (h->failed)
+    if (h->view.failed)
         return heap_seterr(h, HEAP_EFAILED, "%s: handle failed earlier", h->path);
     if (heap_readonly(h))
         return heap_seterr(h, HEAP_EREADONLY, "%s: heap is read-only", h->path);
@@ -650,7 +650,7 @@ heap_status heap_free(heap_t *h, uint64_t off)
  * `least` (and 1): the count released. */
 static uint64_t release_down_to(heap_t *h, uint64_t least)
 {
-    if (heap_readonly(h) || h->failed || heap_validate_upto(h, UINT64_MAX))
+    if (heap_readonly(h) || h->view.failed || heap_validate_upto(h, UINT64_MAX))
         return 0;
     uint64_t n = h->narenas;
     while (n > 1 && n > least && h->arena[n - 1].state == ARENA_NORMAL &&
@@ -680,7 +680,7 @@ heap_status heap_cut_fresh_tail(heap_t *h, uint64_t committed)
 {
     uint64_t least = (committed + HEAP_ARENA_SIZE - 1) >> HEAP_ARENA_SHIFT;
     if (h->narenas <= least || !release_down_to(h, least))
-        return h->failed ? heap_seterr(h, HEAP_EFAILED, "%s: handle failed earlier", h->path)
+        return h->view.failed ? heap_seterr(h, HEAP_EFAILED, "%s: handle failed earlier", h->path)
                          : HEAP_OK;
     return heap_truncate(h);
 }

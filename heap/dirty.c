@@ -42,7 +42,7 @@ void heap_mark_dirty_lines(heap_t *h, uint64_t off, uint64_t len)
         if ((m & mask) == mask)
             return;
         if (!m && !u64vec_push(&h->dirty_pages, p)) {
-            h->failed = true;
+            h->view.failed = true;
             heap_seterr(h, HEAP_ENOMEM, "out of memory tracking dirty pages");
             return;
         }
@@ -62,7 +62,7 @@ void heap_mark_dirty_lines(heap_t *h, uint64_t off, uint64_t len)
             continue;
         if (!h->line_mask[p] && !u64vec_push(&h->dirty_pages, p)) {
             /* Out of RAM for the list: the change cannot be tracked. */
-            h->failed = true;
+            h->view.failed = true;
             heap_seterr(h, HEAP_ENOMEM, "out of memory tracking dirty pages");
             return;
         }
@@ -109,7 +109,7 @@ size_t heap_dirty_ranges(heap_t *h, const heap_range **ranges)
                 unsigned n = ~rest ? (unsigned)__builtin_ctzll(~rest) : 64 - lo;
                 if (!push_range(h, (p << HEAP_PAGE_SHIFT) + ((uint64_t)lo << HEAP_LINE_SHIFT),
                                 (uint64_t)n << HEAP_LINE_SHIFT)) {
-                    h->failed = true;
+                    h->view.failed = true;
                     heap_seterr(h, HEAP_ENOMEM, "out of memory listing dirty ranges");
                     *ranges = NULL;
                     return 0;
@@ -145,7 +145,7 @@ static void forget_dirty(heap_t *h, bool remember_private)
 
 heap_status heap_write_range(heap_t *h, uint64_t off, uint64_t len)
 {
-    if (h->failed)
+    if (h->view.failed)
         return heap_seterr(h, HEAP_EFAILED, "%s: handle failed earlier", h->path);
     if (heap_readonly(h))
         return heap_seterr(h, HEAP_EREADONLY, "%s: heap is read-only", h->path);
@@ -161,20 +161,15 @@ heap_status heap_mark_clean(heap_t *h)
     return heap_unshare(h);
 }
 
-bool heap_failed(const heap_t *h)
-{
-    return h->failed;
-}
-
 heap_status heap_writeback(heap_t *h)
 {
-    if (h->failed)
+    if (h->view.failed)
         return heap_seterr(h, HEAP_EFAILED, "%s: handle failed earlier", h->path);
     if (heap_readonly(h))
         return heap_seterr(h, HEAP_EREADONLY, "%s: heap is read-only", h->path);
     const heap_range *r;
     size_t n = heap_dirty_ranges(h, &r);
-    if (h->failed)
+    if (h->view.failed)
         return HEAP_ENOMEM;
     /* Merge ranges that share or touch a page (D1): fewer system calls. */
     for (size_t i = 0; i < n;) {
@@ -236,7 +231,7 @@ static bool page_in_free_pool(const heap_t *h, uint64_t off)
 
 heap_status heap_forget_free(heap_t *h)
 {
-    if (h->failed)
+    if (h->view.failed)
         return heap_seterr(h, HEAP_EFAILED, "%s: handle failed earlier", h->path);
     struct u64vec drop = {0};
     size_t keep = 0;
@@ -254,7 +249,7 @@ heap_status heap_forget_free(heap_t *h)
     heap_status st = drop_pages(h, drop.v, drop.n, false);
     free(drop.v);
     if (st)
-        h->failed = true;   /* a page that kept its private bytes is not tracked */
+        h->view.failed = true;   /* a page that kept its private bytes is not tracked */
     return st;
 }
 
@@ -265,20 +260,20 @@ heap_status heap_discard(heap_t *h)
     if (!st)
         st = heap_unshare(h);
     if (st) {
-        h->failed = true;
+        h->view.failed = true;
         return st;
     }
     /* The header is the file's again: take its length back. */
     uint64_t n = heap_hdr(h)->narenas;
     if (n == 0 || (n << HEAP_ARENA_SHIFT) > h->mapped) {
-        h->failed = true;
+        h->view.failed = true;
         return heap_seterr(h, HEAP_ECORRUPT, "%s: header length %llu after discard",
                            h->path, (unsigned long long)n);
     }
     h->narenas = n;
     st = heap_rebuild(h);
     if (st)
-        h->failed = true;
+        h->view.failed = true;
     return st;
 }
 

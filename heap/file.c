@@ -92,7 +92,7 @@ static void atfork_child(void)
         if (h->fd >= 0)
             close(h->fd);
         h->fd = -1;
-        h->failed = true;
+        h->view.failed = true;
     }
     pthread_mutex_init(&open_lock, NULL);
 }
@@ -367,7 +367,7 @@ heap_status heap_unshare(heap_t *h)
                    MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, h->fd, (off_t)from);
     /* (The shared pages' bytes are the file's: nothing is lost.) */
     if (p == MAP_FAILED) {
-        h->failed = true;
+        h->view.failed = true;
         return heap_seterr(h, HEAP_ENOMEM, "%s: mmap: %s", h->path, strerror(errno));
     }
     heap_advise_mapping(p, h->mapped - from);
@@ -569,7 +569,7 @@ heap_status heap_reload_header(heap_t *h)
 
 heap_status heap_grow(heap_t *h, uint64_t min_arenas)
 {
-    if (h->failed)
+    if (h->view.failed)
         return heap_seterr(h, HEAP_EFAILED, "%s: handle failed earlier", h->path);
     if (heap_readonly(h))
         return heap_seterr(h, HEAP_EREADONLY, "%s: heap is read-only", h->path);
@@ -657,7 +657,7 @@ heap_status heap_truncate(heap_t *h)
 
 heap_status heap_sync(heap_t *h)
 {
-    if (h->failed)
+    if (h->view.failed)
         return heap_seterr(h, HEAP_EFAILED, "%s: handle failed earlier", h->path);
     if (heap_readonly(h))
         return HEAP_OK;
@@ -670,7 +670,7 @@ heap_status heap_sync(heap_t *h)
 
 heap_status heap_write_ckpt(heap_t *h, uint64_t epoch)
 {
-    if (h->failed)
+    if (h->view.failed)
         return heap_seterr(h, HEAP_EFAILED, "%s: handle failed earlier", h->path);
     if (heap_readonly(h))
         return heap_seterr(h, HEAP_EREADONLY, "%s: heap is read-only", h->path);

@@ -174,6 +174,7 @@ typedef struct heap_view {
     _Atomic uint64_t *vbits;
     _Atomic uint8_t *pool_cls;
     const uint64_t *line_mask;  /* heap_internal.h: for heap_mark_dirty's test */
+    bool failed;                /* see heap_failed */
 } heap_view;
 
 static inline uint8_t *heap_base(const heap_t *h)
@@ -326,7 +327,10 @@ heap_status heap_mark_clean(heap_t *h);
 /* True once the handle failed (out of RAM tracking a change, a mapping that
  * could not be restored): its RAM no longer matches what a commit would
  * write, and only a reopen clears it. */
-bool heap_failed(const heap_t *h);
+static inline bool heap_failed(const heap_t *h)
+{
+    return ((const heap_view *)h)->failed;
+}
 
 /* Forgets the dirty pages of the private range that lie in a free data
  * pool (rule A2: a free pool's bytes mean nothing) and drops their private

@@ -51,7 +51,6 @@ struct heap {
     heap_view view;             /* first: see heap.h */
     int fd;
     int flags;
-    bool failed;
     char *path;
     uint8_t *base;
     uint64_t reserve;       /* bytes of the reserved virtual range */

@@ -30,6 +30,12 @@
  *      candidates) before the commit writes anything, or drops the set
  *      with the transaction.  A second decrement, an increment or a free
  *      of a member takes it out of the set.
+ *   R8 a write transaction frees nothing until its commit, so an object it
+ *      made, or found live and sound (O1, O2), stays so until then:
+ *      s->wseen remembers a few (direct-mapped by oid), and their next
+ *      check in the same transaction is one compare.  Emptied at write
+ *      begin and before the commit's frees; a rollback is followed by a
+ *      begin.  Read transactions have the heap's view instead.
  *   R7 inside the drain, a child whose count goes from 1 to 0 with its
  *      parent's free is not decremented at all: it goes on the work list
  *      tagged DRAIN_DIRECT, in no set or map (nothing can reach it before
@@ -44,6 +50,15 @@
 #include <string.h>
 
 #include "gc_set.h"
+
+static inline bool wseen_has(const objstore *s, uint64_t oid)
+{
+    return s->wseen[(oid >> 4) & (STORE_WSEEN - 1)] == oid;
+}
+static inline void wseen_put(objstore *s, uint64_t oid)
+{
+    s->wseen[(oid >> 4) & (STORE_WSEEN - 1)] = oid;
+}
 
 static int check_oid(objstore *s, uint64_t oid)
 {
@@ -297,6 +312,7 @@ int objstore_new(objstore_txn *t, uint32_t type, uint32_t nrefs, uint64_t size,
     }
     s->created[s->ncreated++] = off | (nrefs ? STORE_CREATED_SLOTS : 0);
     s->created_at_zero++;
+    wseen_put(s, off);   /* R8 */
     *oid = off;
     return OBJSTORE_OK;
 }
@@ -309,6 +325,8 @@ static int prepare(objstore_txn *t, objstore_oid oid, bool write, uint64_t *payl
     if (rc)
         return rc;
     uint64_t size;
+    if (write && !payload_size && oid && wseen_has(t->s, oid))
+        return OBJSTORE_OK;   /* R8 */
     /* A read transaction records what it found sound (heap O3); a write
      * transaction must not: an abort would leave the record stale. */
     heap_status hs = !oid ? HEAP_EBADOFF
@@ -316,6 +334,8 @@ static int prepare(objstore_txn *t, objstore_oid oid, bool write, uint64_t *payl
                                 : heap_check_obj_mark(t->s->heap, oid, &size);
     if (hs)
         return check_oid(t->s, oid);   /* words the error */
+    if (t->write)
+        wseen_put(t->s, oid);
     if (payload_size)
         *payload_size = size - HEAP_OBJ_HEADER - (uint64_t)heap_obj_at(t->s->heap, oid)->nrefs * 8;
     return OBJSTORE_OK;
@@ -406,8 +426,11 @@ int objstore_set_ref(objstore_txn *t, objstore_oid oid, uint32_t slot, objstore_
 {
     int rc = prepare(t, oid, true, NULL);
     objstore *s = t->s;
-    if (rc || (rc = check_slot(s, oid, slot)) || (target && (rc = check_oid(s, target))))
+    if (rc || (rc = check_slot(s, oid, slot)) ||
+        (target && !wseen_has(s, target) && (rc = check_oid(s, target))))
         return rc;
+    if (target)
+        wseen_put(s, target);
     uint64_t *slots = heap_obj_slots(s->heap, oid);
     uint64_t old = slots[slot];
     if (old == target)

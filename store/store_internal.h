@@ -88,6 +88,8 @@ struct pinlog {
     size_t n, cap;
 };
 
+#define STORE_WSEEN 64
+
 struct objstore {
     char *dir;
     int lock_fd;
@@ -161,6 +163,10 @@ struct objstore {
     kvmap roots_pending;
     kvmap user_pending;
     uint64_t tx_heap_len;      /* committed heap length at begin */
+    /* The write transaction's checked oids (object.c, R8): a direct-mapped
+     * set of live objects it made or found sound; emptied at write begin and
+     * at commit. */
+    uint64_t wseen[STORE_WSEEN];
 
     /* the cycle collector (collect.c) */
     uint64_t gc_cand_since;    /* candidates added since the last collection */
@@ -346,6 +352,14 @@ int store_decref(objstore *s, uint64_t oid);
 /* Before oid is freed: it leaves s->gc_dec (R6). */
 void store_dec_forget(objstore *s, uint64_t oid);
 int store_drain_zct(objstore *s, uint64_t budget);
-int store_check_txn(objstore_txn *t, bool write);
+int store_check_txn_slow(objstore_txn *t, bool write);
+/* The transaction is open on a sound handle, and is a write transaction
+ * when write is asked; else the error, worded. */
+static inline int store_check_txn(objstore_txn *t, bool write)
+{
+    if (t && t->s && !t->s->failed && !heap_failed(t->s->heap) && (t->write || !write))
+        return OBJSTORE_OK;
+    return store_check_txn_slow(t, write);
+}
 
 #endif

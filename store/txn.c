@@ -121,7 +121,7 @@ MDB_txn *store_rtxn(objstore_txn *t, int *rc)
     return t->rtxn;
 }
 
-int store_check_txn(objstore_txn *t, bool write)
+int store_check_txn_slow(objstore_txn *t, bool write)
 {
     if (!t || !t->s)
         return store_err(OBJSTORE_EINVAL, "no transaction");
@@ -149,6 +149,7 @@ int store_write_begin(objstore *s, objstore_txn **out)
     t->write = true;
     /* The LMDB read snapshot is taken when first needed (store_rtxn). */
     s->tx_heap_len = heap_size(s->heap);
+    memset(s->wseen, 0, sizeof s->wseen);
     *out = t;
     return OBJSTORE_OK;
 }
@@ -540,6 +541,7 @@ static int commit_prepare(objstore_txn *t)
         return store_err(OBJSTORE_EFAILED, "%s: %s; nothing committed, reopen the store",
                          s->dir, heap_errmsg(s->heap));
     }
+    memset(s->wseen, 0, sizeof s->wseen);   /* R8: frees come now */
     int rc = store_take_unpinned(s);
     if (rc)
         return rc;

@@ -884,6 +884,38 @@ static void expect_badoid_everywhere(objstore_txn *t, objstore_oid o, objstore_o
     }
 }
 
+/* R8: a write transaction remembers the oids it made or checked; an
+ * abort, or a commit's frees, must leave none of them accepted. */
+START_TEST(test_an_oid_made_in_an_aborted_transaction_is_ebadoid_after_it)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid good = new_obj(t, 0, 1, 8);
+    root_set(t, "good", good);
+    commit(t);
+
+    t = wbegin(s);
+    objstore_oid x = new_obj(t, 0, 1, 8), y = new_obj(t, 0, 1, 8);
+    set_ref(t, x, 0, y);
+    set_ref(t, good, 0, x);
+    objstore_abort(t);
+
+    t = wbegin(s);
+    expect_badoid_everywhere(t, x, good);
+    expect_badoid_everywhere(t, y, good);
+    ck_assert_uint_eq(get_ref(t, good, 0), 0);
+    objstore_oid z = new_obj(t, 0, 0, 8);   /* made and dropped: freed by the commit */
+    set_ref(t, good, 0, z);
+    set_ref(t, good, 0, 0);
+    commit(t);
+    t = wbegin(s);
+    expect_badoid_everywhere(t, z, good);
+    commit(t);
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
 START_TEST(test_oids_that_name_no_live_object_are_ebadoid)
 {
     objstore *s = new_store(NULL);
@@ -2119,6 +2151,7 @@ static Suite *store_api_suite(void)
     tcase_add_test(tc, test_writing_past_the_payload_is_einval_and_changes_nothing);
     tcase_add_test(tc, test_a_slot_index_out_of_range_is_einval);
     tcase_add_test(tc, test_oids_that_name_no_live_object_are_ebadoid);
+    tcase_add_test(tc, test_an_oid_made_in_an_aborted_transaction_is_ebadoid_after_it);
     tcase_add_test(tc, test_write_calls_in_a_read_transaction_are_ereadonly);
     tcase_add_test(tc, test_get_ref_returns_what_set_ref_stored_across_reopen);
 
