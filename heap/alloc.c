@@ -101,7 +101,7 @@ heap_status heap_ram_resize(heap_t *h, uint64_t narenas)
 
 static inline uint32_t class_nblocks(unsigned c)
 {
-    return HEAP_POOL_SIZE / heap_class_size(c);
+    return heap_class_nblocks[c];
 }
 
 static inline uint64_t pool_off(uint64_t k, unsigned i)
@@ -571,10 +571,10 @@ static inline struct heap_pooldesc *small_live(heap_t *h, uint64_t off, uint64_t
     struct heap_pooldesc *d = &t->pool[*i];
     if (d->kind != HEAP_POOL_SMALL)
         return NULL;
-    uint32_t stride = heap_class_size(d->cls & (HEAP_NCLASSES - 1));
-    uint32_t in = (uint32_t)(off & (HEAP_POOL_SIZE - 1));
-    *b = in / stride;
-    if (*b * stride != in || *b >= HEAP_POOL_SIZE / stride ||
+    unsigned c = d->cls & (HEAP_NCLASSES - 1);
+    uint32_t units = (uint32_t)((off & (HEAP_POOL_SIZE - 1)) >> 4);   /* 16-byte units */
+    *b = (uint32_t)(((uint64_t)units * heap_unit_recip[c]) >> 20);    /* units / (c + 1) */
+    if (*b * (c + 1) != units || units + c + 1 > HEAP_POOL_SIZE / HEAP_ALIGN ||
         !((t->bitmap[*i][*b >> 6] >> (*b & 63)) & 1))
         return NULL;
     return d;

@@ -116,6 +116,12 @@ static inline bool heap_arena_ready(const heap_t *h, uint64_t k)
            heap_arena_ready_slow(h, k);
 }
 
+/* object.c: 2^20 / (c + 1), rounded up: (u * heap_unit_recip[c]) >> 20 ==
+ * u / (c + 1) exactly for every u < 1024 (a pool's 16-byte units), so a
+ * block's number within its pool costs a multiply, not a division. */
+extern const uint32_t heap_unit_recip[HEAP_NCLASSES];
+extern const uint16_t heap_class_nblocks[HEAP_NCLASSES];   /* 1024 / (c + 1) */
+
 /* object.c: clears the view's bit of a block being freed (O3). */
 void heap_view_forget(heap_t *h, uint64_t off);
 /* alloc.c: a small pool emptied; it may come back with another class. */

@@ -19,9 +19,17 @@
 
 #include <string.h>
 
-/* 2^20 / (c + 1), rounded up: (x * recip[c]) >> 20 == x / (c + 1) exactly
- * for every x < 1024 (a pool holds 1024 16-byte units). */
-static const uint32_t recip[HEAP_NCLASSES] = {
+/* heap_internal.h: blocks of class c in a pool, 1024 / (c + 1). */
+const uint16_t heap_class_nblocks[HEAP_NCLASSES] = {
+#define N(c) (uint16_t)(HEAP_POOL_SIZE / HEAP_ALIGN / ((c) + 1))
+    N(0), N(1), N(2), N(3), N(4), N(5), N(6), N(7), N(8), N(9), N(10),
+    N(11), N(12), N(13), N(14), N(15), N(16), N(17), N(18), N(19), N(20),
+    N(21), N(22), N(23), N(24), N(25), N(26), N(27), N(28), N(29), N(30), N(31),
+#undef N
+};
+
+/* heap_internal.h */
+const uint32_t heap_unit_recip[HEAP_NCLASSES] = {
 #define R(c) (uint32_t)(((UINT32_C(1) << 20) + (c)) / ((c) + 1))
     R(0), R(1), R(2), R(3), R(4), R(5), R(6), R(7), R(8), R(9), R(10),
     R(11), R(12), R(13), R(14), R(15), R(16), R(17), R(18), R(19), R(20),
@@ -45,8 +53,8 @@ static inline const struct heap_pooldesc *live_desc(const heap_t *h, uint64_t of
     switch (d->kind) {
     case HEAP_POOL_SMALL: {
         unsigned c = d->cls & (HEAP_NCLASSES - 1);
-        uint32_t b = (uint32_t)(((uint64_t)units * recip[c]) >> 20);
-        if (b * (c + 1) != units || b >= HEAP_POOL_SIZE / heap_class_size(c))
+        uint32_t b = (uint32_t)(((uint64_t)units * heap_unit_recip[c]) >> 20);
+        if (b * (c + 1) != units || b >= heap_class_nblocks[c])
             return NULL;
         return (t->bitmap[i][b >> 6] >> (b & 63)) & 1 ? d : NULL;
     }
@@ -138,7 +146,7 @@ static void view_record(heap_t *h, uint64_t off, const struct heap_pooldesc *d)
     const uint64_t *bm = heap_table(h, gp >> (HEAP_ARENA_SHIFT - HEAP_POOL_SHIFT))
                              ->bitmap[gp & (HEAP_POOLS_PER_ARENA - 1)];
     uint64_t words[HEAP_BITMAP_WORDS] = {0};
-    if (d->nalloc == HEAP_POOL_SIZE / heap_class_size(c)) {
+    if (d->nalloc == heap_class_nblocks[c]) {
         /* A full pool (the common case of a walk): every block start. */
         pthread_once(&full_once, full_init);
         memcpy(words, full_pattern[c], sizeof words);
