@@ -32,7 +32,8 @@
  *       meta/data.mdb) / N.  Runs at N = 1,000,000, then with 64 payload
  *       bytes (payload=64: an 88-byte object, the 96-byte class), then
  *       payload=40 at 10x N (-B; halved while the disk has less than twice
- *       the room it takes).
+ *       the room it takes).  Walk targets, at N against the peers' own
+ *       runs: <= 1.2x Boost's walk_ms, <= 1.0x libpmemobj's.
  *   W3  small durable transactions: begin, create one 64-byte object, write
  *       it, link it into slot i of a root holder, commit -- against raw LMDB
  *       (one put of an 8-byte key and 64-byte value per durable
@@ -82,6 +83,8 @@
 #define T_W2_REOPEN_MS  15.0
 #define T_W2_BYTES      80.0
 #define T_W2_BUILD      2000000.0
+#define T_W2_WALK_BOOST    1.2   /* objstore's walk_ms <= this x Boost's */
+#define T_W2_WALK_PMEMOBJ  1.0   /* ... and <= this x libpmemobj's */
 #define T_W3_LMDB       1.0
 #define T_W4_LMDB       3.0
 
@@ -498,6 +501,35 @@ static void w2_targets(const w2_result *a, size_t na, const w2_result *b, size_t
            "(%.0f at %zu nodes, %.2fx the target%s)\n", T_W2_BUILD,
            a->build_per_s >= T_W2_BUILD ? "met" : "NOT met", a->build_per_s, na,
            a->build_per_s / T_W2_BUILD, more);
+
+    /* The walk against the peers' own runs (their .results, same n only). */
+    static const struct { const char *prog, *impl; double ratio; } peer[] = {
+        { "bench_peer_boost", "boost", T_W2_WALK_BOOST },
+        { "bench_peer_pmemobj", "pmemobj-tx-force", T_W2_WALK_PMEMOBJ },
+    };
+    for (size_t k = 0; k < sizeof peer / sizeof peer[0]; k++) {
+        double walk, nn, age;
+        char why[512];
+        if (!peer_load_result(peer[k].prog, "W2", peer[k].impl, "walk_ms", PEER_MAX_AGE_S,
+                              &walk, &age, why, sizeof why) ||
+            !peer_load_result(peer[k].prog, "W2", peer[k].impl, "nodes", PEER_MAX_AGE_S,
+                              &nn, &age, why, sizeof why)) {
+            printf("TARGET W2 payload=40 objstore walk_ms <= %.1fx %s's: not measured: %s\n",
+                   peer[k].ratio, peer[k].impl, why);
+            continue;
+        }
+        if ((size_t)nn != na) {
+            printf("TARGET W2 payload=40 objstore walk_ms <= %.1fx %s's: not measured: "
+                   "%s walked %.0f nodes, objstore %zu\n", peer[k].ratio, peer[k].impl,
+                   peer[k].prog, nn, na);
+            continue;
+        }
+        double r = a->walk_ms / walk;
+        printf("TARGET W2 payload=40 objstore walk_ms <= %.1fx %s's: %s (%.1f against "
+               "%.1f ms at %zu nodes, %.2fx; %s's figure from %s, %.0f s ago)\n",
+               peer[k].ratio, peer[k].impl, r <= peer[k].ratio ? "met" : "NOT met",
+               a->walk_ms, walk, na, r, peer[k].impl, peer[k].prog, age);
+    }
 }
 
 /* ---- W3 ---- */
