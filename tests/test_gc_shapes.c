@@ -362,6 +362,37 @@ START_TEST(test_young_objects_left_at_zero_by_the_free_budget_are_not_collected)
 }
 END_TEST
 
+/* Links n new objects of size payload bytes, each with one slot, into a
+ * list under root `name`, the i-th holding i at byte `at`; each must come
+ * zeroed (payload and slot). */
+static void numbered_list(objstore_txn *t, const char *name, uint64_t n, uint64_t size,
+                          uint64_t at)
+{
+    objstore_oid list = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        objstore_oid x = new_obj(t, 0, 1, size);
+        for (uint64_t b = 0; b + 8 <= size; b += 8)
+            ck_assert_uint_eq(get_u64(t, x, b), 0);
+        ck_assert_uint_eq(get_ref(t, x, 0), 0);
+        put_u64(t, x, at, i);
+        if (list)
+            set_ref(t, x, 0, list);
+        list = x;
+    }
+    root_set(t, name, list);
+}
+
+/* Checks numbered_list's list in a read transaction of its own. */
+static void check_numbered_list(objstore *s, const char *name, uint64_t n, uint64_t at)
+{
+    objstore_txn *t = rbegin(s);
+    uint64_t k = 0;
+    for (objstore_oid o = root_get(t, name); o; o = get_ref(t, o, 0), k++)
+        ck_assert_uint_eq(get_u64(t, o, at), n - 1 - k);
+    ck_assert_uint_eq(k, n);
+    commit(t);
+}
+
 /* Young garbage in a heap with room: the pools it filled are free again at
  * commit, so their pages need neither redo nor write (heap_forget_free),
  * and dropping them must leave every other object, and the next
@@ -408,27 +439,11 @@ START_TEST(test_young_garbage_costs_its_commit_no_heap_writes)
     for (uint64_t i = KEEP - 1; (o = get_ref(t, o, 0)); i--)
         ck_assert_uint_eq(get_u64(t, o, 0), (i - 1) * 7 + 1);
     /* New blocks in the pools the garbage left come zeroed. */
-    objstore_oid list = 0;
-    for (int i = 0; i < 2 * PAIRS; i++) {
-        objstore_oid x = new_obj(t, 0, 1, 24);
-        ck_assert_uint_eq(get_u64(t, x, 0), 0);
-        ck_assert_uint_eq(get_u64(t, x, 16), 0);
-        ck_assert_uint_eq(get_ref(t, x, 0), 0);
-        put_u64(t, x, 8, (uint64_t)i);
-        if (list)
-            set_ref(t, x, 0, list);
-        list = x;
-    }
-    root_set(t, "new", list);
+    numbered_list(t, "new", 2 * PAIRS, 24, 8);
     commit(t);
     s = reopen(s, NULL);
     verify_clean(s);
-    t = rbegin(s);
-    uint64_t n = 0;
-    for (o = root_get(t, "new"); o; o = get_ref(t, o, 0), n++)
-        ck_assert_uint_eq(get_u64(t, o, 8), 2 * PAIRS - 1 - n);
-    ck_assert_uint_eq(n, 2 * PAIRS);
-    commit(t);
+    check_numbered_list(s, "new", 2 * PAIRS, 8);
     close_store(s);
 }
 END_TEST
@@ -467,25 +482,12 @@ START_TEST(test_young_garbage_that_grew_the_heap_leaves_the_file_its_length)
     verify_clean(s);
     t = wbegin(s);
     ck_assert_uint_eq(get_u64(t, root_get(t, "keep"), 0), 4242);
-    objstore_oid list = 0;
-    for (int i = 0; i < PAIRS; i++) {   /* now for real */
-        objstore_oid x = new_obj(t, 0, 1, 40);
-        put_u64(t, x, 0, (uint64_t)i);
-        if (list)
-            set_ref(t, x, 0, list);
-        list = x;
-    }
-    root_set(t, "list", list);
+    numbered_list(t, "list", PAIRS, 40, 0);   /* now for real */
     commit(t);
     ck_assert_uint_gt(get_stats(s).heap_file_bytes, len0);
     s = reopen(s, NULL);
     verify_clean(s);
-    t = rbegin(s);
-    uint64_t n = 0;
-    for (objstore_oid o = root_get(t, "list"); o; o = get_ref(t, o, 0), n++)
-        ck_assert_uint_eq(get_u64(t, o, 0), PAIRS - 1 - n);
-    ck_assert_uint_eq(n, PAIRS);
-    commit(t);
+    check_numbered_list(s, "list", PAIRS, 0);
     close_store(s);
 }
 END_TEST
