@@ -346,9 +346,19 @@ static int prepare(objstore_txn *t, objstore_oid oid, bool write, uint64_t *payl
  * objstore_get_ref take it inline and leave everything else (the first look
  * at a pool, write transactions, errors) to a function of its own, so that
  * their common case saves no registers and makes no call. */
-static inline bool read_fast(const objstore_txn *t, objstore_oid oid, uint64_t *size)
+static inline bool read_fast(objstore_txn *t, objstore_oid oid, uint64_t *size)
 {
-    return t && t->fast && heap_obj_fast(t->fast, oid, size);
+    if (!t || !t->fast)
+        return false;
+    if (oid == t->seen) {
+        *size = t->seen_size;
+        return true;
+    }
+    if (!heap_obj_fast(t->fast, oid, size))
+        return false;
+    t->seen = oid;
+    t->seen_size = *size;
+    return true;
 }
 
 static __attribute__((noinline)) int get_checked(objstore_txn *t, objstore_oid oid,

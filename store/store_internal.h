@@ -208,6 +208,10 @@ struct objstore_txn {
      * (heap_obj_fast); NULL in a write transaction.  No writer can fail the
      * handle while a read transaction runs, so it needs no other look. */
     const heap_t *fast;
+    /* The read path's last object found sound, and its exact size: a get
+     * and a get_ref of the same object check it once (1 = none). */
+    objstore_oid seen;
+    uint64_t seen_size;
     MDB_txn *rtxn;             /* LMDB read snapshot of the committed state */
     MDB_txn *rtxn_roots;       /* a write transaction's snapshot for root lookups,
                                   taken without draining (G7) */

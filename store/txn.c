@@ -193,6 +193,7 @@ int objstore_begin(objstore *s, int flags, objstore_txn **txn)
         return store_lmdb_err(rc, "begin");
     }
     t->fast = s->heap;
+    t->seen = 1;   /* no oid: oids are 16-byte aligned */
     *txn = t;
     return OBJSTORE_OK;
 }
