@@ -111,9 +111,12 @@ heap_status heap_check_ref(heap_t *h, uint64_t off)
 }
 
 /* Records in the view (heap.h) that the small block at off is sound.  The
- * first time a pool is seen, its whole allocation bitmap is copied in, so
- * a walk pays the tables once per pool, not once per object; the slots-fit
- * rule (O2) of those blocks is then checked by heap_obj_fast itself.
+ * first time an arena is seen, the allocation bitmaps of all its small
+ * pools that hold blocks are copied in, so a walk pays the tables once per
+ * arena (1 MiB), reading them in order, not once per object or pool; the
+ * slots-fit rule (O2) of those blocks is then checked by heap_obj_fast
+ * itself.  An empty pool is left out: it may take another class in a later
+ * write transaction without a free to reset its pool_cls.
  *
  * Readers record concurrently with plain loads and stores, no locked
  * instruction: one may overwrite a bit another just set, which only costs
@@ -131,20 +134,12 @@ static void full_init(void)
             full_pattern[c][u >> 6] |= UINT64_C(1) << (u & 63);
 }
 
-static void view_record(heap_t *h, uint64_t off, const struct heap_pooldesc *d)
+/* Copies small pool gp's block starts (descriptor d, bitmap bm) into vbits. */
+static void view_record_pool(heap_t *h, uint64_t gp, const struct heap_pooldesc *d,
+                             const uint64_t *bm)
 {
-    uint64_t gp = off >> HEAP_POOL_SHIFT;
     unsigned c = d->cls;
     _Atomic uint64_t *vw = &h->view.vbits[(gp << HEAP_POOL_SHIFT) >> 10];   /* 16 words */
-    if (atomic_load_explicit(&h->view.pool_cls[gp], memory_order_relaxed) == c + 1) {
-        uint64_t u = (off & (HEAP_POOL_SIZE - 1)) >> 4, bit = UINT64_C(1) << (u & 63);
-        uint64_t old = atomic_load_explicit(&vw[u >> 6], memory_order_relaxed);
-        if (!(old & bit))
-            atomic_store_explicit(&vw[u >> 6], old | bit, memory_order_release);
-        return;
-    }
-    const uint64_t *bm = heap_table(h, gp >> (HEAP_ARENA_SHIFT - HEAP_POOL_SHIFT))
-                             ->bitmap[gp & (HEAP_POOLS_PER_ARENA - 1)];
     uint64_t words[HEAP_BITMAP_WORDS] = {0};
     if (d->nalloc == heap_class_nblocks[c]) {
         /* A full pool (the common case of a walk): every block start. */
@@ -163,6 +158,29 @@ static void view_record(heap_t *h, uint64_t off, const struct heap_pooldesc *d)
             atomic_store_explicit(&vw[w], atomic_load_explicit(&vw[w], memory_order_relaxed) |
                                               words[w], memory_order_release);
     atomic_store_explicit(&h->view.pool_cls[gp], (uint8_t)(c + 1), memory_order_release);
+}
+
+static void view_record(heap_t *h, uint64_t off, const struct heap_pooldesc *d)
+{
+    uint64_t gp = off >> HEAP_POOL_SHIFT;
+    if (atomic_load_explicit(&h->view.pool_cls[gp], memory_order_relaxed) == d->cls + 1) {
+        _Atomic uint64_t *vw = &h->view.vbits[(gp << HEAP_POOL_SHIFT) >> 10];
+        uint64_t u = (off & (HEAP_POOL_SIZE - 1)) >> 4, bit = UINT64_C(1) << (u & 63);
+        uint64_t old = atomic_load_explicit(&vw[u >> 6], memory_order_relaxed);
+        if (!(old & bit))
+            atomic_store_explicit(&vw[u >> 6], old | bit, memory_order_release);
+        return;
+    }
+    /* First look at this pool: bring in every small pool of its arena not
+     * yet recorded (off's own among them: it holds a live block). */
+    uint64_t first = gp & ~(uint64_t)(HEAP_POOLS_PER_ARENA - 1);
+    const struct heap_arena_table *t = heap_table(h, off >> HEAP_ARENA_SHIFT);
+    for (unsigned i = 1; i < HEAP_POOLS_PER_ARENA; i++) {
+        const struct heap_pooldesc *di = &t->pool[i];
+        if (di->kind == HEAP_POOL_SMALL && di->nalloc > 0 &&
+            atomic_load_explicit(&h->view.pool_cls[first + i], memory_order_relaxed) == 0)
+            view_record_pool(h, first + i, di, t->bitmap[i]);
+    }
 }
 
 void heap_view_pool_freed(heap_t *h, uint64_t gp)

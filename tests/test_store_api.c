@@ -1977,6 +1977,50 @@ static int read_get(objstore *s, objstore_oid o, uint64_t *size)
     return rc;
 }
 
+/* The first read in an arena records all its pools that hold blocks; pools
+ * that take a class after that are recorded when first read. */
+START_TEST(test_pools_filled_after_their_arena_was_first_read_read_right)
+{
+    enum { N = 3000 };
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid a = new_obj(t, 0, 0, 16);
+    put_u64(t, a, 0, 7);
+    root_set(t, "a", a);
+    commit(t);
+    uint64_t size;
+    OK(read_get(s, a, &size));   /* the arena is now known to the read path */
+    ck_assert_uint_eq(size, 16);
+
+    t = wbegin(s);
+    objstore_oid list = 0;
+    for (uint64_t i = 0; i < N; i++) {   /* new pools of other classes */
+        objstore_oid x = new_obj(t, 0, 1, 24 + 8 * (i % 12));
+        put_u64(t, x, 16, i);
+        if (list)
+            set_ref(t, x, 0, list);
+        list = x;
+    }
+    root_set(t, "list", list);
+    commit(t);
+
+    t = rbegin(s);
+    uint64_t k = 0;
+    for (objstore_oid o = root_get(t, "list"); o; o = get_ref(t, o, 0), k++) {
+        const void *p;
+        uint64_t i = N - 1 - k, v;
+        OK(objstore_get(t, o, &p, &size));
+        ck_assert_uint_eq(size, 24 + 8 * (i % 12));
+        memcpy(&v, (const uint8_t *)p + 16, 8);
+        ck_assert_uint_eq(v, i);
+    }
+    ck_assert_uint_eq(k, N);
+    ck_assert_uint_eq(get_u64(t, a, 0), 7);
+    commit(t);
+    close_store(s);
+}
+END_TEST
+
 START_TEST(test_a_read_object_freed_later_is_ebadoid_to_the_next_reader)
 {
     objstore *s = new_store(NULL);
@@ -2157,6 +2201,7 @@ static Suite *store_api_suite(void)
 
     tc = ts_tcase(s, "read path", slow);
     tcase_add_test(tc, test_a_read_object_freed_later_is_ebadoid_to_the_next_reader);
+    tcase_add_test(tc, test_pools_filled_after_their_arena_was_first_read_read_right);
     tcase_add_test(tc, test_an_object_of_an_aborted_transaction_is_ebadoid_to_readers);
     tcase_add_test(tc, test_a_pool_reused_for_another_size_gives_the_new_sizes_and_refuses_old_oids);
     tcase_add_test(tc, test_a_damaged_header_in_a_known_pool_is_refused_on_every_read);
