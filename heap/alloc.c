@@ -555,49 +555,16 @@ heap_status heap_alloc(heap_t *h, uint64_t size, uint64_t *off)
 
 /* ---- freeing ---- */
 
-/* The small block at off, when it is one and allocated: its arena, pool
- * and block number, from the same lookup heap_is_live makes (object.c
- * O1), so that freeing a small block reads the tables once. */
-static inline struct heap_pooldesc *small_live(heap_t *h, uint64_t off, uint64_t *k,
-                                               unsigned *i, unsigned *b)
-{
-    if (off == 0 || (off & (HEAP_ALIGN - 1)) || off >= (h->narenas << HEAP_ARENA_SHIFT))
-        return NULL;
-    *k = off >> HEAP_ARENA_SHIFT;
-    *i = (unsigned)((off >> HEAP_POOL_SHIFT) & (HEAP_POOLS_PER_ARENA - 1));
-    if (*i == 0 || !heap_arena_ready(h, *k) || h->arena[*k].state != ARENA_NORMAL)
-        return NULL;
-    struct heap_arena_table *t = heap_table(h, *k);
-    struct heap_pooldesc *d = &t->pool[*i];
-    if (d->kind != HEAP_POOL_SMALL)
-        return NULL;
-    unsigned c = d->cls & (HEAP_NCLASSES - 1);
-    uint32_t units = (uint32_t)((off & (HEAP_POOL_SIZE - 1)) >> 4);   /* 16-byte units */
-    *b = (uint32_t)(((uint64_t)units * heap_unit_recip[c]) >> 20);    /* units / (c + 1) */
-    if (*b * (c + 1) != units || units + c + 1 > HEAP_POOL_SIZE / HEAP_ALIGN ||
-        !((t->bitmap[*i][*b >> 6] >> (*b & 63)) & 1))
-        return NULL;
-    return d;
-}
-
 heap_status heap_free(heap_t *h, uint64_t off)
 {
     if (heap_readonly(h))
         return heap_seterr(h, HEAP_EREADONLY, "%s: heap is read-only", h->path);
     uint64_t k;
     unsigned i, b;
-    struct heap_pooldesc *d = small_live(h, off, &k, &i, &b);
-    if (!d) {
-        if (!heap_is_live(h, off))
-            return heap_seterr(h, HEAP_EBADOFF, "%s: free of offset %llu: not a live block",
-                               h->path, (unsigned long long)off);
-        k = off >> HEAP_ARENA_SHIFT;
-        i = (unsigned)((off >> HEAP_POOL_SHIFT) & (HEAP_POOLS_PER_ARENA - 1));
-        d = &heap_table(h, k)->pool[i];
-        b = d->kind == HEAP_POOL_SMALL
-                ? (unsigned)((off & (HEAP_POOL_SIZE - 1)) / heap_class_size(d->cls))
-                : 0;
-    }
+    struct heap_pooldesc *d = heap_live_desc(h, off, &k, &i, &b);   /* one lookup */
+    if (!d)
+        return heap_seterr(h, HEAP_EBADOFF, "%s: free of offset %llu: not a live block",
+                           h->path, (unsigned long long)off);
     /* O3: only a block a read transaction found sound has its bit set. */
     if (h->view.vbits && off < h->reserve &&
         (atomic_load_explicit(&h->view.vbits[off >> 10], memory_order_relaxed) >>

@@ -122,6 +122,39 @@ static inline bool heap_arena_ready(const heap_t *h, uint64_t k)
 extern const uint32_t heap_unit_recip[HEAP_NCLASSES];
 extern const uint16_t heap_class_nblocks[HEAP_NCLASSES];   /* 1024 / (c + 1) */
 
+/* Rule O1 (object.c), the one lookup both the checks and the frees make:
+ * the descriptor of the pool holding the live block that starts at off, or
+ * NULL when off is not a live block's start.  On success *k, *i are its
+ * arena and pool, and *b its block number in a small pool (0 otherwise). */
+static inline struct heap_pooldesc *heap_live_desc(const heap_t *h, uint64_t off, uint64_t *k,
+                                                   unsigned *i, unsigned *b)
+{
+    if (off == 0 || (off & (HEAP_ALIGN - 1)) || off >= (h->narenas << HEAP_ARENA_SHIFT))
+        return NULL;
+    *k = off >> HEAP_ARENA_SHIFT;
+    *i = (unsigned)((off >> HEAP_POOL_SHIFT) & (HEAP_POOLS_PER_ARENA - 1));
+    if (*i == 0 || !heap_arena_ready(h, *k) || h->arena[*k].state != ARENA_NORMAL)
+        return NULL;
+    struct heap_arena_table *t = heap_table(h, *k);
+    struct heap_pooldesc *d = &t->pool[*i];
+    uint32_t units = (uint32_t)((off & (HEAP_POOL_SIZE - 1)) >> 4);   /* 16-byte units */
+    *b = 0;
+    switch (d->kind) {
+    case HEAP_POOL_SMALL: {
+        unsigned c = d->cls & (HEAP_NCLASSES - 1);
+        *b = (uint32_t)(((uint64_t)units * heap_unit_recip[c]) >> 20);   /* units / (c + 1) */
+        if (*b * (c + 1) != units || *b >= heap_class_nblocks[c])
+            return NULL;
+        return (t->bitmap[*i][*b >> 6] >> (*b & 63)) & 1 ? d : NULL;
+    }
+    case HEAP_POOL_RUN:
+    case HEAP_POOL_HUGE:
+        return units == 0 ? d : NULL;
+    default:
+        return NULL;
+    }
+}
+
 /* object.c: clears the view's bit of a block being freed (O3). */
 void heap_view_forget(heap_t *h, uint64_t off);
 /* alloc.c: a small pool emptied; it may come back with another class. */

@@ -37,33 +37,12 @@ const uint32_t heap_unit_recip[HEAP_NCLASSES] = {
 #undef R
 };
 
-/* The descriptor of the pool holding the live block that starts at off, or
- * NULL when off is not a live block's start (O1). */
+/* heap_live_desc, for callers that need only the descriptor. */
 static inline const struct heap_pooldesc *live_desc(const heap_t *h, uint64_t off)
 {
-    if (off == 0 || (off & (HEAP_ALIGN - 1)) || off >= (h->narenas << HEAP_ARENA_SHIFT))
-        return NULL;
-    uint64_t k = off >> HEAP_ARENA_SHIFT;
-    unsigned i = (unsigned)((off >> HEAP_POOL_SHIFT) & (HEAP_POOLS_PER_ARENA - 1));
-    if (i == 0 || !heap_arena_ready(h, k) || h->arena[k].state != ARENA_NORMAL)
-        return NULL;
-    const struct heap_arena_table *t = heap_table(h, k);
-    const struct heap_pooldesc *d = &t->pool[i];
-    uint32_t units = (uint32_t)((off & (HEAP_POOL_SIZE - 1)) >> 4);   /* 16-byte units */
-    switch (d->kind) {
-    case HEAP_POOL_SMALL: {
-        unsigned c = d->cls & (HEAP_NCLASSES - 1);
-        uint32_t b = (uint32_t)(((uint64_t)units * heap_unit_recip[c]) >> 20);
-        if (b * (c + 1) != units || b >= heap_class_nblocks[c])
-            return NULL;
-        return (t->bitmap[i][b >> 6] >> (b & 63)) & 1 ? d : NULL;
-    }
-    case HEAP_POOL_RUN:
-    case HEAP_POOL_HUGE:
-        return units == 0 ? d : NULL;
-    default:
-        return NULL;
-    }
+    uint64_t k;
+    unsigned i, b;
+    return heap_live_desc(h, off, &k, &i, &b);
 }
 
 bool heap_is_live(const heap_t *h, uint64_t off)
