@@ -456,7 +456,7 @@ typedef struct objstore_stats {
     uint64_t cycles_freed;      /* objects trial deletion freed (all kinds) */
     uint64_t roots;
     uint64_t types;
-    /* group commit (docs/API.md, "Threads"): commits that shared a sync
+    /* group commit (docs/API.md, "Transactions"): commits that shared a sync
      * with others, and the syncs (LMDB commits) their groups took */
     uint64_t grouped_commits;
     uint64_t group_syncs;
