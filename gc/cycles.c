@@ -119,9 +119,9 @@ heap_status gc_find_cycles(const gc_env *env, const uint64_t *cand, size_t n,
         goto out;
     st = HEAP_ENOMEM;
     uint64_t m = set->n;
-    order = malloc((m ? m : 1) * sizeof *order);
-    trial = calloc(m ? m : 1, sizeof *trial);
-    stack = malloc((m ? m : 1) * sizeof *stack);
+    order = gc_array(m, sizeof *order, false);
+    trial = gc_array(m, sizeof *trial, true);
+    stack = gc_array(m, sizeof *stack, false);
     if (!order || !trial || !stack || !gc_set_rank(set, order))
         goto out;
     for (size_t i = 0; i < s.n; i++)

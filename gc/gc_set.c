@@ -4,8 +4,32 @@
 #include "gc_set.h"
 
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 
 _Static_assert(GC_SET_UNITS == 1u << GC_SET_UNIT_SHIFT, "units per arena");
+
+void *gc_array(size_t n, size_t size, bool zero)
+{
+    if (!n)
+        n = 1;
+    if (n > SIZE_MAX / size)
+        return NULL;
+    size_t bytes = n * size;
+    uint8_t *p = malloc(bytes);
+    if (!p)
+        return NULL;
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    if (bytes >= ((size_t)1 << 20)) {
+        uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+        uintptr_t b = ((uintptr_t)p + bytes) & ~(huge - 1);
+        if (b > a)
+            madvise((void *)a, b - a, MADV_HUGEPAGE);   /* advice: may be refused */
+    }
+    if (zero)
+        memset(p, 0, bytes);
+    return p;
+}
 
 bool gc_set_init(gc_set *s, const heap_t *h)
 {

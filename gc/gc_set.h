@@ -51,6 +51,13 @@ static inline uint64_t gc_bits_in(uint64_t x)
     return (x * UINT64_C(0x0101010101010101)) >> 56;
 }
 
+/* The collectors' arrays, one entry per member (n of size bytes; zeroed
+ * when zero), to be released with free().  Those of a megabyte or more are
+ * advised MADV_HUGEPAGE before their first touch: a collection over a
+ * million objects then takes a few 2 MiB faults instead of thousands of
+ * 4 KiB ones.  NULL when out of memory (or n * size overflows). */
+void *gc_array(size_t n, size_t size, bool zero);
+
 /* An empty set over h's arenas; false when out of memory. */
 bool gc_set_init(gc_set *s, const heap_t *h);
 void gc_set_free(gc_set *s);

@@ -55,10 +55,10 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
         if (gc_set_add(y, objs[i]) < 0)
             goto out;
     uint64_t m = y->n;
-    order = malloc((m ? m : 1) * sizeof *order);
-    trial = calloc(m ? m : 1, sizeof *trial);
-    nrefs = malloc((m ? m : 1) * sizeof *nrefs);
-    stack = malloc((m ? m : 1) * sizeof *stack);
+    order = gc_array(m, sizeof *order, false);
+    trial = gc_array(m, sizeof *trial, true);
+    nrefs = gc_array(m, sizeof *nrefs, false);
+    stack = gc_array(m, sizeof *stack, false);
     if (!order || !trial || !nrefs || !stack || !gc_set_rank(y, order))
         goto out;
     /* One pass over the objects, in address order: each count in, each

@@ -555,6 +555,37 @@ heap_status heap_alloc(heap_t *h, uint64_t size, uint64_t *off)
 
 /* ---- freeing ---- */
 
+/* O3: only a block a read transaction found sound has its view bit set;
+ * a freed block's is cleared. */
+static inline void view_forget(heap_t *h, uint64_t off)
+{
+    if (h->view.vbits && off < h->reserve &&
+        (atomic_load_explicit(&h->view.vbits[off >> 10], memory_order_relaxed) >>
+         ((off >> 4) & 63)) & 1)
+        heap_view_forget(h, off);
+}
+
+/* Accounts for `freed` blocks just cleared in small pool i of arena k. */
+static void small_freed(heap_t *h, uint64_t k, unsigned i, struct heap_pooldesc *d,
+                        unsigned freed)
+{
+    if (!freed)
+        return;
+    unsigned c = d->cls;
+    uint64_t gp = (k << (HEAP_ARENA_SHIFT - HEAP_POOL_SHIFT)) + i;
+    mark_desc(h, k, i, 1);
+    if (d->nalloc == class_nblocks(c))
+        bitset_set(&h->usable[c], gp);
+    d->nalloc = d->nalloc > freed ? d->nalloc - freed : 0;
+    if (d->nalloc == 0) {
+        heap_view_pool_freed(h, gp);
+        d->kind = HEAP_POOL_FREE;
+        d->cls = 0;
+        bitset_clear(&h->usable[c], gp);
+        arena_update(h, k);
+    }
+}
+
 heap_status heap_free(heap_t *h, uint64_t off)
 {
     if (heap_readonly(h))
@@ -565,30 +596,14 @@ heap_status heap_free(heap_t *h, uint64_t off)
     if (!d)
         return heap_seterr(h, HEAP_EBADOFF, "%s: free of offset %llu: not a live block",
                            h->path, (unsigned long long)off);
-    /* O3: only a block a read transaction found sound has its bit set. */
-    if (h->view.vbits && off < h->reserve &&
-        (atomic_load_explicit(&h->view.vbits[off >> 10], memory_order_relaxed) >>
-         ((off >> 4) & 63)) & 1)
-        heap_view_forget(h, off);
+    view_forget(h, off);
     struct heap_arena_table *t = heap_table(h, k);
     switch (d->kind) {
-    case HEAP_POOL_SMALL: {
-        unsigned c = d->cls;
+    case HEAP_POOL_SMALL:
         mark_bitmap_word(h, k, i, b / 64);
         t->bitmap[i][b / 64] &= ~(UINT64_C(1) << (b & 63));
-        mark_desc(h, k, i, 1);
-        uint64_t gp = off >> HEAP_POOL_SHIFT;
-        if (d->nalloc-- == class_nblocks(c))
-            bitset_set(&h->usable[c], gp);
-        if (d->nalloc == 0) {
-            heap_view_pool_freed(h, gp);
-            d->kind = HEAP_POOL_FREE;
-            d->cls = 0;
-            bitset_clear(&h->usable[c], gp);
-            arena_update(h, k);
-        }
+        small_freed(h, k, i, d, 1);
         return HEAP_OK;
-    }
     case HEAP_POOL_RUN: {
         unsigned n = d->npools;
         mark_desc(h, k, i, n);
@@ -609,6 +624,47 @@ heap_status heap_free(heap_t *h, uint64_t off)
         return HEAP_OK;
     }
     }
+}
+
+heap_status heap_free_many(heap_t *h, const uint64_t *offs, size_t n, size_t *done)
+{
+    size_t j = 0;
+    heap_status st = HEAP_OK;
+    if (n && heap_readonly(h))
+        st = heap_seterr(h, HEAP_EREADONLY, "%s: heap is read-only", h->path);
+    while (j < n && !st) {
+        uint64_t off = offs[j], k;
+        unsigned i, b;
+        struct heap_pooldesc *d = heap_live_desc(h, off, &k, &i, &b);
+        if (!d || d->kind != HEAP_POOL_SMALL) {
+            if (!(st = heap_free(h, off)))   /* its checks and its message */
+                j++;
+            continue;
+        }
+        /* The run of offsets in this pool: each checked as heap_live_desc
+         * does, with the pool's lookup done once. */
+        unsigned c = d->cls & (HEAP_NCLASSES - 1), freed = 0;
+        uint64_t *bm = heap_table(h, k)->bitmap[i], pool = off >> HEAP_POOL_SHIFT;
+        for (; j < n && (offs[j] >> HEAP_POOL_SHIFT) == pool; j++) {
+            off = offs[j];
+            uint32_t units = (uint32_t)((off & (HEAP_POOL_SIZE - 1)) >> 4);
+            b = (uint32_t)(((uint64_t)units * heap_unit_recip[c]) >> 20);
+            if ((off & (HEAP_ALIGN - 1)) || b * (c + 1) != units || b >= heap_class_nblocks[c] ||
+                !((bm[b >> 6] >> (b & 63)) & 1)) {
+                st = heap_seterr(h, HEAP_EBADOFF, "%s: free of offset %llu: not a live block",
+                                 h->path, (unsigned long long)off);
+                break;
+            }
+            view_forget(h, off);
+            mark_bitmap_word(h, k, i, b / 64);
+            bm[b >> 6] &= ~(UINT64_C(1) << (b & 63));
+            freed++;
+        }
+        small_freed(h, k, i, d, freed);
+    }
+    if (done)
+        *done = j;
+    return st;
 }
 
 /* ---- shrinking ---- */

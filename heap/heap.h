@@ -213,6 +213,12 @@ heap_status heap_alloc(heap_t *h, uint64_t size, uint64_t *off);
  * of a live block.  The block's bytes are left as they are. */
 heap_status heap_free(heap_t *h, uint64_t off);
 
+/* heap_free of offs[0..n), each as heap_free checks it; offsets in one small
+ * pool that follow each other (a list in address order) share one lookup of
+ * the pool and one update of its descriptor.  On an error the offsets before
+ * the bad one are freed, and *done (if not NULL) says how many. */
+heap_status heap_free_many(heap_t *h, const uint64_t *offs, size_t n, size_t *done);
+
 /* Size of the live block at off (its size class, or its run's bytes). */
 uint64_t heap_block_size(const heap_t *h, uint64_t off);
 

@@ -81,9 +81,10 @@ static void notify(objstore *s, objstore_gc_info *info)
         s->gc_cb[i].fn(s->gc_cb[i].arg, info);
 }
 
-/* Frees one garbage object: releases its references to survivors (C1).
+/* Lets go of one garbage object before it is freed: releases its
+ * references to survivors (C1) and takes it out of the store's sets.
  * Young garbage's slots out of the young set were not checked (gc.h). */
-static int free_garbage(objstore *s, uint64_t oid, const gc_result *r)
+static int release_garbage(objstore *s, uint64_t oid, const gc_result *r)
 {
     uint32_t nrefs = heap_obj_at(s->heap, oid)->nrefs;
     const uint64_t *slot = heap_obj_slots(s->heap, oid);
@@ -112,8 +113,7 @@ static int free_garbage(objstore *s, uint64_t oid, const gc_result *r)
         oidset_remove(&s->cand, oid);
     if (s->zeroed.n)
         u64map_del(&s->zeroed, oid);
-    heap_status hs = heap_free(s->heap, oid);
-    return hs ? store_heap_err(s, hs) : OBJSTORE_OK;
+    return OBJSTORE_OK;
 }
 
 /* C8: links garbage[0..n) under the root "gc.garbage". */
@@ -146,9 +146,12 @@ static int dispose(objstore_txn *t, const gc_result *r)
     for (size_t i = 0; i < r->ngarbage && !rc; i++) {
         if (i + 8 < r->ngarbage)
             __builtin_prefetch(heap_ptr(s->heap, r->garbage[i + 8]));
-        rc = free_garbage(s, r->garbage[i], r);
+        rc = release_garbage(s, r->garbage[i], r);
     }
-    return rc;
+    /* Then the blocks, all at once: the list is in address order, so the
+     * objects of one pool share a lookup of it (heap_free_many). */
+    heap_status hs = rc ? HEAP_OK : heap_free_many(s->heap, r->garbage, r->ngarbage, NULL);
+    return rc ? rc : hs ? store_heap_err(s, hs) : OBJSTORE_OK;
 }
 
 static void account(objstore *s, objstore_gc_info *info, uint64_t t0)

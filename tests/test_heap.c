@@ -410,6 +410,76 @@ START_TEST(test_every_size_class_allocates_aligned_distinct_blocks)
 }
 END_TEST
 
+/* The collectors free their garbage as one list in address order: the
+ * batch must end in the state one-by-one frees reach, check each offset as
+ * heap_free does, and stop at a bad one having freed exactly those before. */
+START_TEST(test_a_batch_free_equals_one_by_one_frees_and_stops_at_a_bad_offset)
+{
+    enum { N = 3000 };
+    heap_t *h = new_heap(0);
+    struct blk *b = calloc(N, sizeof *b), *scratch = calloc(N, sizeof *b);
+    uint64_t *list = calloc(N + 1, sizeof *list);
+    ck_assert(b && scratch && list);
+    for (size_t i = 0; i < N; i++) {   /* two classes interleaved, and runs */
+        uint64_t sz = i % 500 == 7 ? 20000 : i % 2 ? 32 : 100;
+        b[i] = (struct blk){ must_alloc(h, sz), sz, 7000 + i };
+        fill(h, b[i].off, sz, b[i].seed);
+    }
+    qsort(b, N, sizeof *b, blk_by_off);
+    size_t n = 0, m = 0;
+    for (size_t i = 0; i < N; i++) {
+        if (i % 3 == 0)
+            b[m++] = b[i];             /* survivors, kept at the front */
+        else
+            list[n++] = b[i].off;      /* garbage, in address order */
+    }
+    /* A bad offset in the middle: inside a survivor, not a block's start. */
+    size_t p = n / 2;
+    memmove(&list[p + 1], &list[p], (n - p) * sizeof *list);
+    list[p] = b[m / 2].off + 16;
+    n++;
+
+    size_t done = 12345;
+    heap_status s = heap_free_many(h, list, n, &done);
+    ck_assert_int_eq(s, HEAP_EBADOFF);
+    ck_assert_uint_eq(done, p);
+    ck_assert_msg(strstr(heap_errmsg(h), "not a live block"), "message: %s", heap_errmsg(h));
+    for (size_t i = 0; i < n; i++)
+        if (i != p)
+            ck_assert_msg(heap_is_live(h, list[i]) == (i > p), "block #%zu at %llu: live %d",
+                          i, U(list[i]), heap_is_live(h, list[i]));
+    s = heap_free_many(h, list + p + 1, n - p - 1, &done);
+    ck_assert_msg(s == HEAP_OK, "heap_free_many = %d: %s", s, heap_errmsg(h));
+    ck_assert_uint_eq(done, n - p - 1);
+    check_model(h, b, m, scratch, "after the batch free");
+    ck_assert_int_eq(heap_free_many(h, list, 1, &done), HEAP_EBADOFF);   /* freed already */
+    ck_assert_uint_eq(done, 0);
+
+    /* The same frees one by one, on a second heap built the same way. */
+    heap_stats batch, single;
+    heap_get_stats(h, &batch);
+    heap_close(h);
+    char *path2 = ts_path(g_dir, "heap.2");
+    ck_assert_ptr_nonnull(path2);
+    create_heap(path2, 0);
+    heap_t *h2 = open_heap(path2);
+    for (size_t i = 0; i < N; i++) {
+        uint64_t sz = i % 500 == 7 ? 20000 : i % 2 ? 32 : 100;
+        fill(h2, must_alloc(h2, sz), sz, 7000 + i);   /* same bytes: same stats */
+    }
+    for (size_t i = 0; i < n; i++)
+        if (i != p)
+            must_free(h2, list[i]);
+    heap_get_stats(h2, &single);
+    assert_stats_equal(&batch, &single);
+    heap_close(h2);
+    free(path2);
+    free(list);
+    free(scratch);
+    free(b);
+}
+END_TEST
+
 START_TEST(test_a_reused_block_comes_back_zeroed)
 {
     heap_t *h = new_heap(0);
@@ -1921,6 +1991,7 @@ static Suite *heap_suite(void)
     TCase *tc = tcase(s, "alloc", 60);
     tcase_add_test(tc, test_every_size_class_allocates_aligned_distinct_blocks);
     tcase_add_test(tc, test_a_reused_block_comes_back_zeroed);
+    tcase_add_test(tc, test_a_batch_free_equals_one_by_one_frees_and_stops_at_a_bad_offset);
     tcase_add_test(tc, test_a_new_block_is_zeroed_up_to_the_size_asked);
     tcase_add_test(tc, test_an_impossible_size_is_refused_without_harm);
     tcase_add_test(tc, test_bad_offsets_are_refused);
