@@ -10,7 +10,6 @@
  *                    for the first set bit (placement policy, ARCHITECTURE §3)
  *   usable[c]        bitset over global pool numbers: pools of class c with a
  *                    free block; lowest address first
- *   cur[c]           the pool class c allocates from now (a cache of usable)
  *   line_mask[p]     dirty 64-byte lines of 4 KiB page p (bit i = line i)
  *   dirty_pages      the pages whose line_mask is non-zero, unsorted
  *   priv_pages       pages written back but still private copies
@@ -66,7 +65,6 @@ struct heap {
     uint64_t arena_cap;
     bitset bucket[HEAP_DATA_POOLS + 1];
     bitset usable[HEAP_NCLASSES];
-    uint64_t cur[HEAP_NCLASSES];  /* global pool number, 0 = none */
 
     /* dirty tracking */
     uint64_t *line_mask;      /* reserve/4K entries, anonymous NORESERVE */
