@@ -237,7 +237,7 @@ heap_status heap_forget_free(heap_t *h)
     size_t keep = 0;
     for (size_t i = 0; i < h->dirty_pages.n; i++) {
         uint64_t p = h->dirty_pages.v[i], off = p << HEAP_PAGE_SHIFT;
-        if (page_in_free_pool(h, off) && u64vec_push(&drop, p))
+        if (off < h->fresh_from && page_in_free_pool(h, off) && u64vec_push(&drop, p))
             h->line_mask[p] = 0;
         else
             h->dirty_pages.v[keep++] = p;
@@ -306,16 +306,6 @@ static bool in_sorted(const uint64_t *v, size_t n, uint64_t x)
     return lo < n && v[lo] == x;
 }
 
-/* A fresh page only read maps the zero page, which pagemap shows as a
- * private one; an unmarked write of zeros there would lose nothing. */
-static bool all_zero(const uint8_t *p)
-{
-    for (size_t i = 0; i < HEAP_PAGE_SIZE; i++)
-        if (p[i])
-            return false;
-    return true;
-}
-
 heap_status heap_check_unmarked(heap_t *h)
 {
     int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
@@ -325,19 +315,18 @@ heap_status heap_check_unmarked(heap_t *h)
         qsort(h->priv_pages.v, h->priv_pages.n, sizeof(uint64_t), cmp_u64);
     uint64_t first = (uint64_t)(uintptr_t)h->base >> HEAP_PAGE_SHIFT;
     uint64_t npages = h->mapped >> HEAP_PAGE_SHIFT;
-    uint64_t fresh = h->fresh_from == UINT64_MAX ? npages : h->fresh_from >> HEAP_PAGE_SHIFT;
+    uint64_t anon = h->fresh_from == UINT64_MAX ? npages : h->fresh_from >> HEAP_PAGE_SHIFT;
     uint64_t buf[512];
     heap_status st = HEAP_OK;
-    for (uint64_t p = 0; p < npages && !st; p += 512) {
-        uint64_t n = npages - p < 512 ? npages - p : 512;
+    for (uint64_t p = 0; p < anon && !st; p += 512) {
+        uint64_t n = anon - p < 512 ? anon - p : 512;
         ssize_t got = pread(fd, buf, n * 8, (off_t)((first + p) * 8));
         if (got != (ssize_t)(n * 8))
             break;
         for (uint64_t i = 0; i < n; i++) {
             uint64_t pg = p + i;
             if ((buf[i] & PM_PRESENT) && !(buf[i] & PM_FILE) && !h->line_mask[pg] &&
-                !in_sorted(h->priv_pages.v, h->priv_pages.n, pg) &&
-                (pg < fresh || !all_zero(h->base + (pg << HEAP_PAGE_SHIFT)))) {
+                !in_sorted(h->priv_pages.v, h->priv_pages.n, pg)) {
                 st = heap_seterr(h, HEAP_ECORRUPT,
                                  "%s: the page at heap offset %llu was written but none of "
                                  "its lines was marked dirty (a write through an unmarked "

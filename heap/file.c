@@ -20,9 +20,6 @@
  *      cache at once instead of 64 KiB (a walk of a 64 MiB heap: ~1 ms of
  *      faults instead of ~5).  Advice only: where the kernel does not take
  *      it, nothing changes.
- *   F6 arenas grown past the file's end in a transaction are mapped
- *      anonymous until it ends (map_region): the file reads as zeros there,
- *      and the commit pwrites the dirty lines before its sync.
  */
 #include "heap_internal.h"
 
@@ -325,14 +322,11 @@ static void *reserve_range(uint64_t len)
 }
 
 /* Maps file bytes [h->mapped, upto) at the same place in the range (F1).
- * Fresh arenas (growth) are mapped anonymous (F6): nothing committed refers
- * to bytes past the old end of the file, which reads as zeros there, so
- * zero pages stand for them until the commit pwrites what the transaction
- * wrote (heap_fresh_from).  A fault then costs a zeroed page, or a 2 MiB
- * one where the kernel takes MADV_HUGEPAGE, instead of a page-cache page
- * read in and made writable page by page; arenas the transaction leaves
- * empty are cut without ever reaching the page cache.  Once a transaction
- * ends they are mapped from the file again (heap_unshare). */
+ * Fresh arenas (growth) are mapped MAP_SHARED: nothing committed refers to
+ * bytes past the old end of the file, so they may reach the file at any time,
+ * and writing them costs one page-cache page per page instead of a page plus
+ * its private copy, and no pwrite at commit (heap_fresh_from).  Once a
+ * transaction ends they are mapped private again (heap_unshare). */
 static heap_status map_region(heap_t *h, uint64_t upto, bool fresh)
 {
     if (upto <= h->mapped)
@@ -342,10 +336,9 @@ static heap_status map_region(heap_t *h, uint64_t upto, bool fresh)
                            "%s: heap of %llu bytes exceeds the reserved range (%llu)",
                            h->path, (unsigned long long)upto,
                            (unsigned long long)h->reserve);
-    void *p = fresh ? mmap(h->base + h->mapped, upto - h->mapped, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
-                    : mmap(h->base + h->mapped, upto - h->mapped, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_NORESERVE | MAP_FIXED, h->fd, (off_t)h->mapped);
+    void *p = mmap(h->base + h->mapped, upto - h->mapped, PROT_READ | PROT_WRITE,
+                   (fresh ? MAP_SHARED : MAP_PRIVATE | MAP_NORESERVE) | MAP_FIXED, h->fd,
+                   (off_t)h->mapped);
     if (p == MAP_FAILED)
         return heap_seterr(h, HEAP_ENOMEM, "%s: mmap: %s", h->path, strerror(errno));
     heap_advise_mapping(p, upto - h->mapped);
@@ -372,8 +365,7 @@ heap_status heap_unshare(heap_t *h)
     uint64_t from = h->fresh_from;
     void *p = mmap(h->base + from, h->mapped - from, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, h->fd, (off_t)from);
-    /* (The commit wrote what the anonymous pages held, or the transaction
-     * is being discarded: nothing is lost.) */
+    /* (The shared pages' bytes are the file's: nothing is lost.) */
     if (p == MAP_FAILED) {
         h->view.failed = true;
         return heap_seterr(h, HEAP_ENOMEM, "%s: mmap: %s", h->path, strerror(errno));

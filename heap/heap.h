@@ -326,9 +326,8 @@ heap_status heap_write_range(heap_t *h, uint64_t off, uint64_t len);
 int heap_write_copy(heap_t *h, uint64_t off, const void *src, uint64_t len);
 
 /* Forgets the dirty set after its ranges were written with heap_write_range;
- * the pages stay private until heap_drop_clean().  The fresh tail must have
- * been written too: it is mapped from the file again.  Fails (and fails the
- * handle) when it cannot be. */
+ * the pages stay private until heap_drop_clean().  Fails (and fails the
+ * handle) when the fresh tail cannot be mapped private again. */
 heap_status heap_mark_clean(heap_t *h);
 
 /* True once the handle failed (out of RAM tracking a change, a mapping that
@@ -344,8 +343,7 @@ static inline bool heap_failed(const heap_t *h)
  * copies, so the mapping shows the file's bytes there again (D1): objects a
  * transaction made and freed itself then cost no redo and no write.  For a
  * commit with no other commit's write-back pending; call it after the
- * transaction's last free.  In the fresh range the pages dropped read as
- * zeros, as the file does there. */
+ * transaction's last free.  Pages of the fresh range are left as they are. */
 heap_status heap_forget_free(heap_t *h);
 
 /* Abort: drops every dirty page so the file's committed bytes come back,
@@ -367,11 +365,11 @@ uint64_t heap_private_bytes(const heap_t *h);
 /* fdatasync the file. */
 heap_status heap_sync(heap_t *h);
 
-/* Offset from which the heap is mapped anonymous because it grew past the
- * file's end in this transaction (UINT64_MAX: nowhere).  Nothing committed
- * refers to bytes there: a commit needs no redo for them, only a pwrite of
- * the dirty lines (heap_write_range) and heap_sync before its commit point.
- * heap_mark_clean and heap_discard map the range from the file again. */
+/* Offset from which the heap is mapped MAP_SHARED because it grew past the
+ * file's end in this transaction (UINT64_MAX: nowhere).  Bytes written there
+ * are in the file's page cache already: a commit needs no redo and no pwrite
+ * for them, only heap_sync before its commit point.  heap_mark_clean and
+ * heap_discard map the range private again. */
 uint64_t heap_fresh_from(const heap_t *h);
 
 /* True when the file grew since the last heap_sync: its new length must be

@@ -14,7 +14,7 @@
  *   dirty_pages      the pages whose line_mask is non-zero, unsorted
  *   priv_pages       pages written back but still private copies
  *   fresh_from       arenas grown past the file's old end in this transaction
- *                    are mapped anonymous (file.c map_region, F6), until the
+ *                    are mapped MAP_SHARED (file.c map_region), until the
  *                    transaction ends
  */
 #ifndef OBJSTORE_HEAP_INTERNAL_H
@@ -69,7 +69,7 @@ struct heap {
     /* dirty tracking */
     uint64_t *line_mask;      /* reserve/4K entries, anonymous NORESERVE */
     uint64_t npages_cap;
-    uint64_t fresh_from;      /* fresh arenas mapped anonymous from here */
+    uint64_t fresh_from;      /* fresh arenas mapped shared from here */
     bool grown_unsynced;      /* file grown since the last fdatasync */
     struct u64vec dirty_pages;
     struct u64vec priv_pages;
@@ -98,7 +98,7 @@ heap_status heap_grow(heap_t *h, uint64_t min_arenas);
 void heap_header_seal(heap_t *h);  /* recompute the checksum (marks dirty) */
 void heap_table_init(heap_t *h, uint64_t k);
 heap_status heap_pwrite_span(heap_t *h, uint64_t off, uint64_t len);
-heap_status heap_unshare(heap_t *h);  /* map the fresh tail from the file again */
+heap_status heap_unshare(heap_t *h);  /* map the fresh tail private again */
 bool heap_arena_grow_ram(heap_t *h, uint64_t from, uint64_t to);
 
 /* alloc.c */

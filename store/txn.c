@@ -582,9 +582,8 @@ static int commit_alone(objstore_txn *t)
         return store_heap_err(s, HEAP_ENOMEM);
 
     /* Three kinds of dirty bytes, by address:
-     *   [fresh, ...)     arenas grown past the file's old end, mapped
-     *                    anonymous: nothing committed refers to them, so
-     *                    they are written directly, always;
+     *   [fresh, ...)     arenas grown past the file's old end, mapped shared:
+     *                    already in the page cache, need only the sync;
      *   [floor, fresh)   above everything committed or in a live redo
      *                    record: written directly when there are enough;
      *   [0, floor)       through the redo log. */
@@ -593,22 +592,18 @@ static int commit_alone(objstore_txn *t)
     if (floor > fresh)
         floor = fresh;
     heap_range *redo = malloc((n + 1) * sizeof *redo), *direct = malloc((n + 1) * sizeof *direct);
-    heap_range *grown = malloc((n + 1) * sizeof *grown);
-    if (!redo || !direct || !grown) {
+    if (!redo || !direct) {
         free(redo);
         free(direct);
-        free(grown);
         return store_err(OBJSTORE_ENOMEM, "out of memory");
     }
-    size_t nredo = 0, ndirect = 0, ngrown = 0;
+    size_t nredo = 0, ndirect = 0;
     uint64_t direct_bytes = 0, fresh_bytes = 0;
     for (size_t i = 0; i < n; i++) {
         uint64_t a = r[i].off, b = r[i].off + r[i].len;
         uint64_t fa = a > fresh ? a : fresh;              /* [fa, b): fresh */
-        if (b > fa) {
-            grown[ngrown++] = (heap_range){fa, b - fa};
+        if (b > fa)
             fresh_bytes += b - fa;
-        }
         uint64_t db = b < fresh ? b : fresh;              /* [da, db): direct */
         uint64_t da = a > floor ? a : floor;
         if (db > da) {
@@ -635,11 +630,8 @@ static int commit_alone(objstore_txn *t)
         store_hook("direct-pwrite");
         hs = write_spans(s, direct, ndirect);
     }
-    if (!hs && ngrown)
-        hs = write_spans(s, grown, ngrown);
     free(direct);
-    free(grown);
-    if (!hs && (ndirect || ngrown || heap_size_unsynced(s->heap))) {
+    if (!hs && (ndirect || fresh_bytes || heap_size_unsynced(s->heap))) {
         /* Direct bytes, fresh bytes and a grown length must be durable
          * before LMDB's commit refers to them. */
         store_hook("direct-fdatasync");
