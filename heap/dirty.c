@@ -27,10 +27,11 @@
 
 void heap_mark_dirty_lines(heap_t *h, uint64_t off, uint64_t len)
 {
-    if (len == 0 || off >= h->mapped)
-        return;
-    if (len > h->mapped - off)
-        len = h->mapped - off;
+    uint64_t end_at = h->mapped < h->view.fresh_from ? h->mapped : h->view.fresh_from;
+    if (len == 0 || off >= end_at)
+        return;   /* the fresh range is not tracked (heap_fresh_from) */
+    if (len > end_at - off)
+        len = end_at - off;
     uint64_t end = off + len - 1;
     if ((off >> HEAP_PAGE_SHIFT) == (end >> HEAP_PAGE_SHIFT)) {
         /* Fast path: one page, often with its lines already marked. */
@@ -237,7 +238,7 @@ heap_status heap_forget_free(heap_t *h)
     size_t keep = 0;
     for (size_t i = 0; i < h->dirty_pages.n; i++) {
         uint64_t p = h->dirty_pages.v[i], off = p << HEAP_PAGE_SHIFT;
-        if (off < h->fresh_from && page_in_free_pool(h, off) && u64vec_push(&drop, p))
+        if (off < h->view.fresh_from && page_in_free_pool(h, off) && u64vec_push(&drop, p))
             h->line_mask[p] = 0;
         else
             h->dirty_pages.v[keep++] = p;
@@ -315,7 +316,7 @@ heap_status heap_check_unmarked(heap_t *h)
         qsort(h->priv_pages.v, h->priv_pages.n, sizeof(uint64_t), cmp_u64);
     uint64_t first = (uint64_t)(uintptr_t)h->base >> HEAP_PAGE_SHIFT;
     uint64_t npages = h->mapped >> HEAP_PAGE_SHIFT;
-    uint64_t anon = h->fresh_from == UINT64_MAX ? npages : h->fresh_from >> HEAP_PAGE_SHIFT;
+    uint64_t anon = h->view.fresh_from == UINT64_MAX ? npages : h->view.fresh_from >> HEAP_PAGE_SHIFT;
     uint64_t buf[512];
     heap_status st = HEAP_OK;
     for (uint64_t p = 0; p < anon && !st; p += 512) {

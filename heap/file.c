@@ -342,15 +342,15 @@ static heap_status map_region(heap_t *h, uint64_t upto, bool fresh)
     if (p == MAP_FAILED)
         return heap_seterr(h, HEAP_ENOMEM, "%s: mmap: %s", h->path, strerror(errno));
     heap_advise_mapping(p, upto - h->mapped);
-    if (fresh && h->fresh_from == UINT64_MAX)
-        h->fresh_from = h->mapped;
+    if (fresh && h->view.fresh_from == UINT64_MAX)
+        h->view.fresh_from = h->mapped;
     h->mapped = upto;
     return HEAP_OK;
 }
 
 uint64_t heap_fresh_from(const heap_t *h)
 {
-    return h->fresh_from;
+    return h->view.fresh_from;
 }
 
 static heap_status map_more(heap_t *h, uint64_t upto)
@@ -360,9 +360,9 @@ static heap_status map_more(heap_t *h, uint64_t upto)
 
 heap_status heap_unshare(heap_t *h)
 {
-    if (h->fresh_from == UINT64_MAX)
+    if (h->view.fresh_from == UINT64_MAX)
         return HEAP_OK;
-    uint64_t from = h->fresh_from;
+    uint64_t from = h->view.fresh_from;
     void *p = mmap(h->base + from, h->mapped - from, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, h->fd, (off_t)from);
     /* (The shared pages' bytes are the file's: nothing is lost.) */
@@ -371,7 +371,7 @@ heap_status heap_unshare(heap_t *h)
         return heap_seterr(h, HEAP_ENOMEM, "%s: mmap: %s", h->path, strerror(errno));
     }
     heap_advise_mapping(p, h->mapped - from);
-    h->fresh_from = UINT64_MAX;
+    h->view.fresh_from = UINT64_MAX;
     return HEAP_OK;
 }
 
@@ -484,7 +484,7 @@ heap_status heap_open(const char *path, const heap_open_opts *opts, heap_t **out
         goto fail_fd;
     }
     h->base = base;
-    h->fresh_from = UINT64_MAX;
+    h->view.fresh_from = UINT64_MAX;
     alloc_view(h);
     madvise(base, h->reserve, MADV_DONTFORK);
     if ((st = alloc_line_masks(h))) {
@@ -645,8 +645,8 @@ heap_status heap_truncate(heap_t *h)
         for (uint64_t pg = len >> HEAP_PAGE_SHIFT; pg < (h->mapped >> HEAP_PAGE_SHIFT); pg++)
             h->line_mask[pg] = 0;
         h->mapped = len;
-        if (h->fresh_from >= len)
-            h->fresh_from = UINT64_MAX;
+        if (h->view.fresh_from >= len)
+            h->view.fresh_from = UINT64_MAX;
     }
     if (ftruncate(h->fd, (off_t)len) != 0)
         return heap_seterr(h, HEAP_EIO, "%s: ftruncate: %s", h->path, strerror(errno));

@@ -174,6 +174,7 @@ typedef struct heap_view {
     _Atomic uint64_t *vbits;
     _Atomic uint8_t *pool_cls;
     const uint64_t *line_mask;  /* heap_internal.h: for heap_mark_dirty's test */
+    uint64_t fresh_from;        /* see heap_fresh_from */
     bool failed;                /* see heap_failed */
 } heap_view;
 
@@ -283,11 +284,15 @@ bool heap_next_live(const heap_t *h, uint64_t *cursor, uint64_t *off);
 /* Marks [off, off+len) dirty; must be called before the bytes change.
  * Inline, the common case of a range within one page whose lines are all
  * marked already (a new object's header, its slots, a count changed twice)
- * costs one load and returns. */
+ * costs one load and returns.  Bytes in the fresh range (heap_fresh_from)
+ * are not tracked at all: they are in the page cache already, and a commit
+ * needs only heap_sync for them. */
 void heap_mark_dirty_lines(heap_t *h, uint64_t off, uint64_t len);
 static inline void heap_mark_dirty(heap_t *h, uint64_t off, uint64_t len)
 {
     const heap_view *v = (const heap_view *)h;
+    if (off >= v->fresh_from)
+        return;   /* mapped shared: in the page cache already (heap_fresh_from) */
     uint64_t end = off + len - 1;
     if (len && off < v->reserve && (off >> 12) == (end >> 12)) {
         uint64_t lo = (off >> 6) & 63, hi = (end >> 6) & 63;
@@ -368,8 +373,9 @@ heap_status heap_sync(heap_t *h);
 /* Offset from which the heap is mapped MAP_SHARED because it grew past the
  * file's end in this transaction (UINT64_MAX: nowhere).  Bytes written there
  * are in the file's page cache already: a commit needs no redo and no pwrite
- * for them, only heap_sync before its commit point.  heap_mark_clean and
- * heap_discard map the range private again. */
+ * for them, only heap_sync before its commit point, and heap_mark_dirty does
+ * not track them (they never appear in heap_dirty_ranges).  heap_mark_clean
+ * and heap_discard map the range private again. */
 uint64_t heap_fresh_from(const heap_t *h);
 
 /* True when the file grew since the last heap_sync: its new length must be

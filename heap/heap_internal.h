@@ -13,7 +13,7 @@
  *   line_mask[p]     dirty 64-byte lines of 4 KiB page p (bit i = line i)
  *   dirty_pages      the pages whose line_mask is non-zero, unsorted
  *   priv_pages       pages written back but still private copies
- *   fresh_from       arenas grown past the file's old end in this transaction
+ *   view.fresh_from  arenas grown past the file's old end in this transaction
  *                    are mapped MAP_SHARED (file.c map_region), until the
  *                    transaction ends
  */
@@ -69,7 +69,6 @@ struct heap {
     /* dirty tracking */
     uint64_t *line_mask;      /* reserve/4K entries, anonymous NORESERVE */
     uint64_t npages_cap;
-    uint64_t fresh_from;      /* fresh arenas mapped shared from here */
     bool grown_unsynced;      /* file grown since the last fdatasync */
     struct u64vec dirty_pages;
     struct u64vec priv_pages;

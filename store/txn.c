@@ -583,7 +583,8 @@ static int commit_alone(objstore_txn *t)
 
     /* Three kinds of dirty bytes, by address:
      *   [fresh, ...)     arenas grown past the file's old end, mapped shared:
-     *                    already in the page cache, need only the sync;
+     *                    already in the page cache, need only the sync (and
+     *                    are not in the dirty ranges);
      *   [floor, fresh)   above everything committed or in a live redo
      *                    record: written directly when there are enough;
      *   [0, floor)       through the redo log. */
@@ -598,12 +599,11 @@ static int commit_alone(objstore_txn *t)
         return store_err(OBJSTORE_ENOMEM, "out of memory");
     }
     size_t nredo = 0, ndirect = 0;
-    uint64_t direct_bytes = 0, fresh_bytes = 0;
+    uint64_t direct_bytes = 0;
+    /* Fresh arenas are not tracked line by line: all of them is synced. */
+    uint64_t fresh_bytes = fresh < heap_size(s->heap) ? heap_size(s->heap) - fresh : 0;
     for (size_t i = 0; i < n; i++) {
         uint64_t a = r[i].off, b = r[i].off + r[i].len;
-        uint64_t fa = a > fresh ? a : fresh;              /* [fa, b): fresh */
-        if (b > fa)
-            fresh_bytes += b - fa;
         uint64_t db = b < fresh ? b : fresh;              /* [da, db): direct */
         uint64_t da = a > floor ? a : floor;
         if (db > da) {
@@ -631,7 +631,7 @@ static int commit_alone(objstore_txn *t)
         hs = write_spans(s, direct, ndirect);
     }
     free(direct);
-    if (!hs && (ndirect || fresh_bytes || heap_size_unsynced(s->heap))) {
+    if (!hs && (ndirect || fresh != UINT64_MAX || heap_size_unsynced(s->heap))) {
         /* Direct bytes, fresh bytes and a grown length must be durable
          * before LMDB's commit refers to them. */
         store_hook("direct-fdatasync");

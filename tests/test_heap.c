@@ -1235,6 +1235,42 @@ START_TEST(test_dropping_clean_pages_keeps_their_bytes)
 }
 END_TEST
 
+/* Arenas grown in a transaction are mapped shared: what is written there
+ * is in the page cache at once, so it is not tracked line by line (a commit
+ * only syncs it), and it is there after the sync and a reopen. */
+START_TEST(test_bytes_in_arenas_grown_this_transaction_are_untracked_and_reach_the_file)
+{
+    heap_t *h = new_heap(0);
+    commit(h);
+    ck_assert_uint_eq(heap_fresh_from(h), UINT64_MAX);
+    uint64_t len = 2 * heap_size(h);   /* more than the heap has: it grows */
+    uint64_t blk = must_alloc(h, len);
+    uint64_t fresh = heap_fresh_from(h);
+    ck_assert_msg(fresh != UINT64_MAX && fresh < blk + len,
+                  "block [%llu, +%llu) not in the grown range from %llu", U(blk), U(len),
+                  U(fresh));
+    fill(h, blk, len, 99);
+    const heap_range *r;
+    size_t nr = heap_dirty_ranges(h, &r);
+    ck_assert_uint_gt(nr, 0);   /* the header and the tables below it */
+    for (size_t i = 0; i < nr; i++)
+        ck_assert_msg(r[i].off + r[i].len <= fresh, "dirty range [%llu, +%llu) in the "
+                      "grown range from %llu", U(r[i].off), U(r[i].len), U(fresh));
+    commit(h);
+    ck_assert_uint_eq(heap_fresh_from(h), UINT64_MAX);
+    heap_close(h);
+
+    h = open_heap(g_path);
+    ck_assert(heap_is_live(h, blk));
+    must_hold(h, blk, len, 99);
+    fill(h, blk + len - 64, 64, 5);   /* mapped private again: tracked */
+    nr = heap_dirty_ranges(h, &r);
+    ck_assert_uint_eq(nr, 1);
+    ck_assert_uint_eq(r[0].off, blk + len - 64);
+    heap_close(h);
+}
+END_TEST
+
 START_TEST(test_dirty_ranges_are_aligned_sorted_coalesced_and_cover_every_mark)
 {
     heap_t *h = new_heap(0);
@@ -2011,6 +2047,7 @@ static Suite *heap_suite(void)
     tcase_add_test(tc, test_discard_brings_back_the_committed_bytes_and_allocation_state);
     tcase_add_test(tc, test_dropping_clean_pages_keeps_their_bytes);
     tcase_add_test(tc, test_dirty_ranges_are_aligned_sorted_coalesced_and_cover_every_mark);
+    tcase_add_test(tc, test_bytes_in_arenas_grown_this_transaction_are_untracked_and_reach_the_file);
     tcase_add_test(tc, test_write_range_then_mark_clean_commits_in_pieces);
     tcase_add_test(tc, test_apply_without_file_changes_ram_only_and_with_file_persists);
     tcase_add_test(tc, test_releasing_the_tail_shrinks_the_file_after_frees);
