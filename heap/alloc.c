@@ -114,14 +114,14 @@ static inline uint64_t table_off(uint64_t k)
     return (k << HEAP_ARENA_SHIFT) + HEAP_TABLE_OFFSET;
 }
 
-static void mark_desc(heap_t *h, uint64_t k, unsigned i, unsigned n)
+static inline void mark_desc(heap_t *h, uint64_t k, unsigned i, unsigned n)
 {
     heap_mark_dirty(h, table_off(k) + offsetof(struct heap_arena_table, pool) +
                            (uint64_t)i * sizeof(struct heap_pooldesc),
                     (uint64_t)n * sizeof(struct heap_pooldesc));
 }
 
-static void mark_bitmap_word(heap_t *h, uint64_t k, unsigned i, unsigned w)
+static inline void mark_bitmap_word(heap_t *h, uint64_t k, unsigned i, unsigned w)
 {
     heap_mark_dirty(h, table_off(k) + offsetof(struct heap_arena_table, bitmap) +
                            ((uint64_t)i * HEAP_BITMAP_WORDS + w) * 8, 8);
@@ -419,7 +419,7 @@ static heap_status arena_with_room(heap_t *h, unsigned need, uint64_t *k)
     return HEAP_OK;
 }
 
-static void zero_block(heap_t *h, uint64_t off, uint64_t len)
+static inline void zero_block(heap_t *h, uint64_t off, uint64_t len)
 {
     len = (len + HEAP_ALIGN - 1) & ~(uint64_t)(HEAP_ALIGN - 1);
     heap_mark_dirty(h, off, len);
@@ -436,7 +436,10 @@ static void zero_block(heap_t *h, uint64_t off, uint64_t len)
 
 static heap_status alloc_small(heap_t *h, unsigned c, uint64_t *off)
 {
-    uint64_t gp = bitset_next(&h->usable[c], 0);
+    bitset *u = &h->usable[c];   /* bitset_next(u, 0), its common case inline */
+    uint64_t gp = u->lo < u->nwords && u->w[u->lo]
+                      ? (u->lo << 6) + (uint64_t)__builtin_ctzll(u->w[u->lo])
+                      : bitset_next(u, 0);
     if (gp == UINT64_MAX || gp >= h->narenas * HEAP_POOLS_PER_ARENA) {
         uint64_t k;
         heap_status st = arena_with_room(h, 1, &k);
@@ -566,7 +569,7 @@ static inline void view_forget(heap_t *h, uint64_t off)
 }
 
 /* Accounts for `freed` blocks just cleared in small pool i of arena k. */
-static void small_freed(heap_t *h, uint64_t k, unsigned i, struct heap_pooldesc *d,
+static inline void small_freed(heap_t *h, uint64_t k, unsigned i, struct heap_pooldesc *d,
                         unsigned freed)
 {
     if (!freed)
@@ -586,6 +589,15 @@ static void small_freed(heap_t *h, uint64_t k, unsigned i, struct heap_pooldesc 
     }
 }
 
+/* Clears live block b (at off) of small pool i of arena k in its bitmap bm. */
+static inline void clear_block(heap_t *h, uint64_t k, unsigned i, uint64_t *bm, uint64_t off,
+                               unsigned b)
+{
+    view_forget(h, off);
+    mark_bitmap_word(h, k, i, b / 64);
+    bm[b >> 6] &= ~(UINT64_C(1) << (b & 63));
+}
+
 heap_status heap_free(heap_t *h, uint64_t off)
 {
     if (heap_readonly(h))
@@ -596,14 +608,14 @@ heap_status heap_free(heap_t *h, uint64_t off)
     if (!d)
         return heap_seterr(h, HEAP_EBADOFF, "%s: free of offset %llu: not a live block",
                            h->path, (unsigned long long)off);
-    view_forget(h, off);
     struct heap_arena_table *t = heap_table(h, k);
-    switch (d->kind) {
-    case HEAP_POOL_SMALL:
-        mark_bitmap_word(h, k, i, b / 64);
-        t->bitmap[i][b / 64] &= ~(UINT64_C(1) << (b & 63));
+    if (d->kind == HEAP_POOL_SMALL) {
+        clear_block(h, k, i, t->bitmap[i], off, b);
         small_freed(h, k, i, d, 1);
         return HEAP_OK;
+    }
+    view_forget(h, off);
+    switch (d->kind) {
     case HEAP_POOL_RUN: {
         unsigned n = d->npools;
         mark_desc(h, k, i, n);
@@ -641,11 +653,13 @@ heap_status heap_free_many(heap_t *h, const uint64_t *offs, size_t n, size_t *do
                 j++;
             continue;
         }
-        /* The run of offsets in this pool: each checked as heap_live_desc
-         * does, with the pool's lookup done once. */
-        unsigned c = d->cls & (HEAP_NCLASSES - 1), freed = 0;
+        /* The run of offsets in this pool: the first was checked by
+         * heap_live_desc, the rest are checked as it does, with the pool's
+         * lookup done once. */
+        unsigned c = d->cls & (HEAP_NCLASSES - 1), freed = 1;
         uint64_t *bm = heap_table(h, k)->bitmap[i], pool = off >> HEAP_POOL_SHIFT;
-        for (; j < n && (offs[j] >> HEAP_POOL_SHIFT) == pool; j++) {
+        clear_block(h, k, i, bm, off, b);
+        for (j++; j < n && (offs[j] >> HEAP_POOL_SHIFT) == pool; j++, freed++) {
             off = offs[j];
             uint32_t units = (uint32_t)((off & (HEAP_POOL_SIZE - 1)) >> 4);
             b = (uint32_t)(((uint64_t)units * heap_unit_recip[c]) >> 20);
@@ -655,10 +669,7 @@ heap_status heap_free_many(heap_t *h, const uint64_t *offs, size_t n, size_t *do
                                  h->path, (unsigned long long)off);
                 break;
             }
-            view_forget(h, off);
-            mark_bitmap_word(h, k, i, b / 64);
-            bm[b >> 6] &= ~(UINT64_C(1) << (b & 63));
-            freed++;
+            clear_block(h, k, i, bm, off, b);
         }
         small_freed(h, k, i, d, freed);
     }

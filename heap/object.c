@@ -205,9 +205,13 @@ void heap_view_forget(heap_t *h, uint64_t off)
 {
     if (!h->view.vbits || off >= h->reserve)
         return;
+    /* Frees run under the store's write lock, with no reader beside them
+     * (readers set bits with fetch_or among themselves): a load and a store
+     * do, without a locked instruction per free. */
     uint64_t u = off >> 4;
-    atomic_fetch_and_explicit(&h->view.vbits[u >> 6], ~(UINT64_C(1) << (u & 63)),
-                              memory_order_relaxed);
+    _Atomic uint64_t *w = &h->view.vbits[u >> 6];
+    atomic_store_explicit(w, atomic_load_explicit(w, memory_order_relaxed) &
+                                 ~(UINT64_C(1) << (u & 63)), memory_order_relaxed);
 }
 
 heap_status heap_obj_new(heap_t *h, uint32_t type, uint32_t nrefs, uint64_t payload,

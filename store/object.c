@@ -186,11 +186,25 @@ static int keep_in_zct(objstore *s, uint64_t oid)
     return oidset_add(&s->zct, oid);
 }
 
+/* Frees the drain's dead objects, a batch at a time: children of one
+ * parent lie together, so a pool is looked up once for many (heap_free_many). */
+#define DRAIN_BATCH 1024
+static int free_dead(objstore *s, struct u64vec *dead)
+{
+    heap_status hs = heap_free_many(s->heap, dead->v, dead->n, NULL);
+    dead->n = 0;
+    return hs ? store_heap_err(s, hs) : OBJSTORE_OK;
+}
+
 int store_drain_zct(objstore *s, uint64_t budget)
 {
-    struct u64vec w = {0};
+    struct u64vec w = {0}, dead = {0};
     uint64_t oid;
     int rc = OBJSTORE_OK;
+    /* Pins change only in transactions, and none runs beside this one. */
+    pthread_mutex_lock(&s->pin_lock);
+    bool pins = s->pins.n != 0;
+    pthread_mutex_unlock(&s->pin_lock);
     /* Usually every new object got linked: then the list need not be read. */
     for (size_t i = 0; !rc && s->created_at_zero && i < s->ncreated; i++) {
         if (i + 8 < s->ncreated)
@@ -223,7 +237,7 @@ int store_drain_zct(objstore *s, uint64_t budget)
             oidset_remove(&s->zct, oid);   /* relinked in this transaction */
             continue;
         }
-        if (freed >= budget || pinned(s, oid)) {
+        if (freed >= budget || (pins && pinned(s, oid))) {
             if (direct) {   /* at 0 now, recorded nowhere yet */
                 heap_obj_set_refcount(s->heap, oid, 0);
                 rc = oidset_add(&s->zct, oid);
@@ -258,20 +272,25 @@ int store_drain_zct(objstore *s, uint64_t budget)
         }
         if (rc)
             break;
-        if ((rc = store_weak_freeing(s, oid)))
+        /* Weak references and candidates rarely know it: when their sets
+         * are empty they cost no call. */
+        if ((s->weak_cnt.n || s->weak_type) && (rc = store_weak_freeing(s, oid)))
             break;
-        oidset_remove(&s->cand, oid);
+        if (s->cand.added.n || s->cand.committed.n)
+            oidset_remove(&s->cand, oid);
         if (!direct) {
             oidset_remove(&s->zct, oid);
             u64map_del(&s->zeroed, oid);
         }
-        hs = heap_free(s->heap, oid);
-        if (hs) {
-            rc = store_heap_err(s, hs);
+        /* Its block goes with the next batch: its bytes stay as they are
+         * until then, and nothing live refers to it. */
+        if ((rc = push(&dead, oid)) || (dead.n >= DRAIN_BATCH && (rc = free_dead(s, &dead))))
             break;
-        }
         freed++;
     }
+    if (!rc)
+        rc = free_dead(s, &dead);
+    free(dead.v);
     free(w.v);
     /* Every zeroed object was in the work list; none may leave the
      * transaction with an unwritten 0 (R5). */
