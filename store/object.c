@@ -196,6 +196,22 @@ static int free_dead(objstore *s, struct u64vec *dead)
     return hs ? store_heap_err(s, hs) : OBJSTORE_OK;
 }
 
+/* The last steps of a free: weak references to it are cleared, it leaves
+ * the candidates, and its block goes with the next batch (its bytes stay as
+ * they are until then, and nothing live refers to it).  Weak references and
+ * candidates rarely know it: when their sets are empty they cost no call. */
+static int let_go(objstore *s, uint64_t oid, struct u64vec *dead)
+{
+    int rc = OBJSTORE_OK;
+    if ((s->weak_cnt.n || s->weak_type) && (rc = store_weak_freeing(s, oid)))
+        return rc;
+    if (s->cand.added.n || s->cand.committed.n)
+        oidset_remove(&s->cand, oid);
+    if ((rc = push(dead, oid)))
+        return rc;
+    return dead->n >= DRAIN_BATCH ? free_dead(s, dead) : OBJSTORE_OK;
+}
+
 int store_drain_zct(objstore *s, uint64_t budget)
 {
     struct u64vec w = {0}, dead = {0};
@@ -261,8 +277,14 @@ int store_drain_zct(objstore *s, uint64_t budget)
                                i, (unsigned long long)child);
                 break;
             }
-            if (last_ref(s, child)) {
-                rc = push(&w, child | DRAIN_DIRECT);   /* R7 */
+            if (last_ref(s, child)) {   /* R7 */
+                if (heap_obj_at(s->heap, child)->nrefs == 0 && freed < budget &&
+                    !(pins && pinned(s, child))) {
+                    rc = let_go(s, child, &dead);   /* a leaf: nothing to visit */
+                    freed += !rc;
+                } else {
+                    rc = push(&w, child | DRAIN_DIRECT);
+                }
                 continue;
             }
             if ((rc = store_decref(s, child)))
@@ -272,19 +294,11 @@ int store_drain_zct(objstore *s, uint64_t budget)
         }
         if (rc)
             break;
-        /* Weak references and candidates rarely know it: when their sets
-         * are empty they cost no call. */
-        if ((s->weak_cnt.n || s->weak_type) && (rc = store_weak_freeing(s, oid)))
-            break;
-        if (s->cand.added.n || s->cand.committed.n)
-            oidset_remove(&s->cand, oid);
         if (!direct) {
             oidset_remove(&s->zct, oid);
             u64map_del(&s->zeroed, oid);
         }
-        /* Its block goes with the next batch: its bytes stay as they are
-         * until then, and nothing live refers to it. */
-        if ((rc = push(&dead, oid)) || (dead.n >= DRAIN_BATCH && (rc = free_dead(s, &dead))))
+        if ((rc = let_go(s, oid, &dead)))
             break;
         freed++;
     }
