@@ -123,8 +123,8 @@ extern const uint16_t heap_class_nblocks[HEAP_NCLASSES];   /* 1024 / (c + 1) */
  * the descriptor of the pool holding the live block that starts at off, or
  * NULL when off is not a live block's start.  On success *k, *i are its
  * arena and pool, and *b its block number in a small pool (0 otherwise). */
-static inline struct heap_pooldesc *heap_live_desc(const heap_t *h, uint64_t off, uint64_t *k,
-                                                   unsigned *i, unsigned *b)
+static inline __attribute__((always_inline)) struct heap_pooldesc *
+heap_live_desc(const heap_t *h, uint64_t off, uint64_t *k, unsigned *i, unsigned *b)
 {
     if (off == 0 || (off & (HEAP_ALIGN - 1)) || off >= (h->narenas << HEAP_ARENA_SHIFT))
         return NULL;
