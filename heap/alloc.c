@@ -716,5 +716,11 @@ heap_status heap_cut_fresh_tail(heap_t *h, uint64_t committed)
     if (h->narenas <= least || !release_down_to(h, least))
         return h->view.failed ? heap_seterr(h, HEAP_EFAILED, "%s: handle failed earlier", h->path)
                          : HEAP_OK;
-    return heap_truncate(h);
+    heap_status st = heap_truncate(h);
+    /* Back to the committed length, which the commit that recorded it made
+     * durable: no sync is owed for the growth (after a crash the file is at
+     * least that long, whether or not the cut reached the disk). */
+    if (!st && h->narenas == least)
+        h->grown_unsynced = false;
+    return st;
 }

@@ -405,7 +405,9 @@ uint64_t heap_release_tail(heap_t *h);
  * transaction grew and filled only with objects it freed itself.  Nothing
  * committed lies there, so the file is cut back (heap_truncate) before the
  * commit writes anything, and their pages, never written, are dropped
- * unwritten.  The header's new arena count is the commit's to write. */
+ * unwritten.  The header's new arena count is the commit's to write.  Cut
+ * back to `committed` itself, the growth owes no sync any more
+ * (heap_size_unsynced is false again). */
 heap_status heap_cut_fresh_tail(heap_t *h, uint64_t committed);
 
 /* Shrinks the file to the heap length (remaps the tail PROT_NONE first). */

@@ -1238,6 +1238,39 @@ END_TEST
 /* Arenas grown in a transaction are mapped shared: what is written there
  * is in the page cache at once, so it is not tracked line by line (a commit
  * only syncs it), and it is there after the sync and a reopen. */
+/* A transaction's growth that held only its own garbage is cut at commit;
+ * cut back to the committed length, it owes no sync, and the file is that
+ * long again.  A growth that keeps a live block still owes one. */
+START_TEST(test_a_growth_cut_back_to_the_committed_length_owes_no_sync)
+{
+    heap_t *h = new_heap(0);
+    commit(h);
+    uint64_t committed = heap_size(h);
+    uint64_t big = must_alloc(h, 2 * committed);   /* grows the heap */
+    ck_assert_uint_gt(heap_size(h), committed);
+    ck_assert(heap_size_unsynced(h));
+    must_free(h, big);
+    ck_assert_int_eq(heap_cut_fresh_tail(h, committed), HEAP_OK);
+    ck_assert_uint_eq(heap_size(h), committed);
+    ck_assert(!heap_size_unsynced(h));
+    struct stat sb;
+    ck_assert_int_eq(stat(g_path, &sb), 0);
+    ck_assert_uint_eq((uint64_t)sb.st_size, committed);
+
+    /* Grown again, and part of it kept: the new length must be synced. */
+    big = must_alloc(h, 2 * committed);
+    uint64_t kept = must_alloc(h, committed + HEAP_ARENA_SIZE);
+    must_free(h, big);
+    ck_assert_int_eq(heap_cut_fresh_tail(h, committed), HEAP_OK);
+    ck_assert_uint_gt(heap_size(h), committed);
+    ck_assert(heap_is_live(h, kept));
+    ck_assert(heap_size_unsynced(h));
+    commit(h);
+    ck_assert(!heap_size_unsynced(h));
+    heap_close(h);
+}
+END_TEST
+
 START_TEST(test_bytes_in_arenas_grown_this_transaction_are_untracked_and_reach_the_file)
 {
     heap_t *h = new_heap(0);
@@ -2048,6 +2081,7 @@ static Suite *heap_suite(void)
     tcase_add_test(tc, test_dropping_clean_pages_keeps_their_bytes);
     tcase_add_test(tc, test_dirty_ranges_are_aligned_sorted_coalesced_and_cover_every_mark);
     tcase_add_test(tc, test_bytes_in_arenas_grown_this_transaction_are_untracked_and_reach_the_file);
+    tcase_add_test(tc, test_a_growth_cut_back_to_the_committed_length_owes_no_sync);
     tcase_add_test(tc, test_write_range_then_mark_clean_commits_in_pieces);
     tcase_add_test(tc, test_apply_without_file_changes_ram_only_and_with_file_persists);
     tcase_add_test(tc, test_releasing_the_tail_shrinks_the_file_after_frees);
