@@ -31,14 +31,21 @@
 #include "gc_set.h"
 #include "u64map.h"
 
+/* Trial counts are 32 bits (Y1: half the memory of 64).  A count above
+ * TRIAL_CAP is taken as referenced from outside at once: no young set holds
+ * that many slots, and if one did, keeping the object is only conservative. */
+#define TRIAL_CAP   (INT32_MAX / 4)
+#define TRIAL_BLACK INT32_MAX          /* reached from outside, or held */
+#define TRIAL_HELD  (INT32_MAX / 2)    /* Y4, and counts past TRIAL_CAP */
+
 heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_result *r)
 {
     *r = (gc_result){0};
     heap_t *h = env->heap;
     gc_set *y = NULL;
     uint64_t *order = NULL;
-    int64_t *trial = NULL;
-    uint32_t *nrefs = NULL, *stack = NULL;
+    int32_t *trial = NULL;
+    uint32_t *stack = NULL;
     struct u64vec garbage = {0};
     heap_status st = HEAP_ENOMEM;
     if (!n)
@@ -57,50 +64,53 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
     uint64_t m = y->n;
     order = gc_array(m, sizeof *order, false);
     trial = gc_array(m, sizeof *trial, true);
-    nrefs = gc_array(m, sizeof *nrefs, false);
-    stack = gc_array(m, sizeof *stack, false);
-    if (!order || !trial || !nrefs || !stack || !gc_set_rank(y, order))
+    stack = gc_array(m, sizeof *stack, false);   /* touched only when used */
+    if (!order || !trial || !stack || !gc_set_rank(y, order))
         goto out;
     /* One pass over the objects, in address order: each count in, each
-     * edge inside out.  The slot counts are kept so that blackening reads
-     * no leaf's header. */
+     * edge inside out (saturating: a count that cannot go lower stays
+     * below 0, which is what it would be). */
     for (uint64_t k = 0; k < m; k++) {
         if (k + 8 < m)
             __builtin_prefetch(heap_ptr(h, order[k + 8]));
         uint64_t c = env->count(env->ctx, order[k]);
-        trial[k] += c > HEAP_MAX_REFCOUNT ? (int64_t)HEAP_MAX_REFCOUNT : (int64_t)c;
+        if (c == 0 || c > TRIAL_CAP) {
+            /* Y4 (the drain's, and what it holds lives until then), or
+             * referenced from outside for sure. */
+            trial[k] = TRIAL_HELD;
+            if (c == 0)
+                continue;
+        } else {
+            trial[k] += (int32_t)c;
+        }
         uint32_t nr = heap_obj_at(h, order[k])->nrefs;
         const uint64_t *slot = heap_obj_slots(h, order[k]);
-        nrefs[k] = nr;
-        if (c == 0) {   /* Y4: the drain's, and what it holds lives until then */
-            trial[k] = INT64_MAX / 2;
-            continue;
-        }
         for (uint32_t j = 0; j < nr; j++) {
             int64_t q = slot[j] ? gc_set_index(y, slot[j]) : -1;
-            if (q >= 0)
+            if (q >= 0 && trial[q] != INT32_MIN)
                 trial[q]--;
         }
     }
 
     /* Referenced from outside (trial > 0): black, with everything young it
-     * reaches; then the held (Y3), the same way.  Black is written as a
-     * trial count of INT64_MAX: the counts are not needed any more. */
+     * reaches; then the held (Y3), the same way.  Black is written as
+     * TRIAL_BLACK: the counts are not needed any more. */
     for (int pass = 0; pass < (env->held ? 2 : 1); pass++) {
         size_t top = 0;
         for (uint64_t k = 0; k < m; k++)
-            if (trial[k] != INT64_MAX &&
+            if (trial[k] != TRIAL_BLACK &&
                 (pass == 0 ? trial[k] > 0 : env->held(env->ctx, order[k]))) {
-                trial[k] = INT64_MAX;
+                trial[k] = TRIAL_BLACK;
                 stack[top++] = (uint32_t)k;
             }
         while (top) {
             uint32_t k = stack[--top];
-            const uint64_t *slot = nrefs[k] ? heap_obj_slots(h, order[k]) : NULL;
-            for (uint32_t i = 0; i < nrefs[k]; i++) {
+            uint32_t nr = heap_obj_at(h, order[k])->nrefs;
+            const uint64_t *slot = heap_obj_slots(h, order[k]);
+            for (uint32_t i = 0; i < nr; i++) {
                 int64_t j = slot[i] ? gc_set_index(y, slot[i]) : -1;
-                if (j >= 0 && trial[j] != INT64_MAX) {
-                    trial[j] = INT64_MAX;
+                if (j >= 0 && trial[j] != TRIAL_BLACK) {
+                    trial[j] = TRIAL_BLACK;
                     stack[top++] = (uint32_t)j;   /* each index once: fits in m */
                 }
             }
@@ -109,7 +119,7 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
     /* The garbage list is order[], compacted in place (address order). */
     size_t white = 0;
     for (uint64_t k = 0; k < m; k++) {
-        if (trial[k] == INT64_MAX)
+        if (trial[k] == TRIAL_BLACK)
             gc_set_remove(y, order[k]);   /* the set keeps the garbage */
         else
             order[white++] = order[k];
@@ -127,7 +137,6 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
 out:
     free(garbage.v);
     free(stack);
-    free(nrefs);
     free(trial);
     free(order);
     if (y) {

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include "gc.h"
 #include "gc_set.h"
 #include "test_store.h"
 
@@ -530,6 +531,58 @@ END_TEST
 /* The collectors' set (gc/gc_set.h): members in address order across
  * arenas, dense indexes in that order, and any other value -- unaligned,
  * out of range, in an arena with no member -- answers "not a member". */
+/* The young pass keeps its trial counts in 32 bits: a count too large for
+ * them must still read as referenced from outside, never as garbage. */
+struct young_counts {
+    uint64_t oid[4], count[4];
+};
+
+static uint64_t young_count(void *ctx, uint64_t oid)
+{
+    const struct young_counts *c = ctx;
+    for (int i = 0; i < 4; i++)
+        if (c->oid[i] == oid)
+            return c->count[i];
+    return 0;
+}
+
+START_TEST(test_the_young_pass_keeps_an_object_whatever_its_outside_count)
+{
+    char *path = ts_path(g_dir, "heap.1"), msg[HEAP_MSG_MAX];
+    ck_assert_ptr_nonnull(path);
+    ck_assert_int_eq(heap_create(path, NULL, msg), HEAP_OK);
+    heap_t *h;
+    ck_assert_int_eq(heap_open(path, NULL, &h, msg), HEAP_OK);
+    /* a <-> b, nothing else: garbage.  c <-> d, with c counted 2^40 (one
+     * from d, the rest from outside) and 2^31 + 1 in a second round. */
+    struct young_counts yc;
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(heap_obj_new(h, 0, 1, 8, &yc.oid[i]), HEAP_OK);
+    for (int i = 0; i < 4; i++) {
+        uint64_t *slot = heap_obj_slots(h, yc.oid[i]);
+        heap_mark_dirty(h, yc.oid[i] + HEAP_OBJ_HEADER, 8);
+        slot[0] = yc.oid[i ^ 1];
+        yc.count[i] = 1;
+    }
+    const uint64_t big[] = {UINT64_C(1) << 40, (UINT64_C(1) << 31) + 1, 1};
+    for (int round = 0; round < 3; round++) {
+        yc.count[2] = big[round];
+        gc_env env = {.heap = h, .count = young_count, .ctx = &yc};
+        gc_result r;
+        ck_assert_int_eq(gc_find_young(&env, yc.oid, 4, &r), HEAP_OK);
+        size_t want = round < 2 ? 2 : 4;   /* the last round: c <-> d is garbage too */
+        ck_assert_uint_eq(r.ngarbage, want);
+        ck_assert_uint_eq(r.garbage[0], yc.oid[0]);
+        ck_assert_uint_eq(r.garbage[1], yc.oid[1]);
+        for (int i = 0; i < 4; i++)
+            ck_assert_int_eq(gc_is_garbage(&r, yc.oid[i]), i < 2 || round == 2);
+        gc_result_free(&r);
+    }
+    heap_close(h);
+    free(path);
+}
+END_TEST
+
 START_TEST(test_the_collectors_set_numbers_its_members_in_address_order)
 {
     const uint64_t A = HEAP_ARENA_SIZE;
@@ -651,6 +704,7 @@ int main(void)
     tcase_add_loop_test(tc, test_a_collection_that_meets_a_damaged_slot_is_ecorrupt_and_frees_nothing, 0, 3);
     TCase *ts = ts_tcase(s, "set", 30);
     tcase_add_test(ts, test_the_collectors_set_numbers_its_members_in_address_order);
+    tcase_add_test(ts, test_the_young_pass_keeps_an_object_whatever_its_outside_count);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
