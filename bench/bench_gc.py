@@ -2,7 +2,7 @@
 """bench_gc.py -- CPython's own collector on the shapes of bench_gcpy.c
 (G1-G4, docs/BENCHMARKS.md), printed as RESULT lines (bench_util.h, B4).
 
-    python3 bench/bench_gc.py [-n SCALE] [-r REPS]
+    python3 bench/bench_gc.py [-n SCALE] [-r REPS] [-w G1|G2|G3|G4]
 
 Objects are lists (container objects CPython's gc tracks), as objstore's
 objects are; each figure is the best of REPS, in objects per second:
@@ -92,7 +92,7 @@ def g4(n):
 
 
 def main():
-    scale, reps = 1000000, 3
+    scale, reps, only = 1000000, 3, None
     args = sys.argv[1:]
     while args:
         if args[0] == "-n" and len(args) > 1:
@@ -101,11 +101,16 @@ def main():
         elif args[0] == "-r" and len(args) > 1:
             reps = int(args[1])
             args = args[2:]
+        elif args[0] == "-w" and len(args) > 1:
+            only = args[1]
+            args = args[2:]
         else:
-            sys.exit("usage: bench_gc.py [-n SCALE] [-r REPS]")
+            sys.exit("usage: bench_gc.py [-n SCALE] [-r REPS] [-w G1|G2|G3|G4]")
     print("# CPython %s, gc thresholds %s" % (sys.version.split()[0], gc.get_threshold()),
           flush=True)
     for name, fn in (("G1", g1), ("G2", g2), ("G3", g3), ("G4", g4)):
+        if only and name != only:
+            continue
         d = best(reps, lambda: fn(scale))
         print("RESULT workload=%s impl=cpython objects=%d objects_per_s=%.0f"
               % (name, scale, scale / d), flush=True)
