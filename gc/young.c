@@ -69,7 +69,8 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
         goto out;
     /* One pass over the objects, in address order: each count in, each
      * edge inside out (saturating: a count that cannot go lower stays
-     * below 0, which is what it would be). */
+     * below 0, which is what it would be; a held one, above TRIAL_CAP, is
+     * never counted down, however many young slots point at it). */
     for (uint64_t k = 0; k < m; k++) {
         if (k + 8 < m)
             __builtin_prefetch(heap_ptr(h, order[k + 8]));
@@ -87,8 +88,8 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
         const uint64_t *slot = heap_obj_slots(h, order[k]);
         for (uint32_t j = 0; j < nr; j++) {
             int64_t q = slot[j] ? gc_set_index(y, slot[j]) : -1;
-            if (q >= 0 && trial[q] != INT32_MIN)
-                trial[q]--;
+            if (q >= 0 && trial[q] != INT32_MIN && trial[q] <= TRIAL_CAP)
+                trial[q]--;   /* (a held one stays held) */
         }
     }
 

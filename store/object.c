@@ -255,6 +255,16 @@ int store_drain_zct(objstore *s, uint64_t budget)
         }
         if (freed >= budget || (pins && pinned(s, oid))) {
             if (direct) {   /* at 0 now, recorded nowhere yet */
+                /* Only a damaged count could have queued it after it went;
+                 * with the batch freed, its check says so (R4). */
+                if ((rc = free_dead(s, &dead)))
+                    break;
+                if (heap_check_ref(s->heap, oid) != HEAP_OK) {
+                    rc = store_err(OBJSTORE_ECORRUPT, "%s: object %llu is referenced more "
+                                   "often than its count says", s->dir,
+                                   (unsigned long long)oid);
+                    break;
+                }
                 heap_obj_set_refcount(s->heap, oid, 0);
                 rc = oidset_add(&s->zct, oid);
             } else {
@@ -278,7 +288,8 @@ int store_drain_zct(objstore *s, uint64_t budget)
                 break;
             }
             if (last_ref(s, child)) {   /* R7 */
-                if (heap_obj_at(s->heap, child)->nrefs == 0 && freed < budget &&
+                /* (freed + 1: the parent's own free is counted after.) */
+                if (heap_obj_at(s->heap, child)->nrefs == 0 && freed + 1 < budget &&
                     !(pins && pinned(s, child))) {
                     rc = let_go(s, child, &dead);   /* a leaf: nothing to visit */
                     freed += !rc;

@@ -858,6 +858,51 @@ START_TEST(test_a_redo_range_past_the_reserved_range_is_a_redo_error)
 }
 END_TEST
 
+/* A count lower than the references to an object (here 1 for two slots):
+ * when a commit frees the holder, the second slot must not find the object
+ * as if it were still there.  With the free budget spent at that point, the
+ * old and the new ways of freeing both meet it; the commit fails with
+ * ECORRUPT, rolls back, and the store is as it was. */
+START_TEST(test_a_count_below_its_references_is_ecorrupt_when_the_holder_goes)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid p = new_obj(t, 0, 2, 0), c = new_obj(t, 0, 0, 8);
+    set_ref(t, p, 0, c);
+    set_ref(t, p, 1, c);
+    root_set(t, "p", p);
+    commit(t);
+    close_store(s);
+
+    char *heap = heap_file();   /* FORMAT 1.3: the count is rc_bits' low 48 bits */
+    int fd = open(heap, O_RDWR | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    uint64_t rc;
+    ck_assert_int_eq(pread(fd, &rc, 8, (off_t)c), 8);
+    ck_assert_uint_eq(rc & HEAP_RC_MASK, 2);
+    rc = (rc & ~HEAP_RC_MASK) | 1;
+    ck_assert_int_eq(pwrite(fd, &rc, 8, (off_t)c), 8);
+    ck_assert_int_eq(fsync(fd), 0);
+    close(fd);
+    free(heap);
+
+    objstore_options o = { .free_budget = 2 };
+    s = open_store(g_store, &o);
+    t = wbegin(s);
+    OK(objstore_root_del(t, "p"));
+    EXPECT(OBJSTORE_ECORRUPT, objstore_commit(t));
+    ck_assert_msg(strstr(objstore_errmsg(), "more often than its count"),
+                  "message: %s", objstore_errmsg());
+    t = rbegin(s);
+    objstore_oid back;
+    OK(objstore_root_get(t, "p", &back));   /* rolled back: all of it is there */
+    ck_assert_uint_eq(back, p);
+    ck_assert_uint_eq(get_ref(t, p, 1), c);
+    commit(t);
+    close_store(s);
+}
+END_TEST
+
 /* A root entry LMDB holds that names no object can still be deleted. */
 START_TEST(test_a_damaged_root_entry_can_be_deleted)
 {
@@ -915,6 +960,7 @@ static Suite *store_damage_suite(void)
     tcase_add_test(tc, test_a_restored_older_heap_file_is_refused_as_a_mismatch);
     tcase_add_test(tc, test_a_restored_older_meta_is_refused_as_a_mismatch);
     tcase_add_test(tc, test_a_damaged_root_entry_can_be_deleted);
+    tcase_add_test(tc, test_a_count_below_its_references_is_ecorrupt_when_the_holder_goes);
 
     tc = ts_tcase(s, "redo", t);
     tcase_add_test(tc, test_a_pending_redo_record_is_replayed_at_open);

@@ -490,6 +490,41 @@ START_TEST(test_decref_to_zero_frees_the_whole_chain)
 }
 END_TEST
 
+/* The budget counts every free, a parent's leaves freed with it included:
+ * holders of 150 leaves put a holder's free at the budget's edge. */
+START_TEST(test_a_commit_freeing_holders_of_leaves_frees_no_more_than_its_budget)
+{
+    objstore_options o = { .free_budget = 1000 };
+    objstore *s = new_store(&o);
+    uint64_t start = get_stats(s).live_objects;
+    objstore_txn *t = wbegin(s);
+    objstore_oid root = new_obj(t, 0, 10, 0);
+    for (uint32_t h = 0; h < 10; h++) {
+        objstore_oid hold = new_obj(t, 0, 150, 0);
+        set_ref(t, root, h, hold);
+        for (uint32_t j = 0; j < 150; j++)
+            set_ref(t, hold, j, new_obj(t, 0, 0, 8));
+    }
+    root_set(t, "r", root);
+    commit(t);
+    const uint64_t all = 1 + 10 + 1500;
+    ck_assert_uint_eq(get_stats(s).live_objects, start + all);
+
+    t = wbegin(s);
+    OK(objstore_root_del(t, "r"));
+    commit(t);
+    uint64_t left = get_stats(s).live_objects - start;
+    ck_assert_msg(all - left == 1000, "the first commit freed %llu (budget 1000)",
+                  U(all - left));
+    verify_clean(s);   /* what waits is at a written 0, in the table */
+    empty_commit(s);
+    ck_assert_uint_eq(get_stats(s).live_objects, start);
+    ck_assert_uint_eq(get_stats(s).zct_entries, 0);
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
 START_TEST(test_a_commit_frees_at_most_its_budget_and_later_commits_drain_the_rest)
 {
     objstore_options o = { .free_budget = 1000 };
@@ -905,6 +940,7 @@ static Suite *store_refcount_suite(void)
     tc = ts_tcase(s, "cascades", slow);
     tcase_add_test(tc, test_decref_to_zero_frees_the_whole_chain);
     tcase_add_test(tc, test_a_commit_frees_at_most_its_budget_and_later_commits_drain_the_rest);
+    tcase_add_test(tc, test_a_commit_freeing_holders_of_leaves_frees_no_more_than_its_budget);
     tcase_add_test(tc, test_the_zero_count_table_survives_a_reopen_and_is_drained_at_open);
 
     tc = ts_tcase(s, "cycles", 60);
