@@ -206,8 +206,8 @@ void heap_view_forget(heap_t *h, uint64_t off)
     if (!h->view.vbits || off >= h->reserve)
         return;
     /* Frees run under the store's write lock, with no reader beside them
-     * (readers set bits with fetch_or among themselves): a load and a store
-     * do, without a locked instruction per free. */
+     * (readers record with plain loads and stores too, above): a load and a
+     * store do, without a locked instruction per free. */
     uint64_t u = off >> 4;
     _Atomic uint64_t *w = &h->view.vbits[u >> 6];
     atomic_store_explicit(w, atomic_load_explicit(w, memory_order_relaxed) &
