@@ -377,7 +377,7 @@ static uint64_t pick_arena(heap_t *h, unsigned need)
 {
     for (unsigned n = need; n <= HEAP_DATA_POOLS; n++) {
         bitset *b = &h->bucket[n];
-        for (uint64_t k = bitset_next(b, 0); k != UINT64_MAX; k = bitset_next(b, k + 1))
+        for (uint64_t k = bitset_first(b); k != UINT64_MAX; k = bitset_next(b, k + 1))
             if (k < h->narenas && h->arena[k].maxrun >= need)
                 return k;
     }
@@ -436,10 +436,7 @@ static inline void zero_block(heap_t *h, uint64_t off, uint64_t len)
 
 static heap_status alloc_small(heap_t *h, unsigned c, uint64_t *off)
 {
-    bitset *u = &h->usable[c];   /* bitset_next(u, 0), its common case inline */
-    uint64_t gp = u->lo < u->nwords && u->w[u->lo]
-                      ? (u->lo << 6) + (uint64_t)__builtin_ctzll(u->w[u->lo])
-                      : bitset_next(u, 0);
+    uint64_t gp = bitset_first(&h->usable[c]);
     if (gp == UINT64_MAX || gp >= h->narenas * HEAP_POOLS_PER_ARENA) {
         uint64_t k;
         heap_status st = arena_with_room(h, 1, &k);
@@ -656,15 +653,12 @@ heap_status heap_free_many(heap_t *h, const uint64_t *offs, size_t n, size_t *do
         /* The run of offsets in this pool: the first was checked by
          * heap_live_desc, the rest are checked as it does, with the pool's
          * lookup done once. */
-        unsigned c = d->cls & (HEAP_NCLASSES - 1), freed = 1;
+        unsigned c = d->cls, freed = 1;
         uint64_t *bm = heap_table(h, k)->bitmap[i], pool = off >> HEAP_POOL_SHIFT;
         clear_block(h, k, i, bm, off, b);
         for (j++; j < n && (offs[j] >> HEAP_POOL_SHIFT) == pool; j++, freed++) {
             off = offs[j];
-            uint32_t units = (uint32_t)((off & (HEAP_POOL_SIZE - 1)) >> 4);
-            b = (uint32_t)(((uint64_t)units * heap_unit_recip[c]) >> 20);
-            if ((off & (HEAP_ALIGN - 1)) || b * (c + 1) != units || b >= heap_class_nblocks[c] ||
-                !((bm[b >> 6] >> (b & 63)) & 1)) {
+            if ((off & (HEAP_ALIGN - 1)) || !heap_small_live(c, bm, off, &b)) {
                 st = heap_seterr(h, HEAP_EBADOFF, "%s: free of offset %llu: not a live block",
                                  h->path, (unsigned long long)off);
                 break;

@@ -123,6 +123,16 @@ extern const uint16_t heap_class_nblocks[HEAP_NCLASSES];   /* 1024 / (c + 1) */
  * the descriptor of the pool holding the live block that starts at off, or
  * NULL when off is not a live block's start.  On success *k, *i are its
  * arena and pool, and *b its block number in a small pool (0 otherwise). */
+/* True when off (16-byte aligned) is the start of an allocated block of a
+ * small pool of class cls whose bitmap is bm; *b is then its number. */
+static inline bool heap_small_live(unsigned cls, const uint64_t *bm, uint64_t off, unsigned *b)
+{
+    unsigned c = cls & (HEAP_NCLASSES - 1);
+    uint32_t units = (uint32_t)((off & (HEAP_POOL_SIZE - 1)) >> 4);   /* 16-byte units */
+    *b = (uint32_t)(((uint64_t)units * heap_unit_recip[c]) >> 20);    /* units / (c + 1) */
+    return *b * (c + 1) == units && *b < heap_class_nblocks[c] && ((bm[*b >> 6] >> (*b & 63)) & 1);
+}
+
 static inline __attribute__((always_inline)) struct heap_pooldesc *
 heap_live_desc(const heap_t *h, uint64_t off, uint64_t *k, unsigned *i, unsigned *b)
 {
@@ -137,13 +147,8 @@ heap_live_desc(const heap_t *h, uint64_t off, uint64_t *k, unsigned *i, unsigned
     uint32_t units = (uint32_t)((off & (HEAP_POOL_SIZE - 1)) >> 4);   /* 16-byte units */
     *b = 0;
     switch (d->kind) {
-    case HEAP_POOL_SMALL: {
-        unsigned c = d->cls & (HEAP_NCLASSES - 1);
-        *b = (uint32_t)(((uint64_t)units * heap_unit_recip[c]) >> 20);   /* units / (c + 1) */
-        if (*b * (c + 1) != units || *b >= heap_class_nblocks[c])
-            return NULL;
-        return (t->bitmap[*i][*b >> 6] >> (*b & 63)) & 1 ? d : NULL;
-    }
+    case HEAP_POOL_SMALL:
+        return heap_small_live(d->cls, t->bitmap[*i], off, b) ? d : NULL;
     case HEAP_POOL_RUN:
     case HEAP_POOL_HUGE:
         return units == 0 ? d : NULL;
@@ -175,6 +180,13 @@ static inline bool bitset_test(const bitset *b, uint64_t i)
 }
 /* First set bit at or after from, or UINT64_MAX. */
 uint64_t bitset_next(bitset *b, uint64_t from);
+/* bitset_next(b, 0), its common case (the lowest word it remembers has a
+ * bit) inline. */
+static inline uint64_t bitset_first(bitset *b)
+{
+    return b->lo < b->nwords && b->w[b->lo] ? (b->lo << 6) + (uint64_t)__builtin_ctzll(b->w[b->lo])
+                                            : bitset_next(b, 0);
+}
 
 
 /* file.c: advice for every mapping of the heap file (rules F4, F5). */

@@ -59,15 +59,6 @@ static int held_cb(void *ctx, uint64_t oid)
     return held;
 }
 
-/* The pins change only in transactions, and none runs beside a commit. */
-static bool any_pins(objstore *s)
-{
-    pthread_mutex_lock(&s->pin_lock);
-    bool any = s->pins.n != 0;
-    pthread_mutex_unlock(&s->pin_lock);
-    return any;
-}
-
 static uint64_t now_ns(void)
 {
     struct timespec ts;
@@ -252,7 +243,7 @@ static int collect_candidates(objstore_txn *t, bool automatic, objstore_collect_
                              .objects = k};
     uint64_t t0 = now_ns();
     notify(s, &info);
-    gc_env env = {.heap = s->heap, .count = count_cb, .held = any_pins(s) ? held_cb : NULL,
+    gc_env env = {.heap = s->heap, .count = count_cb, .held = store_any_pins(s) ? held_cb : NULL,
                   .ctx = s, .nchecked = checked};
     gc_result r;
     heap_status hs = gc_find_cycles(&env, cand, k, budget, &r);
@@ -302,7 +293,7 @@ static int collect_young(objstore_txn *t, uint64_t *objs, size_t n, bool drained
                              .objects = m};
     uint64_t t0 = now_ns();
     notify(s, &info);
-    gc_env env = {.heap = s->heap, .count = count_cb, .held = any_pins(s) ? held_cb : NULL,
+    gc_env env = {.heap = s->heap, .count = count_cb, .held = store_any_pins(s) ? held_cb : NULL,
                   .ctx = s};
     gc_result r;
     heap_status hs = gc_find_young(&env, objs, m, &r);

@@ -164,6 +164,14 @@ static inline bool last_ref(objstore *s, uint64_t oid)
 
 #define DRAIN_DIRECT UINT64_C(1)   /* work-list tag: oids are 16-byte aligned */
 
+bool store_any_pins(objstore *s)
+{
+    pthread_mutex_lock(&s->pin_lock);
+    bool any = s->pins.n != 0;
+    pthread_mutex_unlock(&s->pin_lock);
+    return any;
+}
+
 static bool pinned(objstore *s, uint64_t oid)
 {
     pthread_mutex_lock(&s->pin_lock);
@@ -217,10 +225,7 @@ int store_drain_zct(objstore *s, uint64_t budget)
     struct u64vec w = {0}, dead = {0};
     uint64_t oid;
     int rc = OBJSTORE_OK;
-    /* Pins change only in transactions, and none runs beside this one. */
-    pthread_mutex_lock(&s->pin_lock);
-    bool pins = s->pins.n != 0;
-    pthread_mutex_unlock(&s->pin_lock);
+    bool pins = store_any_pins(s);
     /* Usually every new object got linked: then the list need not be read. */
     for (size_t i = 0; !rc && s->created_at_zero && i < s->ncreated; i++) {
         if (i + 8 < s->ncreated)

@@ -350,6 +350,9 @@ void store_weak_free(objstore *s);
 /* object.c */
 /* Objects whose last pin went become cycle candidates (in this transaction). */
 int store_take_unpinned(objstore *s);
+/* Whether any object is pinned.  Pins change only in transactions, and none
+ * runs beside a commit: a commit asks once, not per object. */
+bool store_any_pins(objstore *s);
 uint64_t store_refcount(objstore *s, uint64_t oid);
 int store_incref(objstore *s, uint64_t oid);
 int store_decref(objstore *s, uint64_t oid);
