@@ -12,6 +12,11 @@
  *   K3 a thread that already reads the store may read it again (a nested
  *      read transaction, objstore_get_stats inside one) without waiting for
  *      a waiting writer, which would otherwise wait for it: a deadlock.
+ *   K4 writers get the lock in the order they asked for it: each takes a
+ *      ticket and waits for its turn.  A thread that lets the lock go and
+ *      asks again at once (a loop of small transactions, objstore_verify in
+ *      a loop) would otherwise take it back before the waiters it woke could
+ *      run, and shut them out for as long as it kept asking.
  *
  * The writer's identity is an atomic word: the number of the thread that
  * began the write transaction, given to each thread at its first use and
@@ -60,6 +65,7 @@ void store_lock_init(store_lock *l)
     pthread_mutex_init(&l->m, NULL);
     pthread_cond_init(&l->c, NULL);
     l->readers = l->writers_waiting = 0;
+    l->next_ticket = l->serving = 0;
     l->writer = false;
     atomic_store(&l->writer_id, 0);
 }
@@ -116,8 +122,9 @@ void store_write_lock(objstore *s)
 {
     store_lock *l = &s->lock;
     pthread_mutex_lock(&l->m);
+    uint64_t ticket = l->next_ticket++;   /* K4 */
     l->writers_waiting++;
-    while (l->writer || l->readers)
+    while (l->writer || l->readers || l->serving != ticket)
         pthread_cond_wait(&l->c, &l->m);
     l->writers_waiting--;
     l->writer = true;
@@ -131,6 +138,7 @@ void store_write_unlock(objstore *s)
     atomic_store_explicit(&l->writer_id, 0, memory_order_release);
     pthread_mutex_lock(&l->m);
     l->writer = false;
+    l->serving++;   /* K4: the next ticket's turn */
     pthread_cond_broadcast(&l->c);
     pthread_mutex_unlock(&l->m);
 }

@@ -68,6 +68,7 @@ typedef struct store_lock {
     pthread_mutex_t m;
     pthread_cond_t c;
     unsigned readers, writers_waiting;
+    uint64_t next_ticket, serving;   /* K4: writers' turns */
     bool writer;
     _Atomic uintptr_t writer_id;   /* the writing thread, or 0 */
 } store_lock;

@@ -18,7 +18,9 @@
  *   - different stores opened and closed by different threads at once stay
  *     apart;
  *   - readers that reach at once arenas open did not check (a large heap)
- *     share that check.
+ *     share that check;
+ *   - writers get the write lock in the order they asked for it: a thread
+ *     that writes back to back does not shut the others out.
  * Threads report a failure through a flag (Check's assertions belong to the
  * test's own thread).
  */
@@ -582,6 +584,55 @@ START_TEST(test_a_new_thread_waits_for_a_write_transaction_its_ended_starter_beg
 END_TEST
 
 /* ------------------------------------------------------------------ */
+/* writers in turn                                                      */
+
+/* A thread that ends a write transaction and at once begins the next does
+ * not take the lock back ahead of a writer already waiting for it: writers
+ * get it in the order they asked.  (A lock that let it would shut the
+ * waiter out for as long as the first thread kept asking: objstore_verify
+ * in a loop beside committing threads did that.) */
+struct next_writer {
+    objstore *s;
+    atomic_int asking, in;
+};
+
+static void *next_writer(void *arg)
+{
+    struct next_writer *n = arg;
+    objstore_txn *t;
+    atomic_store(&n->asking, 1);
+    T_OK(objstore_begin(n->s, 0, &t));
+    atomic_store(&n->in, 1);
+    objstore_abort(t);
+out:
+    return NULL;
+}
+
+START_TEST(test_a_writer_that_lets_the_lock_go_and_asks_again_waits_its_turn)
+{
+    objstore *s = new_store(NULL);
+    for (int round = 0; round < 20; round++) {
+        objstore_txn *t = wbegin(s);
+        struct next_writer n = {.s = s};
+        pthread_t th;
+        start(&th, next_writer, &n);
+        while (!atomic_load(&n.asking))
+            sched_yield();
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);   /* it waits now */
+        objstore_abort(t);
+        t = wbegin(s);
+        int waiter_went_first = atomic_load(&n.in);
+        objstore_abort(t);
+        join(th);
+        no_thread_failed();
+        ck_assert_msg(waiter_went_first, "round %d: a writer that let the lock go took it "
+                      "back ahead of the writer waiting for it", round);
+    }
+    close_store(s);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
 /* the lazy check of arenas open did not look at                        */
 
 /* Open checks the first arenas only; the rest are checked when first
@@ -721,6 +772,7 @@ static Suite *threads_suite(void)
     tcase_add_test(tc, test_a_new_thread_waits_for_a_write_transaction_its_ended_starter_began);
     tcase_add_test(tc, test_stores_opened_and_closed_by_different_threads_at_once_stay_apart);
     tcase_add_test(tc, test_readers_reaching_unchecked_arenas_at_once_check_them_once);
+    tcase_add_test(tc, test_a_writer_that_lets_the_lock_go_and_asks_again_waits_its_turn);
     return s;
 }
 
