@@ -220,6 +220,17 @@ heap_status heap_free(heap_t *h, uint64_t off);
  * the bad one are freed, and *done (if not NULL) says how many. */
 heap_status heap_free_many(heap_t *h, const uint64_t *offs, size_t n, size_t *done);
 
+/* Where heap_check_ref_at found a block: its arena, pool and block number. */
+typedef struct heap_loc {
+    uint64_t k;
+    unsigned i, b;
+} heap_loc;
+
+/* heap_free of a block heap_check_ref_at just found live, reusing its
+ * lookup: the pool's descriptor and bit are tested again (a stale or wrong
+ * *at is a full heap_free, with its checks and message), not looked up. */
+heap_status heap_free_at(heap_t *h, uint64_t off, const heap_loc *at);
+
 /* Size of the live block at off (its size class, or its run's bytes). */
 uint64_t heap_block_size(const heap_t *h, uint64_t off);
 
@@ -234,6 +245,10 @@ bool heap_is_live(const heap_t *h, uint64_t off);
 /* Checks a reference: 0 is accepted (null), otherwise heap_is_live, and the
  * header's nrefs must fit the block.  Fills msg on failure. */
 heap_status heap_check_ref(heap_t *h, uint64_t off);
+
+/* heap_check_ref of a non-null reference that also says where the block is
+ * (*at, for heap_free_at). */
+heap_status heap_check_ref_at(heap_t *h, uint64_t off, heap_loc *at);
 
 /* heap_check_ref for a non-null object, also giving its exact size (as
  * heap_obj_size) from the same lookup. */

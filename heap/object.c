@@ -168,9 +168,11 @@ void heap_view_pool_freed(heap_t *h, uint64_t gp)
         atomic_store_explicit(&h->view.pool_cls[gp], 0, memory_order_relaxed);
 }
 
-static heap_status check_obj(heap_t *h, uint64_t off, uint64_t *out, bool mark)
+static heap_status check_obj(heap_t *h, uint64_t off, uint64_t *out, bool mark,
+                             heap_loc *at)
 {
-    const struct heap_pooldesc *d = live_desc(h, off);
+    heap_loc l;
+    const struct heap_pooldesc *d = heap_live_desc(h, off, &l.k, &l.i, &l.b);
     if (!d && off < (h->narenas << HEAP_ARENA_SHIFT) &&
         !heap_arena_ready(h, off >> HEAP_ARENA_SHIFT))
         return HEAP_ECORRUPT;   /* the arena's table is damaged: h->msg says how */
@@ -186,19 +188,27 @@ static heap_status check_obj(heap_t *h, uint64_t off, uint64_t *out, bool mark)
                            "%llu bytes", h->path, (unsigned long long)off, o->nrefs,
                            (unsigned long long)size);
     *out = size;
+    if (at)
+        *at = l;
     if (mark && d->kind == HEAP_POOL_SMALL && h->view.vbits)
         view_record(h, off, d);
     return HEAP_OK;
 }
 
+heap_status heap_check_ref_at(heap_t *h, uint64_t off, heap_loc *at)
+{
+    uint64_t size;
+    return check_obj(h, off, &size, false, at);
+}
+
 heap_status heap_check_obj(heap_t *h, uint64_t off, uint64_t *out)
 {
-    return check_obj(h, off, out, false);
+    return check_obj(h, off, out, false, NULL);
 }
 
 heap_status heap_check_obj_mark(heap_t *h, uint64_t off, uint64_t *out)
 {
-    return check_obj(h, off, out, true);
+    return check_obj(h, off, out, true, NULL);
 }
 
 void heap_view_forget(heap_t *h, uint64_t off)

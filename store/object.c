@@ -42,7 +42,9 @@
  *      the drain pops it: no caller code runs, and no other reference to it
  *      exists).  Popped, it is freed without a second check or count look;
  *      if it must wait (over budget, pinned), its 0 is written and it joins
- *      the zct as R3 says.
+ *      the zct as R3 says.  A leaf (no slots) within the budget and
+ *      unpinned is not queued at all: it is freed at once, on the lookup
+ *      its parent's loop just made (heap_free_at).
  */
 #include "store_internal.h"
 
@@ -194,8 +196,9 @@ static int keep_in_zct(objstore *s, uint64_t oid)
     return oidset_add(&s->zct, oid);
 }
 
-/* Frees the drain's dead objects, a batch at a time: children of one
- * parent lie together, so a pool is looked up once for many (heap_free_many). */
+/* Frees the drain's dead objects, a batch at a time: objects freed one
+ * after the other often lie together, so a pool is looked up once for many
+ * (heap_free_many). */
 #define DRAIN_BATCH 1024
 static int free_dead(objstore *s, struct u64vec *dead)
 {
@@ -204,20 +207,38 @@ static int free_dead(objstore *s, struct u64vec *dead)
     return hs ? store_heap_err(s, hs) : OBJSTORE_OK;
 }
 
-/* The last steps of a free: weak references to it are cleared, it leaves
- * the candidates, and its block goes with the next batch (its bytes stay as
- * they are until then, and nothing live refers to it).  Weak references and
- * candidates rarely know it: when their sets are empty they cost no call. */
-static int let_go(objstore *s, uint64_t oid, struct u64vec *dead)
+/* The last steps of a free, before its block goes: weak references to it
+ * are cleared and it leaves the candidates.  Weak references and candidates
+ * rarely know it: when their sets are empty they cost no call. */
+static inline int forget(objstore *s, uint64_t oid)
 {
     int rc = OBJSTORE_OK;
     if ((s->weak_cnt.n || s->weak_type) && (rc = store_weak_freeing(s, oid)))
         return rc;
     if (s->cand.added.n || s->cand.committed.n)
         oidset_remove(&s->cand, oid);
-    if ((rc = push(dead, oid)))
+    return rc;
+}
+
+/* forget, and the block goes with the next batch (its bytes stay as they
+ * are until then, and nothing live refers to it). */
+static int let_go(objstore *s, uint64_t oid, struct u64vec *dead)
+{
+    int rc = forget(s, oid);
+    if (rc || (rc = push(dead, oid)))
         return rc;
     return dead->n >= DRAIN_BATCH ? free_dead(s, dead) : OBJSTORE_OK;
+}
+
+/* let_go for a leaf its parent's loop just checked (at): its block goes at
+ * once, on that lookup, rather than being looked up again in a batch. */
+static int let_go_leaf(objstore *s, uint64_t oid, const heap_loc *at)
+{
+    int rc = forget(s, oid);
+    if (rc)
+        return rc;
+    heap_status hs = heap_free_at(s->heap, oid, at);
+    return hs ? store_heap_err(s, hs) : OBJSTORE_OK;
 }
 
 int store_drain_zct(objstore *s, uint64_t budget)
@@ -284,19 +305,23 @@ int store_drain_zct(objstore *s, uint64_t budget)
             if (i + 8 < nrefs && slot[i + 8] < heap_size(s->heap))
                 __builtin_prefetch(heap_ptr(s->heap, slot[i + 8]));
             uint64_t child = slot[i];
+            heap_loc at;
             if (!child)
                 continue;
-            if (heap_check_ref(s->heap, child) != HEAP_OK) {
+            if (heap_check_ref_at(s->heap, child, &at) != HEAP_OK) {
+                /* A dangling slot, or a child whose count was below the
+                 * references to it, freed already with an earlier one. */
                 rc = store_err(OBJSTORE_ECORRUPT, "%s: object %llu slot %u points at "
-                               "%llu, not a live object", s->dir, (unsigned long long)oid,
-                               i, (unsigned long long)child);
+                               "%llu, not a live object (a dangling reference, or a count "
+                               "below the references to it)", s->dir,
+                               (unsigned long long)oid, i, (unsigned long long)child);
                 break;
             }
             if (last_ref(s, child)) {   /* R7 */
                 /* (freed + 1: the parent's own free is counted after.) */
                 if (heap_obj_at(s->heap, child)->nrefs == 0 && freed + 1 < budget &&
                     !(pins && pinned(s, child))) {
-                    rc = let_go(s, child, &dead);   /* a leaf: nothing to visit */
+                    rc = let_go_leaf(s, child, &at);   /* nothing to visit */
                     freed += !rc;
                 } else {
                     rc = push(&w, child | DRAIN_DIRECT);

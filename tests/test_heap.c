@@ -480,6 +480,71 @@ START_TEST(test_a_batch_free_equals_one_by_one_frees_and_stops_at_a_bad_offset)
 }
 END_TEST
 
+/* The commit's drain frees a leaf right where its parent's loop checked it:
+ * heap_free_at reuses heap_check_ref_at's lookup, frees exactly that block,
+ * and takes a stale or wrong location through heap_free's whole check. */
+static uint64_t must_obj(heap_t *h, uint32_t nrefs, uint64_t payload)
+{
+    uint64_t off;
+    heap_status s = heap_obj_new(h, 1, nrefs, payload, &off);
+    ck_assert_msg(s == HEAP_OK, "heap_obj_new = %d: %s", s, heap_errmsg(h));
+    return off;
+}
+
+START_TEST(test_a_free_at_a_checked_location_frees_that_block_and_checks_a_stale_one_in_full)
+{
+    heap_t *h = new_heap(0), *twin = NULL;
+    heap_t *hs[2] = {h, NULL};
+    char *path2 = ts_path(g_dir, "heap.2");
+    ck_assert_ptr_nonnull(path2);
+    create_heap(path2, 0);
+    hs[1] = twin = open_heap(path2);
+    uint64_t o[2][5];
+    for (int k = 0; k < 2; k++) {   /* the same objects in both heaps */
+        o[k][0] = must_obj(hs[k], 0, 8);       /* 32-byte class */
+        o[k][1] = must_obj(hs[k], 2, 40);      /* 80-byte class */
+        o[k][2] = must_obj(hs[k], 0, 8);
+        o[k][3] = must_obj(hs[k], 1, 20000);   /* a run */
+        o[k][4] = must_obj(hs[k], 0, 200);
+    }
+    heap_loc at[5], none = {0};
+    for (int j = 0; j < 5; j++)
+        ck_assert_int_eq(heap_check_ref_at(h, o[0][j], &at[j]), HEAP_OK);
+
+    /* At its own location: that block, and only it, is freed. */
+    ck_assert_int_eq(heap_free_at(h, o[0][0], &at[0]), HEAP_OK);
+    ck_assert(!heap_is_live(h, o[0][0]));
+    ck_assert(heap_is_live(h, o[0][2]));
+    /* Again at the same (now stale) location: heap_free's check says so. */
+    ck_assert_int_eq(heap_free_at(h, o[0][0], &at[0]), HEAP_EBADOFF);
+    ck_assert_msg(strstr(heap_errmsg(h), "not a live block"), "message: %s", heap_errmsg(h));
+    /* At another block's location: the offset is what is freed. */
+    ck_assert_int_eq(heap_free_at(h, o[0][1], &at[2]), HEAP_OK);
+    ck_assert(!heap_is_live(h, o[0][1]));
+    ck_assert(heap_is_live(h, o[0][2]));
+    /* A run, and a location that names nothing. */
+    ck_assert_int_eq(heap_free_at(h, o[0][3], &at[3]), HEAP_OK);
+    ck_assert_int_eq(heap_free_at(h, o[0][4], &none), HEAP_OK);
+    ck_assert(!heap_is_live(h, o[0][3]) && !heap_is_live(h, o[0][4]));
+    /* Not a live object: no location. */
+    ck_assert_int_eq(heap_check_ref_at(h, o[0][0], &at[0]), HEAP_EBADOFF);
+
+    for (int j = 0; j < 5; j++)
+        if (j != 2)
+            must_free(twin, o[1][j]);
+    heap_stats a, b;
+    heap_get_stats(h, &a);
+    heap_get_stats(twin, &b);
+    assert_stats_equal(&a, &b);
+    ck_assert_int_eq(heap_rebuild_full(h), HEAP_OK);   /* tables agree with the blocks */
+    heap_get_stats(h, &b);
+    assert_stats_equal(&a, &b);
+    heap_close(twin);
+    heap_close(h);
+    free(path2);
+}
+END_TEST
+
 START_TEST(test_a_reused_block_comes_back_zeroed)
 {
     heap_t *h = new_heap(0);
@@ -2061,6 +2126,7 @@ static Suite *heap_suite(void)
     tcase_add_test(tc, test_every_size_class_allocates_aligned_distinct_blocks);
     tcase_add_test(tc, test_a_reused_block_comes_back_zeroed);
     tcase_add_test(tc, test_a_batch_free_equals_one_by_one_frees_and_stops_at_a_bad_offset);
+    tcase_add_test(tc, test_a_free_at_a_checked_location_frees_that_block_and_checks_a_stale_one_in_full);
     tcase_add_test(tc, test_a_new_block_is_zeroed_up_to_the_size_asked);
     tcase_add_test(tc, test_an_impossible_size_is_refused_without_harm);
     tcase_add_test(tc, test_bad_offsets_are_refused);

@@ -860,16 +860,21 @@ END_TEST
 
 /* A count lower than the references to an object (here 1 for two slots):
  * when a commit frees the holder, the second slot must not find the object
- * as if it were still there.  With the free budget spent at that point, the
- * old and the new ways of freeing both meet it; the commit fails with
- * ECORRUPT, rolls back, and the store is as it was. */
-START_TEST(test_a_count_below_its_references_is_ecorrupt_when_the_holder_goes)
+ * as if it were still there.  The commit fails with ECORRUPT, its message
+ * naming the count, rolls back, and the store is as it was.  Both ways a
+ * child goes are met: a leaf is freed at once with the first slot, so the
+ * second finds it gone; a child with slots of its own is queued twice, and
+ * its second turn comes after its batch was freed (budget 3: the holder, the
+ * grandchild and the child). */
+static void count_below_references(bool leaf, uint64_t budget, const char *want)
 {
     objstore *s = new_store(NULL);
     objstore_txn *t = wbegin(s);
-    objstore_oid p = new_obj(t, 0, 2, 0), c = new_obj(t, 0, 0, 8);
+    objstore_oid p = new_obj(t, 0, 2, 0), c = new_obj(t, 0, leaf ? 0 : 1, 8);
     set_ref(t, p, 0, c);
     set_ref(t, p, 1, c);
+    if (!leaf)
+        set_ref(t, c, 0, new_obj(t, 0, 0, 8));
     root_set(t, "p", p);
     commit(t);
     close_store(s);
@@ -886,13 +891,12 @@ START_TEST(test_a_count_below_its_references_is_ecorrupt_when_the_holder_goes)
     close(fd);
     free(heap);
 
-    objstore_options o = { .free_budget = 2 };
+    objstore_options o = { .free_budget = budget };
     s = open_store(g_store, &o);
     t = wbegin(s);
     OK(objstore_root_del(t, "p"));
     EXPECT(OBJSTORE_ECORRUPT, objstore_commit(t));
-    ck_assert_msg(strstr(objstore_errmsg(), "more often than its count"),
-                  "message: %s", objstore_errmsg());
+    ck_assert_msg(strstr(objstore_errmsg(), want), "message: %s", objstore_errmsg());
     t = rbegin(s);
     objstore_oid back;
     OK(objstore_root_get(t, "p", &back));   /* rolled back: all of it is there */
@@ -900,6 +904,13 @@ START_TEST(test_a_count_below_its_references_is_ecorrupt_when_the_holder_goes)
     ck_assert_uint_eq(get_ref(t, p, 1), c);
     commit(t);
     close_store(s);
+}
+
+START_TEST(test_a_count_below_its_references_is_ecorrupt_when_the_holder_goes)
+{
+    count_below_references(true, 2, "a count below the references to it");
+    ts_rmtree(g_store);
+    count_below_references(false, 3, "more often than its count");
 }
 END_TEST
 
