@@ -114,16 +114,35 @@ static inline uint64_t table_off(uint64_t k)
     return (k << HEAP_ARENA_SHIFT) + HEAP_TABLE_OFFSET;
 }
 
+/* heap_mark_dirty of len bytes that lie in one 64-byte line of arena k's
+ * table (below the reserve, as every arena is): one bit to test when the
+ * line is marked already, as it is after the first change of a pool. */
+static inline __attribute__((always_inline)) void mark_table_line(heap_t *h, uint64_t off,
+                                                                  uint64_t len)
+{
+    if (off < h->view.fresh_from && !((h->view.line_mask[off >> 12] >> ((off >> 6) & 63)) & 1))
+        heap_mark_dirty_lines(h, off, len);
+}
+
+_Static_assert((HEAP_TABLE_OFFSET + offsetof(struct heap_arena_table, pool)) % 16 == 0 &&
+               sizeof(struct heap_pooldesc) == 16,
+               "a pool's descriptor lies in one 64-byte line");
+_Static_assert((HEAP_TABLE_OFFSET + offsetof(struct heap_arena_table, bitmap)) % 8 == 0,
+               "a bitmap word lies in one 64-byte line");
+
 static inline void mark_desc(heap_t *h, uint64_t k, unsigned i, unsigned n)
 {
-    heap_mark_dirty(h, table_off(k) + offsetof(struct heap_arena_table, pool) +
-                           (uint64_t)i * sizeof(struct heap_pooldesc),
-                    (uint64_t)n * sizeof(struct heap_pooldesc));
+    uint64_t off = table_off(k) + offsetof(struct heap_arena_table, pool) +
+                   (uint64_t)i * sizeof(struct heap_pooldesc);
+    if (n == 1)
+        mark_table_line(h, off, sizeof(struct heap_pooldesc));
+    else
+        heap_mark_dirty(h, off, (uint64_t)n * sizeof(struct heap_pooldesc));
 }
 
 static inline void mark_bitmap_word(heap_t *h, uint64_t k, unsigned i, unsigned w)
 {
-    heap_mark_dirty(h, table_off(k) + offsetof(struct heap_arena_table, bitmap) +
+    mark_table_line(h, table_off(k) + offsetof(struct heap_arena_table, bitmap) +
                            ((uint64_t)i * HEAP_BITMAP_WORDS + w) * 8, 8);
 }
 
@@ -555,19 +574,9 @@ heap_status heap_alloc(heap_t *h, uint64_t size, uint64_t *off)
 
 /* ---- freeing ---- */
 
-/* O3: only a block a read transaction found sound has its view bit set;
- * a freed block's is cleared. */
-static inline void view_forget(heap_t *h, uint64_t off)
-{
-    if (h->view.vbits && off < h->reserve &&
-        (atomic_load_explicit(&h->view.vbits[off >> 10], memory_order_relaxed) >>
-         ((off >> 4) & 63)) & 1)
-        heap_view_forget(h, off);
-}
-
 /* Accounts for `freed` blocks just cleared in small pool i of arena k. */
-static inline void small_freed(heap_t *h, uint64_t k, unsigned i, struct heap_pooldesc *d,
-                        unsigned freed)
+static inline __attribute__((always_inline)) void
+small_freed(heap_t *h, uint64_t k, unsigned i, struct heap_pooldesc *d, unsigned freed)
 {
     if (!freed)
         return;
@@ -586,11 +595,12 @@ static inline void small_freed(heap_t *h, uint64_t k, unsigned i, struct heap_po
     }
 }
 
-/* Clears live block b (at off) of small pool i of arena k in its bitmap bm. */
+/* Clears live block b (at off) of small pool i of arena k in its bitmap bm;
+ * O3: a freed block's view bit is cleared. */
 static inline void clear_block(heap_t *h, uint64_t k, unsigned i, uint64_t *bm, uint64_t off,
                                unsigned b)
 {
-    view_forget(h, off);
+    heap_view_forget(h, off);
     mark_bitmap_word(h, k, i, b / 64);
     bm[b >> 6] &= ~(UINT64_C(1) << (b & 63));
 }
@@ -611,7 +621,7 @@ heap_status heap_free(heap_t *h, uint64_t off)
         small_freed(h, k, i, d, 1);
         return HEAP_OK;
     }
-    view_forget(h, off);
+    heap_view_forget(h, off);
     switch (d->kind) {
     case HEAP_POOL_RUN: {
         unsigned n = d->npools;
@@ -678,7 +688,7 @@ heap_status heap_free_at(heap_t *h, uint64_t off, const heap_loc *at)
     unsigned i = at->i, b;
     if (k < h->narenas && i != 0 && i < HEAP_POOLS_PER_ARENA && heap_arena_ready(h, k) &&
         h->arena[k].state == ARENA_NORMAL && off - pool_off(k, i) < HEAP_POOL_SIZE &&
-        !(off & (HEAP_ALIGN - 1)) && !heap_readonly(h)) {
+        !(off & (HEAP_ALIGN - 1)) && !(h->flags & HEAP_OPEN_RDONLY)) {
         struct heap_arena_table *t = heap_table(h, k);
         struct heap_pooldesc *d = &t->pool[i];
         if (d->kind == HEAP_POOL_SMALL && heap_small_live(d->cls, t->bitmap[i], off, &b) &&

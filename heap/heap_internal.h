@@ -157,8 +157,20 @@ heap_live_desc(const heap_t *h, uint64_t off, uint64_t *k, unsigned *i, unsigned
     }
 }
 
-/* object.c: clears the view's bit of a block being freed (O3). */
-void heap_view_forget(heap_t *h, uint64_t off);
+/* Clears the view's bit of a block being freed (O3).  Frees run under the
+ * store's write lock, with no reader beside them (readers record with plain
+ * loads and stores too, object.c): a load and a store do, without a locked
+ * instruction per free. */
+static inline void heap_view_forget(heap_t *h, uint64_t off)
+{
+    if (!h->view.vbits || off >= h->reserve)
+        return;
+    _Atomic uint64_t *w = &h->view.vbits[off >> 10];
+    uint64_t bit = UINT64_C(1) << ((off >> 4) & 63);
+    uint64_t old = atomic_load_explicit(w, memory_order_relaxed);
+    if (old & bit)
+        atomic_store_explicit(w, old & ~bit, memory_order_relaxed);
+}
 /* alloc.c: a small pool emptied; it may come back with another class. */
 void heap_view_pool_freed(heap_t *h, uint64_t gp);
 

@@ -168,8 +168,9 @@ void heap_view_pool_freed(heap_t *h, uint64_t gp)
         atomic_store_explicit(&h->view.pool_cls[gp], 0, memory_order_relaxed);
 }
 
-static heap_status check_obj(heap_t *h, uint64_t off, uint64_t *out, bool mark,
-                             heap_loc *at)
+/* Inlined in each of its callers, so that mark and at fold away. */
+static inline __attribute__((always_inline)) heap_status
+check_obj(heap_t *h, uint64_t off, uint64_t *out, bool mark, heap_loc *at)
 {
     heap_loc l;
     const struct heap_pooldesc *d = heap_live_desc(h, off, &l.k, &l.i, &l.b);
@@ -211,18 +212,6 @@ heap_status heap_check_obj_mark(heap_t *h, uint64_t off, uint64_t *out)
     return check_obj(h, off, out, true, NULL);
 }
 
-void heap_view_forget(heap_t *h, uint64_t off)
-{
-    if (!h->view.vbits || off >= h->reserve)
-        return;
-    /* Frees run under the store's write lock, with no reader beside them
-     * (readers record with plain loads and stores too, above): a load and a
-     * store do, without a locked instruction per free. */
-    uint64_t u = off >> 4;
-    _Atomic uint64_t *w = &h->view.vbits[u >> 6];
-    atomic_store_explicit(w, atomic_load_explicit(w, memory_order_relaxed) &
-                                 ~(UINT64_C(1) << (u & 63)), memory_order_relaxed);
-}
 
 heap_status heap_obj_new(heap_t *h, uint32_t type, uint32_t nrefs, uint64_t payload,
                          uint64_t *off)

@@ -300,9 +300,10 @@ int store_drain_zct(objstore *s, uint64_t budget)
         }
         uint32_t nrefs = heap_obj_at(s->heap, oid)->nrefs;
         const uint64_t *slot = heap_obj_slots(s->heap, oid);
+        uint64_t size = heap_size(s->heap);   /* the drain does not grow the heap */
         for (uint32_t i = 0; i < nrefs && !rc; i++) {
             /* The children's headers are cache misses: ask for them early. */
-            if (i + 8 < nrefs && slot[i + 8] < heap_size(s->heap))
+            if (i + 8 < nrefs && slot[i + 8] < size)
                 __builtin_prefetch(heap_ptr(s->heap, slot[i + 8]));
             uint64_t child = slot[i];
             heap_loc at;
