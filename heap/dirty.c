@@ -156,6 +156,23 @@ heap_status heap_write_range(heap_t *h, uint64_t off, uint64_t len)
     return len ? heap_pwrite_span(h, off, len) : HEAP_OK;
 }
 
+heap_status heap_write_ranges(heap_t *h, const heap_range *r, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        uint64_t start = r[i].off, end = r[i].off + r[i].len;
+        size_t j = i + 1;
+        while (j < n && (r[j].off >> HEAP_PAGE_SHIFT) <= ((end - 1) >> HEAP_PAGE_SHIFT) + 1) {
+            end = r[j].off + r[j].len;
+            j++;
+        }
+        heap_status st = heap_write_range(h, start, end - start);
+        if (st)
+            return st;
+        i = j;
+    }
+    return HEAP_OK;
+}
+
 heap_status heap_mark_clean(heap_t *h)
 {
     forget_dirty(h, true);
@@ -172,19 +189,9 @@ heap_status heap_writeback(heap_t *h)
     size_t n = heap_dirty_ranges(h, &r);
     if (h->view.failed)
         return HEAP_ENOMEM;
-    /* Merge ranges that share or touch a page (D1): fewer system calls. */
-    for (size_t i = 0; i < n;) {
-        uint64_t start = r[i].off, end = r[i].off + r[i].len;
-        size_t j = i + 1;
-        while (j < n && (r[j].off >> HEAP_PAGE_SHIFT) <= ((end - 1) >> HEAP_PAGE_SHIFT) + 1) {
-            end = r[j].off + r[j].len;
-            j++;
-        }
-        heap_status st = heap_pwrite_span(h, start, end - start);
-        if (st)
-            return st;
-        i = j;
-    }
+    heap_status st = heap_write_ranges(h, r, n);
+    if (st)
+        return st;
     forget_dirty(h, true);
     return heap_unshare(h);
 }

@@ -338,6 +338,12 @@ heap_status heap_writeback(heap_t *h);
  * writes some ranges before its commit point and the rest after it. */
 heap_status heap_write_range(heap_t *h, uint64_t off, uint64_t len);
 
+/* heap_write_range of ranges r[0..n) (some of the dirty ranges, in address
+ * order), one pwrite for ranges that share a page or lie in pages next to
+ * each other: the clean lines between them hold the file's bytes already
+ * (D1), and those pages are written back anyway. */
+heap_status heap_write_ranges(heap_t *h, const heap_range *r, size_t n);
+
 /* Writes len bytes from src (a copy of committed bytes) at offset off of the
  * file: an errno value, or 0.  It touches neither the mapping nor the
  * handle's state, so it may run beside the thread that owns them (the

@@ -511,28 +511,6 @@ static int heap_checkpoint(objstore *s, uint64_t epoch)
     return hs ? store_heap_err(s, hs) : OBJSTORE_OK;
 }
 
-/* pwrites ranges, merging those that share a page: the clean lines between
- * them hold the file's bytes already (heap rule D1), and the page is dirty in
- * the page cache anyway.  Merging across clean pages would make the kernel
- * write those pages back too. */
-
-static heap_status write_spans(objstore *s, const heap_range *r, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        uint64_t start = r[i].off, end = r[i].off + r[i].len;
-        size_t j = i + 1;
-        while (j < n && (r[j].off >> HEAP_PAGE_SHIFT) <= ((end - 1) >> HEAP_PAGE_SHIFT)) {
-            end = r[j].off + r[j].len;
-            j++;
-        }
-        heap_status hs = heap_write_range(s->heap, start, end - start);
-        if (hs)
-            return hs;
-        i = j;
-    }
-    return HEAP_OK;
-}
-
 /* Step 1 of commit, under the write lock: the frees and collections. */
 static int commit_prepare(objstore_txn *t)
 {
@@ -628,7 +606,7 @@ static int commit_alone(objstore_txn *t)
     heap_status hs = HEAP_OK;
     if (ndirect) {
         store_hook("direct-pwrite");
-        hs = write_spans(s, direct, ndirect);
+        hs = heap_write_ranges(s->heap, direct, ndirect);
     }
     free(direct);
     if (!hs && (ndirect || fresh != UINT64_MAX || heap_size_unsynced(s->heap))) {
@@ -690,7 +668,7 @@ static int commit_alone(objstore_txn *t)
     s->g_sealed = epoch;
     store_fold_committed(s);
 
-    hs = write_spans(s, redo, nredo);
+    hs = heap_write_ranges(s->heap, redo, nredo);
     free(redo);
     if (hs) {
         store_heap_err(s, hs);
