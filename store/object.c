@@ -303,8 +303,8 @@ int store_drain_zct(objstore *s, uint64_t budget)
         uint64_t size = heap_size(s->heap);   /* the drain does not grow the heap */
         for (uint32_t i = 0; i < nrefs && !rc; i++) {
             /* The children's headers are cache misses: ask for them early. */
-            if (i + 8 < nrefs && slot[i + 8] < size)
-                __builtin_prefetch(heap_ptr(s->heap, slot[i + 8]));
+            if (i + 16 < nrefs && slot[i + 16] < size)
+                __builtin_prefetch(heap_ptr(s->heap, slot[i + 16]));
             uint64_t child = slot[i];
             heap_loc at;
             if (!child)
