@@ -685,14 +685,14 @@ heap_status heap_free_many(heap_t *h, const uint64_t *offs, size_t n, size_t *do
 heap_status heap_free_at(heap_t *h, uint64_t off, const heap_loc *at)
 {
     uint64_t k = at->k;
-    unsigned i = at->i, b;
-    if (k < h->narenas && i != 0 && i < HEAP_POOLS_PER_ARENA && heap_arena_ready(h, k) &&
-        h->arena[k].state == ARENA_NORMAL && off - pool_off(k, i) < HEAP_POOL_SIZE &&
-        !(off & (HEAP_ALIGN - 1)) && !(h->flags & HEAP_OPEN_RDONLY)) {
+    unsigned i = at->i, b = at->b;
+    /* Bounds first: whatever *at holds, nothing outside arena k's table is
+     * touched, and a block whose bit is clear is not freed twice. */
+    if (k < h->narenas && i - 1u < HEAP_DATA_POOLS && b < HEAP_POOL_SIZE / HEAP_ALIGN &&
+        h->arena[k].state == ARENA_NORMAL && !(h->flags & HEAP_OPEN_RDONLY)) {
         struct heap_arena_table *t = heap_table(h, k);
         struct heap_pooldesc *d = &t->pool[i];
-        if (d->kind == HEAP_POOL_SMALL && heap_small_live(d->cls, t->bitmap[i], off, &b) &&
-            b == at->b) {
+        if (d->kind == HEAP_POOL_SMALL && (t->bitmap[i][b >> 6] >> (b & 63)) & 1) {
             clear_block(h, k, i, t->bitmap[i], off, b);
             small_freed(h, k, i, d, 1);
             return HEAP_OK;

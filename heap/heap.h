@@ -226,9 +226,13 @@ typedef struct heap_loc {
     unsigned i, b;
 } heap_loc;
 
-/* heap_free of a block heap_check_ref_at just found live, reusing its
- * lookup: the pool's descriptor and bit are tested again (a stale or wrong
- * *at is a full heap_free, with its checks and message), not looked up. */
+/* heap_free of the block at off, which heap_check_ref_at(h, off, at) found
+ * live with no allocation or free since: its lookup is trusted, not made
+ * again.  Whatever *at holds, nothing outside an arena's table is written
+ * and no block is freed twice (a location out of bounds, or whose pool is
+ * not small or whose bit is clear, is a full heap_free with its checks and
+ * message); a location taken before another allocation or free may name
+ * another block than off. */
 heap_status heap_free_at(heap_t *h, uint64_t off, const heap_loc *at);
 
 /* Size of the live block at off (its size class, or its run's bytes). */

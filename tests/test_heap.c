@@ -481,8 +481,9 @@ START_TEST(test_a_batch_free_equals_one_by_one_frees_and_stops_at_a_bad_offset)
 END_TEST
 
 /* The commit's drain frees a leaf right where its parent's loop checked it:
- * heap_free_at reuses heap_check_ref_at's lookup, frees exactly that block,
- * and takes a stale or wrong location through heap_free's whole check. */
+ * heap_free_at reuses heap_check_ref_at's lookup and frees exactly that
+ * block; a location out of bounds, or one whose block is free already, goes
+ * through heap_free's whole check. */
 static uint64_t must_obj(heap_t *h, uint32_t nrefs, uint64_t payload)
 {
     uint64_t off;
@@ -491,7 +492,7 @@ static uint64_t must_obj(heap_t *h, uint32_t nrefs, uint64_t payload)
     return off;
 }
 
-START_TEST(test_a_free_at_a_checked_location_frees_that_block_and_checks_a_stale_one_in_full)
+START_TEST(test_a_free_at_a_checked_location_frees_that_block_and_a_bad_location_is_checked_in_full)
 {
     heap_t *h = new_heap(0), *twin = NULL;
     heap_t *hs[2] = {h, NULL};
@@ -518,8 +519,11 @@ START_TEST(test_a_free_at_a_checked_location_frees_that_block_and_checks_a_stale
     /* Again at the same (now stale) location: heap_free's check says so. */
     ck_assert_int_eq(heap_free_at(h, o[0][0], &at[0]), HEAP_EBADOFF);
     ck_assert_msg(strstr(heap_errmsg(h), "not a live block"), "message: %s", heap_errmsg(h));
-    /* At another block's location: the offset is what is freed. */
-    ck_assert_int_eq(heap_free_at(h, o[0][1], &at[2]), HEAP_OK);
+    /* Locations out of every bound: the offset goes through heap_free. */
+    heap_loc wild[] = {{.k = UINT64_MAX / 2, .i = 1}, {.i = 64}, {.i = 1, .b = 5000}};
+    ck_assert_int_eq(heap_free_at(h, o[0][1], &wild[0]), HEAP_OK);
+    ck_assert_int_eq(heap_free_at(h, o[0][1], &wild[1]), HEAP_EBADOFF);   /* freed */
+    ck_assert_int_eq(heap_free_at(h, o[0][1], &wild[2]), HEAP_EBADOFF);
     ck_assert(!heap_is_live(h, o[0][1]));
     ck_assert(heap_is_live(h, o[0][2]));
     /* A run, and a location that names nothing. */
@@ -2126,7 +2130,7 @@ static Suite *heap_suite(void)
     tcase_add_test(tc, test_every_size_class_allocates_aligned_distinct_blocks);
     tcase_add_test(tc, test_a_reused_block_comes_back_zeroed);
     tcase_add_test(tc, test_a_batch_free_equals_one_by_one_frees_and_stops_at_a_bad_offset);
-    tcase_add_test(tc, test_a_free_at_a_checked_location_frees_that_block_and_checks_a_stale_one_in_full);
+    tcase_add_test(tc, test_a_free_at_a_checked_location_frees_that_block_and_a_bad_location_is_checked_in_full);
     tcase_add_test(tc, test_a_new_block_is_zeroed_up_to_the_size_asked);
     tcase_add_test(tc, test_an_impossible_size_is_refused_without_harm);
     tcase_add_test(tc, test_bad_offsets_are_refused);
