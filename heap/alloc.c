@@ -120,7 +120,8 @@ static inline uint64_t table_off(uint64_t k)
 static inline __attribute__((always_inline)) void mark_table_line(heap_t *h, uint64_t off,
                                                                   uint64_t len)
 {
-    if (off < h->view.fresh_from && !((h->view.line_mask[off >> 12] >> ((off >> 6) & 63)) & 1))
+    if (off < h->view.fresh_from &&
+        !((h->view.line_mask[off >> HEAP_PAGE_SHIFT] >> ((off >> HEAP_LINE_SHIFT) & 63)) & 1))
         heap_mark_dirty_lines(h, off, len);
 }
 
@@ -686,13 +687,18 @@ heap_status heap_free_at(heap_t *h, uint64_t off, const heap_loc *at)
 {
     uint64_t k = at->k;
     unsigned i = at->i, b = at->b;
-    /* Bounds first: whatever *at holds, nothing outside arena k's table is
-     * touched, and a block whose bit is clear is not freed twice. */
-    if (k < h->narenas && i - 1u < HEAP_DATA_POOLS && b < HEAP_POOL_SIZE / HEAP_ALIGN &&
+    /* Whatever *at holds: arena k is in the heap, validated and normal (its
+     * table is a table), pool i a small pool of a class, b a block of it
+     * whose bit is set, and that block is the one at off. */
+    if (k < h->narenas && i - 1u < HEAP_DATA_POOLS &&
+        k < atomic_load_explicit(&h->valid_upto, memory_order_acquire) &&
         h->arena[k].state == ARENA_NORMAL && !(h->flags & HEAP_OPEN_RDONLY)) {
         struct heap_arena_table *t = heap_table(h, k);
         struct heap_pooldesc *d = &t->pool[i];
-        if (d->kind == HEAP_POOL_SMALL && (t->bitmap[i][b >> 6] >> (b & 63)) & 1) {
+        unsigned c = d->cls;
+        if (d->kind == HEAP_POOL_SMALL && c < HEAP_NCLASSES && b < class_nblocks(c) &&
+            off == pool_off(k, i) + (uint64_t)b * heap_class_size(c) &&
+            (t->bitmap[i][b >> 6] >> (b & 63)) & 1) {
             clear_block(h, k, i, t->bitmap[i], off, b);
             small_freed(h, k, i, d, 1);
             return HEAP_OK;

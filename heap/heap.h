@@ -227,12 +227,11 @@ typedef struct heap_loc {
 } heap_loc;
 
 /* heap_free of the block at off, which heap_check_ref_at(h, off, at) found
- * live with no allocation or free since: its lookup is trusted, not made
- * again.  Whatever *at holds, nothing outside an arena's table is written
- * and no block is freed twice (a location out of bounds, or whose pool is
- * not small or whose bit is clear, is a full heap_free with its checks and
- * message); a location taken before another allocation or free may name
- * another block than off. */
+ * live with no allocation or free since: its lookup is reused, not made
+ * again.  Whatever *at holds, only the block at off is freed, and nothing
+ * outside a validated arena's table is read or written: a location that is
+ * out of bounds, in an arena not validated, or that names another block or
+ * a free one, is a full heap_free of off, with its checks and message. */
 heap_status heap_free_at(heap_t *h, uint64_t off, const heap_loc *at);
 
 /* Size of the live block at off (its size class, or its run's bytes). */

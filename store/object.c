@@ -352,7 +352,8 @@ int store_drain_zct(objstore *s, uint64_t budget)
      * transaction with an unwritten 0 (R5). */
     for (size_t i = 0; !rc && u64map_next(&s->zeroed, &i, &oid, NULL); i = 0)
         rc = keep_in_zct(s, oid);
-    s->st_freed += freed;
+    if (!rc)
+        s->st_freed += freed;   /* a failed drain is rolled back */
     s->ncreated = 0;
     s->created_at_zero = 0;
     return rc;

@@ -914,6 +914,53 @@ START_TEST(test_a_count_below_its_references_is_ecorrupt_when_the_holder_goes)
 }
 END_TEST
 
+/* The same damage reached through two parents: each holds one of the two
+ * references the count should have counted. */
+START_TEST(test_a_count_below_its_references_through_two_parents_is_ecorrupt)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid p = new_obj(t, 0, 2, 0), q1 = new_obj(t, 0, 1, 0), q2 = new_obj(t, 0, 1, 0);
+    objstore_oid c = new_obj(t, 0, 0, 8);
+    set_ref(t, p, 0, q1);
+    set_ref(t, p, 1, q2);
+    set_ref(t, q1, 0, c);
+    set_ref(t, q2, 0, c);
+    root_set(t, "p", p);
+    commit(t);
+    close_store(s);
+
+    char *heap = heap_file();
+    int fd = open(heap, O_RDWR | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    uint64_t rc;
+    ck_assert_int_eq(pread(fd, &rc, 8, (off_t)c), 8);
+    ck_assert_uint_eq(rc & HEAP_RC_MASK, 2);
+    rc = (rc & ~HEAP_RC_MASK) | 1;
+    ck_assert_int_eq(pwrite(fd, &rc, 8, (off_t)c), 8);
+    ck_assert_int_eq(fsync(fd), 0);
+    close(fd);
+    free(heap);
+
+    s = open_store(g_store, NULL);
+    objstore_stats before = get_stats(s);
+    t = wbegin(s);
+    OK(objstore_root_del(t, "p"));
+    EXPECT(OBJSTORE_ECORRUPT, objstore_commit(t));
+    ck_assert_msg(strstr(objstore_errmsg(), "a count below the references to it"),
+                  "message: %s", objstore_errmsg());
+    objstore_stats after = get_stats(s);
+    ck_assert_uint_eq(after.live_objects, before.live_objects);   /* rolled back */
+    ck_assert_uint_eq(after.objects_freed, before.objects_freed);
+    t = rbegin(s);
+    ck_assert_uint_eq(root_get(t, "p"), p);
+    ck_assert_uint_eq(get_ref(t, q1, 0), c);
+    ck_assert_uint_eq(get_ref(t, q2, 0), c);
+    commit(t);
+    close_store(s);
+}
+END_TEST
+
 /* A root entry LMDB holds that names no object can still be deleted. */
 START_TEST(test_a_damaged_root_entry_can_be_deleted)
 {
@@ -972,6 +1019,7 @@ static Suite *store_damage_suite(void)
     tcase_add_test(tc, test_a_restored_older_meta_is_refused_as_a_mismatch);
     tcase_add_test(tc, test_a_damaged_root_entry_can_be_deleted);
     tcase_add_test(tc, test_a_count_below_its_references_is_ecorrupt_when_the_holder_goes);
+    tcase_add_test(tc, test_a_count_below_its_references_through_two_parents_is_ecorrupt);
 
     tc = ts_tcase(s, "redo", t);
     tcase_add_test(tc, test_a_pending_redo_record_is_replayed_at_open);

@@ -587,13 +587,17 @@ END_TEST
 /* writers in turn                                                      */
 
 /* A thread that ends a write transaction and at once begins the next does
- * not take the lock back ahead of a writer already waiting for it: writers
- * get it in the order they asked.  (A lock that let it would shut the
- * waiter out for as long as the first thread kept asking: objstore_verify
- * in a loop beside committing threads did that.) */
+ * not take the lock back ahead of the writers already waiting for it: they
+ * get it in the order they asked, then it does.  (A lock that let it would
+ * shut the waiters out for as long as the first thread kept asking:
+ * objstore_verify in a loop beside committing threads did that.) */
+#define TURN_WAITERS 3
+
 struct next_writer {
     objstore *s;
-    atomic_int asking, in;
+    atomic_int asking;
+    atomic_int *order;   /* the next turn's number */
+    int turn;            /* the turn this writer got */
 };
 
 static void *next_writer(void *arg)
@@ -602,31 +606,39 @@ static void *next_writer(void *arg)
     objstore_txn *t;
     atomic_store(&n->asking, 1);
     T_OK(objstore_begin(n->s, 0, &t));
-    atomic_store(&n->in, 1);
+    n->turn = atomic_fetch_add(n->order, 1);
     objstore_abort(t);
 out:
     return NULL;
 }
 
-START_TEST(test_a_writer_that_lets_the_lock_go_and_asks_again_waits_its_turn)
+START_TEST(test_writers_get_the_write_lock_in_the_order_they_asked)
 {
     objstore *s = new_store(NULL);
-    for (int round = 0; round < 20; round++) {
+    for (int round = 0; round < 10; round++) {
+        atomic_int order = 0;
         objstore_txn *t = wbegin(s);
-        struct next_writer n = {.s = s};
-        pthread_t th;
-        start(&th, next_writer, &n);
-        while (!atomic_load(&n.asking))
-            sched_yield();
-        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);   /* it waits now */
+        struct next_writer n[TURN_WAITERS];
+        pthread_t th[TURN_WAITERS];
+        for (int i = 0; i < TURN_WAITERS; i++) {   /* each asks after the one before */
+            n[i] = (struct next_writer){.s = s, .order = &order, .turn = -1};
+            start(&th[i], next_writer, &n[i]);
+            while (!atomic_load(&n[i].asking))
+                sched_yield();
+            nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);   /* it waits now */
+        }
         objstore_abort(t);
-        t = wbegin(s);
-        int waiter_went_first = atomic_load(&n.in);
+        t = wbegin(s);   /* asks again at once */
+        int mine = atomic_fetch_add(&order, 1);
         objstore_abort(t);
-        join(th);
+        for (int i = 0; i < TURN_WAITERS; i++)
+            join(th[i]);
         no_thread_failed();
-        ck_assert_msg(waiter_went_first, "round %d: a writer that let the lock go took it "
-                      "back ahead of the writer waiting for it", round);
+        for (int i = 0; i < TURN_WAITERS; i++)
+            ck_assert_msg(n[i].turn == i, "round %d: the writer that asked #%d got turn %d",
+                          round, i + 1, n[i].turn);
+        ck_assert_msg(mine == TURN_WAITERS, "round %d: the writer that let the lock go and "
+                      "asked again got turn %d, ahead of writers waiting", round, mine);
     }
     close_store(s);
 }
@@ -772,7 +784,7 @@ static Suite *threads_suite(void)
     tcase_add_test(tc, test_a_new_thread_waits_for_a_write_transaction_its_ended_starter_began);
     tcase_add_test(tc, test_stores_opened_and_closed_by_different_threads_at_once_stay_apart);
     tcase_add_test(tc, test_readers_reaching_unchecked_arenas_at_once_check_them_once);
-    tcase_add_test(tc, test_a_writer_that_lets_the_lock_go_and_asks_again_waits_its_turn);
+    tcase_add_test(tc, test_writers_get_the_write_lock_in_the_order_they_asked);
     return s;
 }
 
