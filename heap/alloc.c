@@ -683,28 +683,28 @@ heap_status heap_free_many(heap_t *h, const uint64_t *offs, size_t n, size_t *do
     return st;
 }
 
-heap_status heap_free_at(heap_t *h, uint64_t off, const heap_loc *at)
+heap_status heap_free_leaf(heap_t *h, uint64_t off, uint64_t count, bool *freed)
 {
-    uint64_t k = at->k;
-    unsigned i = at->i, b = at->b;
-    /* Whatever *at holds: arena k is in the heap, validated and normal (its
-     * table is a table), pool i a small pool of a class, b a block of it
-     * whose bit is set, and that block is the one at off. */
-    if (k < h->narenas && i - 1u < HEAP_DATA_POOLS &&
-        k < atomic_load_explicit(&h->valid_upto, memory_order_acquire) &&
-        h->arena[k].state == ARENA_NORMAL && !(h->flags & HEAP_OPEN_RDONLY)) {
-        struct heap_arena_table *t = heap_table(h, k);
-        struct heap_pooldesc *d = &t->pool[i];
-        unsigned c = d->cls;
-        if (d->kind == HEAP_POOL_SMALL && c < HEAP_NCLASSES && b < class_nblocks(c) &&
-            off == pool_off(k, i) + (uint64_t)b * heap_class_size(c) &&
-            (t->bitmap[i][b >> 6] >> (b & 63)) & 1) {
-            clear_block(h, k, i, t->bitmap[i], off, b);
-            small_freed(h, k, i, d, 1);
-            return HEAP_OK;
-        }
+    struct heap_pooldesc *d;
+    uint64_t k = 0, size;
+    unsigned i = 0, b = 0;
+    *freed = false;
+    heap_status st = heap_check_core(h, off, &d, &k, &i, &b, &size);
+    if (st)
+        return st;
+    const heap_obj *o = heap_obj_at(h, off);
+    if (o->nrefs || heap_obj_refcount(o) != count)
+        return HEAP_OK;
+    if (d->kind != HEAP_POOL_SMALL || (h->flags & HEAP_OPEN_RDONLY)) {
+        st = heap_free(h, off);   /* a run, or its message */
+        *freed = st == HEAP_OK;
+        return st;
     }
-    return heap_free(h, off);   /* its checks and its message */
+    /* The check's lookup: pool i of arena k, block b, its bit set. */
+    clear_block(h, k, i, heap_table(h, k)->bitmap[i], off, b);
+    small_freed(h, k, i, d, 1);
+    *freed = true;
+    return HEAP_OK;
 }
 
 /* ---- shrinking ---- */

@@ -220,19 +220,12 @@ heap_status heap_free(heap_t *h, uint64_t off);
  * the bad one are freed, and *done (if not NULL) says how many. */
 heap_status heap_free_many(heap_t *h, const uint64_t *offs, size_t n, size_t *done);
 
-/* Where heap_check_ref_at found a block: its arena, pool and block number. */
-typedef struct heap_loc {
-    uint64_t k;
-    unsigned i, b;
-} heap_loc;
-
-/* heap_free of the block at off, which heap_check_ref_at(h, off, at) found
- * live with no allocation or free since: its lookup is reused, not made
- * again.  Whatever *at holds, only the block at off is freed, and nothing
- * outside a validated arena's table is read or written: a location that is
- * out of bounds, in an arena not validated, or that names another block or
- * a free one, is a full heap_free of off, with its checks and message. */
-heap_status heap_free_at(heap_t *h, uint64_t off, const heap_loc *at);
+/* heap_check_ref of a non-null reference (its status and message); then,
+ * when the object has no slots and its count is `count`, frees it on the
+ * check's own lookup (*freed = true).  Anything else is left as it is
+ * (*freed = false).  The commit's drain frees a leaf whose last reference
+ * goes with its parent this way. */
+heap_status heap_free_leaf(heap_t *h, uint64_t off, uint64_t count, bool *freed);
 
 /* Size of the live block at off (its size class, or its run's bytes). */
 uint64_t heap_block_size(const heap_t *h, uint64_t off);
@@ -248,10 +241,6 @@ bool heap_is_live(const heap_t *h, uint64_t off);
 /* Checks a reference: 0 is accepted (null), otherwise heap_is_live, and the
  * header's nrefs must fit the block.  Fills msg on failure. */
 heap_status heap_check_ref(heap_t *h, uint64_t off);
-
-/* heap_check_ref of a non-null reference that also says where the block is
- * (*at, for heap_free_at). */
-heap_status heap_check_ref_at(heap_t *h, uint64_t off, heap_loc *at);
 
 /* heap_check_ref for a non-null object, also giving its exact size (as
  * heap_obj_size) from the same lookup. */

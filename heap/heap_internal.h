@@ -157,6 +157,43 @@ heap_live_desc(const heap_t *h, uint64_t off, uint64_t *k, unsigned *i, unsigned
     }
 }
 
+/* The exact size asked for the object at off, whose pool's descriptor is d. */
+static inline uint64_t heap_exact_size(const heap_t *h, uint64_t off,
+                                       const struct heap_pooldesc *d)
+{
+    if (d->kind == HEAP_POOL_SMALL) {
+        uint64_t pad = (heap_obj_at(h, off)->rc_bits & HEAP_PAD_MASK) >> HEAP_PAD_SHIFT;
+        return heap_class_size(d->cls) - pad;
+    }
+    return d->size;
+}
+
+/* Rules O1 and O2 (object.c): off is a live object's start and its slots fit
+ * its block.  On success *d is its pool's descriptor, *k, *i, *b where it
+ * is (heap_live_desc) and *size its exact size.  Inlined where it is used,
+ * so that the check and what follows share one lookup. */
+static inline __attribute__((always_inline)) heap_status
+heap_check_core(heap_t *h, uint64_t off, struct heap_pooldesc **d, uint64_t *k, unsigned *i,
+                unsigned *b, uint64_t *size)
+{
+    *d = heap_live_desc(h, off, k, i, b);
+    if (!*d && off < (h->narenas << HEAP_ARENA_SHIFT) &&
+        !heap_arena_ready(h, off >> HEAP_ARENA_SHIFT))
+        return HEAP_ECORRUPT;   /* the arena's table is damaged: h->msg says how */
+    if (!*d)
+        return heap_seterr(h, HEAP_EBADOFF,
+                           "%s: offset %llu is not the start of a live object", h->path,
+                           (unsigned long long)off);
+    *size = heap_exact_size(h, off, *d);
+    const heap_obj *o = heap_obj_at(h, off);
+    if (*size < HEAP_OBJ_HEADER || (uint64_t)o->nrefs * 8 > *size - HEAP_OBJ_HEADER)
+        return heap_seterr(h, HEAP_ECORRUPT,
+                           "%s: object at offset %llu: %u reference slots do not fit its "
+                           "%llu bytes", h->path, (unsigned long long)off, o->nrefs,
+                           (unsigned long long)*size);
+    return HEAP_OK;
+}
+
 /* Clears the view's bit of a block being freed (O3).  Frees run under the
  * store's write lock, with no reader beside them (readers record with plain
  * loads and stores too, object.c): a load and a store do, without a locked

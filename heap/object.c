@@ -60,20 +60,10 @@ uint64_t heap_block_size(const heap_t *h, uint64_t off)
     return (uint64_t)d->npools * HEAP_POOL_SIZE;
 }
 
-static inline uint64_t exact_size(const heap_t *h, uint64_t off,
-                                  const struct heap_pooldesc *d)
-{
-    if (d->kind == HEAP_POOL_SMALL) {
-        uint64_t pad = (heap_obj_at(h, off)->rc_bits & HEAP_PAD_MASK) >> HEAP_PAD_SHIFT;
-        return heap_class_size(d->cls) - pad;
-    }
-    return d->size;
-}
-
 uint64_t heap_obj_size(const heap_t *h, uint64_t off)
 {
     const struct heap_pooldesc *d = live_desc(h, off);
-    return d ? exact_size(h, off, d) : 0;
+    return d ? heap_exact_size(h, off, d) : 0;
 }
 
 uint64_t heap_obj_payload_size(const heap_t *h, uint64_t off)
@@ -168,48 +158,26 @@ void heap_view_pool_freed(heap_t *h, uint64_t gp)
         atomic_store_explicit(&h->view.pool_cls[gp], 0, memory_order_relaxed);
 }
 
-/* Inlined in each of its callers, so that mark and at fold away. */
 static inline __attribute__((always_inline)) heap_status
-check_obj(heap_t *h, uint64_t off, uint64_t *out, bool mark, heap_loc *at)
+check_obj(heap_t *h, uint64_t off, uint64_t *out, bool mark)
 {
-    heap_loc l;
-    const struct heap_pooldesc *d = heap_live_desc(h, off, &l.k, &l.i, &l.b);
-    if (!d && off < (h->narenas << HEAP_ARENA_SHIFT) &&
-        !heap_arena_ready(h, off >> HEAP_ARENA_SHIFT))
-        return HEAP_ECORRUPT;   /* the arena's table is damaged: h->msg says how */
-    if (!d)
-        return heap_seterr(h, HEAP_EBADOFF,
-                           "%s: offset %llu is not the start of a live object", h->path,
-                           (unsigned long long)off);
-    uint64_t size = exact_size(h, off, d);
-    const heap_obj *o = heap_obj_at(h, off);
-    if (size < HEAP_OBJ_HEADER || (uint64_t)o->nrefs * 8 > size - HEAP_OBJ_HEADER)
-        return heap_seterr(h, HEAP_ECORRUPT,
-                           "%s: object at offset %llu: %u reference slots do not fit its "
-                           "%llu bytes", h->path, (unsigned long long)off, o->nrefs,
-                           (unsigned long long)size);
-    *out = size;
-    if (at)
-        *at = l;
-    if (mark && d->kind == HEAP_POOL_SMALL && h->view.vbits)
+    struct heap_pooldesc *d;
+    uint64_t k = 0;
+    unsigned i = 0, b = 0;
+    heap_status st = heap_check_core(h, off, &d, &k, &i, &b, out);
+    if (!st && mark && d->kind == HEAP_POOL_SMALL && h->view.vbits)
         view_record(h, off, d);
-    return HEAP_OK;
-}
-
-heap_status heap_check_ref_at(heap_t *h, uint64_t off, heap_loc *at)
-{
-    uint64_t size;
-    return check_obj(h, off, &size, false, at);
+    return st;
 }
 
 heap_status heap_check_obj(heap_t *h, uint64_t off, uint64_t *out)
 {
-    return check_obj(h, off, out, false, NULL);
+    return check_obj(h, off, out, false);
 }
 
 heap_status heap_check_obj_mark(heap_t *h, uint64_t off, uint64_t *out)
 {
-    return check_obj(h, off, out, true, NULL);
+    return check_obj(h, off, out, true);
 }
 
 

@@ -43,8 +43,9 @@
  *      exists).  Popped, it is freed without a second check or count look;
  *      if it must wait (over budget, pinned), its 0 is written and it joins
  *      the zct as R3 says.  A leaf (no slots) within the budget and
- *      unpinned is not queued at all: it is freed at once, on the lookup
- *      its parent's loop just made (heap_free_at).
+ *      unpinned is not queued at all: it goes with the next batch of dead,
+ *      or, when no weak reference, pin or unwritten count is about, at once
+ *      on the lookup that checks it (heap_free_leaf).
  */
 #include "store_internal.h"
 
@@ -230,17 +231,6 @@ static int let_go(objstore *s, uint64_t oid, struct u64vec *dead)
     return dead->n >= DRAIN_BATCH ? free_dead(s, dead) : OBJSTORE_OK;
 }
 
-/* let_go for a leaf its parent's loop just checked (at): its block goes at
- * once, on that lookup, rather than being looked up again in a batch. */
-static int let_go_leaf(objstore *s, uint64_t oid, const heap_loc *at)
-{
-    int rc = forget(s, oid);
-    if (rc)
-        return rc;
-    heap_status hs = heap_free_at(s->heap, oid, at);
-    return hs ? store_heap_err(s, hs) : OBJSTORE_OK;
-}
-
 int store_drain_zct(objstore *s, uint64_t budget)
 {
     struct u64vec w = {0}, dead = {0};
@@ -306,10 +296,18 @@ int store_drain_zct(objstore *s, uint64_t budget)
             if (i + 16 < nrefs && slot[i + 16] < size)
                 __builtin_prefetch(heap_ptr(s->heap, slot[i + 16]));
             uint64_t child = slot[i];
-            heap_loc at;
             if (!child)
                 continue;
-            if (heap_check_ref_at(s->heap, child, &at) != HEAP_OK) {
+            /* R7's common case, a leaf whose one reference goes with its
+             * parent, is checked and freed on one lookup when nothing else
+             * must hear of it first: no weak reference, no pin, no unwritten
+             * count (freed + 1: the parent's own free is counted after). */
+            bool gone = false;
+            bool quick = !pins && !s->weak_cnt.n && !s->weak_type && freed + 1 < budget &&
+                         !(s->zeroed.n && u64map_find(&s->zeroed, child));
+            heap_status hs = quick ? heap_free_leaf(s->heap, child, 1, &gone)
+                                   : heap_check_ref(s->heap, child);
+            if (hs != HEAP_OK) {
                 /* A dangling slot, or a child whose count was below the
                  * references to it, freed already with an earlier one. */
                 rc = store_err(OBJSTORE_ECORRUPT, "%s: object %llu slot %u points at "
@@ -318,11 +316,16 @@ int store_drain_zct(objstore *s, uint64_t budget)
                                (unsigned long long)oid, i, (unsigned long long)child);
                 break;
             }
+            if (gone) {
+                if (s->cand.added.n || s->cand.committed.n)
+                    oidset_remove(&s->cand, child);
+                freed++;
+                continue;
+            }
             if (last_ref(s, child)) {   /* R7 */
-                /* (freed + 1: the parent's own free is counted after.) */
                 if (heap_obj_at(s->heap, child)->nrefs == 0 && freed + 1 < budget &&
                     !(pins && pinned(s, child))) {
-                    rc = let_go_leaf(s, child, &at);   /* nothing to visit */
+                    rc = let_go(s, child, &dead);   /* a leaf: nothing to visit */
                     freed += !rc;
                 } else {
                     rc = push(&w, child | DRAIN_DIRECT);

@@ -480,22 +480,22 @@ START_TEST(test_a_batch_free_equals_one_by_one_frees_and_stops_at_a_bad_offset)
 }
 END_TEST
 
-/* The commit's drain frees a leaf right where its parent's loop checked it:
- * heap_free_at reuses heap_check_ref_at's lookup and frees exactly that
- * block.  A location that is out of bounds, names another block or a free
- * one, or lies in an arena not validated yet (whose "table" may be a huge
- * block's data) goes through heap_free's whole check of the offset.  The
- * frees reach the file: written back and reopened, the heap has the
- * statistics of a twin that freed the same blocks with heap_free. */
-static uint64_t must_obj(heap_t *h, uint32_t nrefs, uint64_t payload)
+/* The commit's drain frees a leaf whose last reference goes with its parent
+ * on the lookup that checks it: heap_free_leaf frees exactly that object
+ * when it has no slots and the count given, leaves anything else as it is,
+ * and fails as heap_check_ref does (freeing nothing) on a bad offset or a
+ * damaged header.  The frees reach the file: written back and reopened, the
+ * heap has the statistics of a twin that freed the same blocks. */
+static uint64_t must_obj(heap_t *h, uint32_t nrefs, uint64_t payload, uint64_t count)
 {
     uint64_t off;
     heap_status s = heap_obj_new(h, 1, nrefs, payload, &off);
     ck_assert_msg(s == HEAP_OK, "heap_obj_new = %d: %s", s, heap_errmsg(h));
+    ck_assert_int_eq(heap_obj_set_refcount(h, off, count), HEAP_OK);
     return off;
 }
 
-START_TEST(test_a_free_at_a_checked_location_frees_that_block_and_a_bad_location_is_checked_in_full)
+START_TEST(test_a_leaf_is_freed_on_its_own_check_and_anything_else_is_left_as_it_is)
 {
     heap_t *h = new_heap(0), *twin = NULL;
     heap_t *hs[2] = {h, NULL};
@@ -505,46 +505,45 @@ START_TEST(test_a_free_at_a_checked_location_frees_that_block_and_a_bad_location
     hs[1] = twin = open_heap(path2);
     uint64_t o[2][6];
     for (int k = 0; k < 2; k++) {   /* the same objects in both heaps */
-        o[k][0] = must_obj(hs[k], 0, 8);       /* 32-byte class */
-        o[k][1] = must_obj(hs[k], 2, 40);      /* 80-byte class */
-        o[k][2] = must_obj(hs[k], 0, 8);
-        o[k][3] = must_obj(hs[k], 1, 20000);   /* a run */
-        o[k][4] = must_obj(hs[k], 0, 200);
-        o[k][5] = must_obj(hs[k], 0, 8);
+        o[k][0] = must_obj(hs[k], 0, 8, 1);       /* a leaf at count 1 */
+        o[k][1] = must_obj(hs[k], 2, 40, 1);      /* slots */
+        o[k][2] = must_obj(hs[k], 0, 8, 2);       /* another count */
+        o[k][3] = must_obj(hs[k], 0, 20000, 1);   /* a run */
+        o[k][4] = must_obj(hs[k], 0, 200, 1);
+        o[k][5] = must_obj(hs[k], 0, 8, 1);       /* its header damaged below */
     }
-    heap_loc at[6], none = {0};
-    for (int j = 0; j < 6; j++)
-        ck_assert_int_eq(heap_check_ref_at(h, o[0][j], &at[j]), HEAP_OK);
+    bool freed = true;
+    ck_assert_int_eq(heap_free_leaf(h, o[0][0], 1, &freed), HEAP_OK);
+    ck_assert(freed && !heap_is_live(h, o[0][0]));
+    ck_assert(heap_is_live(h, o[0][2]));
+    /* Freed already, or not a block's start: heap_check_ref's status. */
+    ck_assert_int_eq(heap_free_leaf(h, o[0][0], 1, &freed), HEAP_EBADOFF);
+    ck_assert(!freed);
+    ck_assert_msg(strstr(heap_errmsg(h), "not the start of a live object"), "message: %s",
+                  heap_errmsg(h));
+    ck_assert_int_eq(heap_free_leaf(h, o[0][4] + 16, 1, &freed), HEAP_EBADOFF);
+    ck_assert(!freed && heap_is_live(h, o[0][4]));
+    /* Slots, or another count: left as they are. */
+    ck_assert_int_eq(heap_free_leaf(h, o[0][1], 1, &freed), HEAP_OK);
+    ck_assert(!freed && heap_is_live(h, o[0][1]));
+    ck_assert_int_eq(heap_free_leaf(h, o[0][2], 1, &freed), HEAP_OK);
+    ck_assert(!freed && heap_is_live(h, o[0][2]));
+    /* A run, and another small leaf. */
+    ck_assert_int_eq(heap_free_leaf(h, o[0][3], 1, &freed), HEAP_OK);
+    ck_assert(freed && !heap_is_live(h, o[0][3]));
+    ck_assert_int_eq(heap_free_leaf(h, o[0][4], 1, &freed), HEAP_OK);
+    ck_assert(freed && !heap_is_live(h, o[0][4]));
+    /* Slots that do not fit the block: damage, nothing freed. */
+    heap_mark_dirty(h, o[0][5], HEAP_OBJ_HEADER);
+    heap_obj_at(h, o[0][5])->nrefs = 1000;
+    ck_assert_int_eq(heap_free_leaf(h, o[0][5], 1, &freed), HEAP_ECORRUPT);
+    ck_assert(!freed && heap_is_live(h, o[0][5]));
+    heap_mark_dirty(twin, o[1][5], HEAP_OBJ_HEADER);
+    heap_obj_at(twin, o[1][5])->nrefs = 1000;
 
-    /* At its own location: that block, and only it, is freed. */
-    ck_assert_int_eq(heap_free_at(h, o[0][0], &at[0]), HEAP_OK);
-    ck_assert(!heap_is_live(h, o[0][0]));
-    ck_assert(heap_is_live(h, o[0][2]));
-    /* Again at the same (now stale) location: heap_free's check says so. */
-    ck_assert_int_eq(heap_free_at(h, o[0][0], &at[0]), HEAP_EBADOFF);
-    ck_assert_msg(strstr(heap_errmsg(h), "not a live block"), "message: %s", heap_errmsg(h));
-    /* At another live block's location: the offset's block is freed, not
-     * the one the location names. */
-    ck_assert_int_eq(heap_free_at(h, o[0][5], &at[2]), HEAP_OK);
-    ck_assert(!heap_is_live(h, o[0][5]));
-    ck_assert(heap_is_live(h, o[0][2]));
-    /* Locations out of every bound. */
-    heap_loc wild[] = {{.k = UINT64_MAX / 2, .i = 1}, {.i = 64}, {.i = 1, .b = 5000}};
-    ck_assert_int_eq(heap_free_at(h, o[0][1], &wild[0]), HEAP_OK);
-    ck_assert_int_eq(heap_free_at(h, o[0][1], &wild[1]), HEAP_EBADOFF);   /* freed */
-    ck_assert_int_eq(heap_free_at(h, o[0][1], &wild[2]), HEAP_EBADOFF);
-    ck_assert(!heap_is_live(h, o[0][1]));
-    ck_assert(heap_is_live(h, o[0][2]));
-    /* A run, and a location that names nothing. */
-    ck_assert_int_eq(heap_free_at(h, o[0][3], &at[3]), HEAP_OK);
-    ck_assert_int_eq(heap_free_at(h, o[0][4], &none), HEAP_OK);
-    ck_assert(!heap_is_live(h, o[0][3]) && !heap_is_live(h, o[0][4]));
-    /* Not a live object: no location. */
-    ck_assert_int_eq(heap_check_ref_at(h, o[0][0], &at[0]), HEAP_EBADOFF);
-
-    for (int j = 0; j < 6; j++)
-        if (j != 2)
-            must_free(twin, o[1][j]);
+    must_free(twin, o[1][0]);
+    must_free(twin, o[1][3]);
+    must_free(twin, o[1][4]);
     heap_stats a, b;
     heap_get_stats(twin, &b);
     commit(h);   /* every change was marked dirty: the file has them all */
@@ -553,27 +552,27 @@ START_TEST(test_a_free_at_a_checked_location_frees_that_block_and_a_bad_location
     ck_assert_int_eq(heap_rebuild_full(h), HEAP_OK);
     heap_get_stats(h, &a);
     assert_stats_equal(&a, &b);
-    ck_assert(heap_is_live(h, o[0][2]));
+    ck_assert(heap_is_live(h, o[0][1]) && heap_is_live(h, o[0][2]));
     heap_close(twin);
     heap_close(h);
     free(path2);
 }
 END_TEST
 
-/* A location in an arena open has not validated yet, whose table lies in a
- * huge block's data and looks like a small pool with a block allocated:
- * heap_free_at must not take it for a table (nothing is written there). */
-START_TEST(test_a_free_at_a_location_in_an_arena_not_validated_touches_nothing_there)
+/* An offset in an arena open has not validated, whose table lies in a huge
+ * block's data and looks like a small pool with a block allocated there:
+ * heap_free_leaf must not take it for a table (nothing is written there). */
+START_TEST(test_a_leaf_free_in_an_arena_that_is_a_huge_blocks_data_touches_nothing)
 {
     heap_t *h = new_heap(0);
-    uint64_t small = must_alloc(h, 32);
     uint64_t big = must_alloc(h, UINT64_C(70) << 20);
     uint64_t b = must_alloc(h, UINT64_C(5) << 20);   /* spans the next arenas */
     (void)big;
     uint64_t kb = (b >> HEAP_ARENA_SHIFT) + 1;
     ck_assert_uint_lt(kb, heap_size(h) >> HEAP_ARENA_SHIFT);
-    struct heap_arena_table *t = heap_ptr(h, (kb << HEAP_ARENA_SHIFT) + HEAP_TABLE_OFFSET);
-    heap_mark_dirty(h, (kb << HEAP_ARENA_SHIFT) + HEAP_TABLE_OFFSET, sizeof *t);
+    uint64_t table = (kb << HEAP_ARENA_SHIFT) + HEAP_TABLE_OFFSET;
+    struct heap_arena_table *t = heap_ptr(h, table);   /* b's data */
+    heap_mark_dirty(h, table, sizeof *t);
     t->pool[1] = (struct heap_pooldesc){.kind = HEAP_POOL_SMALL, .cls = 250, .nalloc = 1};
     t->bitmap[1][0] = 1;
     commit(h);
@@ -581,10 +580,11 @@ START_TEST(test_a_free_at_a_location_in_an_arena_not_validated_touches_nothing_t
 
     h = open_heap(g_path);
     ck_assert_uint_le(heap_arenas_validated(h), kb);   /* the test's premise */
-    heap_loc at = {.k = kb, .i = 1, .b = 0};
-    ck_assert_int_eq(heap_free_at(h, small, &at), HEAP_OK);   /* small, through heap_free */
-    ck_assert(!heap_is_live(h, small));
-    t = heap_ptr(h, (kb << HEAP_ARENA_SHIFT) + HEAP_TABLE_OFFSET);   /* b's data */
+    bool freed = true;
+    uint64_t fake = (kb << HEAP_ARENA_SHIFT) + HEAP_POOL_SIZE;   /* "pool 1, block 0" */
+    ck_assert_int_ne(heap_free_leaf(h, fake, 0, &freed), HEAP_OK);
+    ck_assert(!freed);
+    t = heap_ptr(h, table);
     ck_assert_uint_eq(t->bitmap[1][0], 1);
     ck_assert_uint_eq(t->pool[1].cls, 250);
     ck_assert(heap_is_live(h, b));
@@ -2173,8 +2173,8 @@ static Suite *heap_suite(void)
     tcase_add_test(tc, test_every_size_class_allocates_aligned_distinct_blocks);
     tcase_add_test(tc, test_a_reused_block_comes_back_zeroed);
     tcase_add_test(tc, test_a_batch_free_equals_one_by_one_frees_and_stops_at_a_bad_offset);
-    tcase_add_test(tc, test_a_free_at_a_checked_location_frees_that_block_and_a_bad_location_is_checked_in_full);
-    tcase_add_test(tc, test_a_free_at_a_location_in_an_arena_not_validated_touches_nothing_there);
+    tcase_add_test(tc, test_a_leaf_is_freed_on_its_own_check_and_anything_else_is_left_as_it_is);
+    tcase_add_test(tc, test_a_leaf_free_in_an_arena_that_is_a_huge_blocks_data_touches_nothing);
     tcase_add_test(tc, test_a_new_block_is_zeroed_up_to_the_size_asked);
     tcase_add_test(tc, test_an_impossible_size_is_refused_without_harm);
     tcase_add_test(tc, test_bad_offsets_are_refused);
