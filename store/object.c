@@ -43,9 +43,10 @@
  *      exists).  Popped, it is freed without a second check or count look;
  *      if it must wait (over budget, pinned), its 0 is written and it joins
  *      the zct as R3 says.  A leaf (no slots) within the budget and
- *      unpinned is not queued at all: it goes with the next batch of dead,
- *      or, when no weak reference, pin or unwritten count is about, at once
- *      on the lookup that checks it (heap_free_leaf).
+ *      unpinned is not queued at all: it is freed at once, on the lookup
+ *      that checks it when no weak reference, pin or unwritten count is
+ *      about (heap_free_leaf), so that a second reference to it (a damaged
+ *      count) finds it gone.
  */
 #include "store_internal.h"
 
@@ -231,6 +232,18 @@ static int let_go(objstore *s, uint64_t oid, struct u64vec *dead)
     return dead->n >= DRAIN_BATCH ? free_dead(s, dead) : OBJSTORE_OK;
 }
 
+/* let_go, the block freed at once rather than with the batch: a leaf met
+ * through its parent's slot, so that a second reference to it (its count
+ * below its references: damage) finds it gone and says so. */
+static int free_now(objstore *s, uint64_t oid)
+{
+    int rc = forget(s, oid);
+    if (rc)
+        return rc;
+    heap_status hs = heap_free(s->heap, oid);
+    return hs ? store_heap_err(s, hs) : OBJSTORE_OK;
+}
+
 int store_drain_zct(objstore *s, uint64_t budget)
 {
     struct u64vec w = {0}, dead = {0};
@@ -325,7 +338,7 @@ int store_drain_zct(objstore *s, uint64_t budget)
             if (last_ref(s, child)) {   /* R7 */
                 if (heap_obj_at(s->heap, child)->nrefs == 0 && freed + 1 < budget &&
                     !(pins && pinned(s, child))) {
-                    rc = let_go(s, child, &dead);   /* a leaf: nothing to visit */
+                    rc = free_now(s, child);   /* a leaf: nothing to visit */
                     freed += !rc;
                 } else {
                     rc = push(&w, child | DRAIN_DIRECT);
