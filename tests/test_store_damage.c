@@ -858,6 +858,24 @@ START_TEST(test_a_redo_range_past_the_reserved_range_is_a_redo_error)
 }
 END_TEST
 
+/* Writes `to` over the count of the object at oid in the closed store's heap
+ * file, which must hold `from` (FORMAT 1.3: the count is rc_bits' low 48
+ * bits). */
+static void damage_count(objstore_oid oid, uint64_t from, uint64_t to)
+{
+    char *heap = heap_file();
+    int fd = open(heap, O_RDWR | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    uint64_t rc;
+    ck_assert_int_eq(pread(fd, &rc, 8, (off_t)oid), 8);
+    ck_assert_uint_eq(rc & HEAP_RC_MASK, from);
+    rc = (rc & ~HEAP_RC_MASK) | to;
+    ck_assert_int_eq(pwrite(fd, &rc, 8, (off_t)oid), 8);
+    ck_assert_int_eq(fsync(fd), 0);
+    close(fd);
+    free(heap);
+}
+
 /* A count lower than the references to an object (here 1 for two slots):
  * when a commit frees the holder, the second slot must not find the object
  * as if it were still there.  The commit fails with ECORRUPT, its message
@@ -879,17 +897,7 @@ static void count_below_references(bool leaf, uint64_t budget, const char *want)
     commit(t);
     close_store(s);
 
-    char *heap = heap_file();   /* FORMAT 1.3: the count is rc_bits' low 48 bits */
-    int fd = open(heap, O_RDWR | O_CLOEXEC);
-    ck_assert_int_ge(fd, 0);
-    uint64_t rc;
-    ck_assert_int_eq(pread(fd, &rc, 8, (off_t)c), 8);
-    ck_assert_uint_eq(rc & HEAP_RC_MASK, 2);
-    rc = (rc & ~HEAP_RC_MASK) | 1;
-    ck_assert_int_eq(pwrite(fd, &rc, 8, (off_t)c), 8);
-    ck_assert_int_eq(fsync(fd), 0);
-    close(fd);
-    free(heap);
+    damage_count(c, 2, 1);
 
     objstore_options o = { .free_budget = budget };
     s = open_store(g_store, &o);
@@ -932,17 +940,7 @@ static void count_below_through_two_parents(bool pin_elsewhere)
     commit(t);
     close_store(s);
 
-    char *heap = heap_file();
-    int fd = open(heap, O_RDWR | O_CLOEXEC);
-    ck_assert_int_ge(fd, 0);
-    uint64_t rc;
-    ck_assert_int_eq(pread(fd, &rc, 8, (off_t)c), 8);
-    ck_assert_uint_eq(rc & HEAP_RC_MASK, 2);
-    rc = (rc & ~HEAP_RC_MASK) | 1;
-    ck_assert_int_eq(pwrite(fd, &rc, 8, (off_t)c), 8);
-    ck_assert_int_eq(fsync(fd), 0);
-    close(fd);
-    free(heap);
+    damage_count(c, 2, 1);
 
     s = open_store(g_store, NULL);
     if (pin_elsewhere) {   /* held past its transaction, until unpinned */
