@@ -101,20 +101,19 @@ static uint64_t child_walk_db(int fd, MDB_txn *txn, MDB_dbi db, const char *name
 static void child_redo(int fd, objstore *s, MDB_txn *txn, struct metainfo *mi)
 {
     MDB_cursor *cur;
-    if (mdb_cursor_open(txn, s->db_redo, &cur))
+    if (mdb_cursor_open(txn, s->db_main, &cur))
         return;
     MDB_val k, v;
     uint64_t last = 0;
     int rc;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    for (rc = store_redo_seek(cur, 0, &k, &v); rc == 0; rc = store_redo_next(cur, &k, &v)) {
         mi->redo_records++;
         mi->redo_bytes += v.mv_size;
         if (store_redo_check(s, &k, &v) == OBJSTORE_OK) {
-            last = store_get_be64(k.mv_data);
+            last = store_redo_key_epoch(&k);
             continue;
         }
-        uint64_t epoch = k.mv_size >= 8 ? store_get_be64(k.mv_data) : 0;
+        uint64_t epoch = store_redo_key_epoch(&k);
         /* Its ranges, as far as the record can be read (FORMAT.md 2.1:
          * nranges at 20, the ranges from 80, 16 bytes each). */
         char ranges[200] = "";
@@ -141,6 +140,10 @@ static void child_redo(int fd, objstore *s, MDB_txn *txn, struct metainfo *mi)
         CHILD_FINDING(fd, OBJSTORE_C_REDO, epoch, v.mv_size, 2, "%s%s (epoch %" PRIu64 ")",
                       objstore_errmsg(), ranges, epoch);
     }
+    if (rc != MDB_NOTFOUND)
+        CHILD_FINDING(fd, OBJSTORE_C_META, 0, 0, 0,
+                      "meta/ redo log cannot be read past record %" PRIu64 ": %s",
+                      mi->redo_records, mdb_strerror(rc));
     mdb_cursor_close(cur);
     if (last > mi->epoch)
         mi->epoch = last;
@@ -230,7 +233,6 @@ static void child_main(int fd, const char *dir)
     child_walk_db(fd, txn, s->db_cand, "candidates", 8, 8, 0, 0);
     child_walk_db(fd, txn, s->db_meta, "meta", 1, 511, 0, 4096);
     child_walk_db(fd, txn, s->db_types, "types", 1, STORE_TYPE_NAME_MAX, 4, 4);
-    child_walk_db(fd, txn, s->db_redo, "redo", 12, 12, 64, SIZE_MAX);
     child_types(fd, s, txn, &mi);
     child_redo(fd, s, txn, &mi);
     char hex[33];

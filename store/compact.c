@@ -134,7 +134,8 @@ static int switch_txn(objstore *s, uint64_t gen, const store_rootlist *l, const 
      * missing from the log). */
     if ((rc = mdb_put(w, s->db_meta, &gk, &gv, 0)) ||
         (rc = mdb_put(w, s->db_meta, &ek, &ev, 0)) ||
-        (rc = mdb_put(w, s->db_meta, &ck, &cv, 0)) || (rc = mdb_drop(w, s->db_redo, 0)) ||
+        (rc = mdb_put(w, s->db_meta, &ck, &cv, 0)) ||
+        (rc = store_del_redo(s, w, UINT64_MAX)) ||
         (rc = mdb_drop(w, s->db_zct, 0)) || (rc = mdb_drop(w, s->db_cand, 0)) ||
         (rc = store_weak_switch(s, w)))   /* weak.c W7 */
         goto fail;

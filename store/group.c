@@ -484,7 +484,7 @@ static int group_lmdb(objstore *s, struct store_sealed *first, const struct merg
     bool drop = s->synced_epoch > s->deleted_upto;
     if (!rc && drop && !(rc = store_del_redo(s, w, s->synced_epoch)))
         rc = store_put_u64(w, s->db_meta, "ckpt", s->synced_epoch) ? ENOSPC : 0;
-    /* Replay takes the epoch from redo-head when the newest commit wrote
+    /* Replay takes the epoch from the log's head when the newest commit wrote
      * records; otherwise (or when records go) meta/ "epoch" must carry it. */
     if (!rc && (!m->n || drop))
         rc = store_put_u64(w, s->db_meta, "epoch", last) ? ENOSPC : 0;

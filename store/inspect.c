@@ -80,10 +80,9 @@ int objstore_get_store_info(objstore *s, objstore_store_info *info)
     info->types = db_entries(txn, s->db_typeids);
     info->metadata = db_entries(txn, s->db_user);
     MDB_cursor *c;
-    if (mdb_cursor_open(txn, s->db_redo, &c) == 0) {
+    if (mdb_cursor_open(txn, s->db_main, &c) == 0) {
         MDB_val k, v;
-        for (mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST); mrc == 0;
-             mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        for (mrc = store_redo_seek(c, 0, &k, &v); mrc == 0; mrc = store_redo_next(c, &k, &v)) {
             info->redo_records++;
             info->redo_bytes += v.mv_size;
         }

@@ -7,10 +7,11 @@
  *   types       type name -> id (u32, big-endian)
  *   typeids     id (u32, big-endian) -> type name
  *   user        application key -> value
- *   redo        (epoch u64 BE, seq u32 BE) -> redo record (txn.c)
  *   zct         oid (u64 BE) -> empty: persisted count 0, not yet freed
  *   candidates  oid (u64 BE) -> empty: cycle candidates
  *   weak        (target u64 BE, weakref u64 BE) -> empty (weak.c)
+ *   (main)      the named databases; after them the redo log: 0xFE, epoch u64
+ *               BE, seq u32 BE -> redo record; then its head (txn.c T7)
  *
  * Rules:
  *   M1 nothing read from LMDB is trusted: sizes are checked before use, a
@@ -166,9 +167,9 @@ int store_grow_map(objstore *s)
 int store_dbs_open(objstore *s, MDB_txn *txn, bool create)
 {
     static const char *names[] = {"meta", "roots", "types", "typeids",
-                                  "user", "redo", "zct", "candidates"};
+                                  "user", "zct", "candidates"};
     MDB_dbi *dbis[] = {&s->db_meta, &s->db_roots, &s->db_types, &s->db_typeids,
-                       &s->db_user, &s->db_redo, &s->db_zct, &s->db_cand};
+                       &s->db_user, &s->db_zct, &s->db_cand};
     for (unsigned i = 0; i < sizeof names / sizeof *names; i++) {
         int rc = mdb_dbi_open(txn, names[i], create ? MDB_CREATE : 0, dbis[i]);
         if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE)

@@ -121,15 +121,12 @@ int ck_discard_redo(struct ck *c, const char *dir, uint64_t from, uint64_t *lost
     if (!rc && !mrc)
         mrc = mdb_txn_begin(s.env, NULL, 0, &w);
     if (!rc && !mrc)
-        mrc = mdb_cursor_open(w, s.db_redo, &cur);
+        mrc = mdb_cursor_open(w, s.db_main, &cur);
     if (!rc && !mrc) {
-        uint8_t key[12] = {0};
-        store_be64(key, from);
         MDB_val k, v;
         /* Sought again after each deletion, as txn.c's del_redo does. */
-        for (k = (MDB_val){12, key}; (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)) == 0;
-             k = (MDB_val){12, key}) {
-            uint64_t e = k.mv_size >= 8 ? store_get_be64(k.mv_data) : UINT64_MAX;
+        while ((mrc = store_redo_seek(cur, from, &k, &v)) == 0) {
+            uint64_t e = k.mv_size == STORE_REDO_KEY ? store_redo_key_epoch(&k) : UINT64_MAX;
             if (e != last) {
                 epochs++;
                 if (!lo)
@@ -146,11 +143,11 @@ int ck_discard_redo(struct ck *c, const char *dir, uint64_t from, uint64_t *lost
         /* The chain (FORMAT.md 2.1) now ends at the newest record left:
          * redo-head names it (nseq, u32 at offset 64 of its header), or
          * goes when no record is left. */
-        MDB_val hk = {9, "redo-head"};
-        if (!mrc && (mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST)) == 0 && k.mv_size == 12 &&
+        MDB_val hk = store_redo_head_key;
+        if (!mrc && (mrc = store_redo_last(cur, &k, &v)) == 0 && k.mv_size == STORE_REDO_KEY &&
             v.mv_size >= 80) {
             uint8_t head[16] = {0};
-            uint64_t e = store_get_be64(k.mv_data);
+            uint64_t e = store_redo_key_epoch(&k);
             memcpy(head, &e, 8);
             memcpy(head + 8, (const uint8_t *)v.mv_data + 64, 4);
             MDB_val hv = {16, head};

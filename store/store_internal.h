@@ -30,14 +30,14 @@
 #include "objstore_admin.h"
 #include "u64map.h"
 
-#define STORE_FORMAT_VERSION 2u
+#define STORE_FORMAT_VERSION 3u
 #define STORE_NAME_MAX 511
 #define STORE_TYPE_NAME_MAX 255
 #define STORE_META_VALUE_MAX (UINT64_C(64) << 20)
 #define STORE_REDO_CHUNK (UINT64_C(1) << 20)   /* data bytes per redo value */
 #define STORE_DIRECT_MIN (UINT64_C(1) << 20)   /* bulk path from this size */
 /* or after this many LMDB commits (a group commit's one record set counts
- * once): keeps meta/'s redo tree two levels deep, so a small commit dirties
+ * once): keeps meta/'s main tree two levels deep, so a small commit dirties
  * as few LMDB pages as a raw LMDB put (W3) */
 #define STORE_CKPT_COMMITS 1000u
 #define STORE_DROP_PRIVATE (UINT64_C(64) << 20)
@@ -107,8 +107,8 @@ struct objstore {
 
     heap_t *heap;
     MDB_env *env;
-    MDB_dbi db_main;           /* the unnamed database: "redo-head" (txn.c R1) */
-    MDB_dbi db_meta, db_roots, db_types, db_typeids, db_user, db_redo, db_zct, db_cand;
+    MDB_dbi db_main;           /* the unnamed database: the redo log (txn.c T7) */
+    MDB_dbi db_meta, db_roots, db_types, db_typeids, db_user, db_zct, db_cand;
     MDB_dbi db_weak;           /* weak.c; valid when weak_db */
     uint64_t mapsize;
 
@@ -268,6 +268,19 @@ int store_replay(objstore *s);
  * format allows); OBJSTORE_EREDO with a message naming its epoch and what is
  * wrong.  The chain of records (T5) is store_replay's to check. */
 int store_redo_check(objstore *s, const MDB_val *k, const MDB_val *v);
+/* The redo log's keys in meta/'s main database (FORMAT.md 2.1, rule T7):
+ * STORE_REDO_PREFIX, u64 epoch BE, u32 seq BE; the head's key sorts after. */
+#define STORE_REDO_PREFIX 0xFEu
+#define STORE_REDO_KEY 13
+extern const MDB_val store_redo_head_key;
+void store_redo_key(uint8_t key[STORE_REDO_KEY], uint64_t epoch, uint32_t seq);
+uint64_t store_redo_key_epoch(const MDB_val *k);   /* 0 for a malformed key */
+/* Cursor moves over the log alone (a cursor on db_main): the first record
+ * at or after (epoch, seq 0) -- epoch 0: the first, malformed keys
+ * included --, the next, the last.  MDB_NOTFOUND past the log's range. */
+int store_redo_seek(MDB_cursor *c, uint64_t epoch, MDB_val *k, MDB_val *v);
+int store_redo_next(MDB_cursor *c, MDB_val *k, MDB_val *v);
+int store_redo_last(MDB_cursor *c, MDB_val *k, MDB_val *v);
 int store_checkpoint_all(objstore *s);
 int store_shrink(objstore *s);
 int store_write_begin(objstore *s, objstore_txn **out);

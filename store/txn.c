@@ -31,13 +31,16 @@
  *   T4 abort restores every RAM structure: heap pages and allocator, pending
  *      maps, set deltas, types, pins.
  *   T5 the redo log is a chain: each record names its commit's predecessor
- *      with records and its commit's record count, and meta/'s "redo-head"
+ *      with records and its commit's record count, and the log's head
  *      names the newest; a record missing anywhere refuses the open.
  *   T6 a checkpoint writes its epoch into the heap header (ckpt_epoch) and
  *      syncs before any record up to it is deleted and meta/ "ckpt" moves:
  *      open refuses a heap whose ckpt_epoch is below meta/'s "ckpt" (an
  *      older copy of the file: the records that would bring it forward are
  *      gone) or above meta/'s epoch (meta/ is the older one).
+ *   T7 the log's keys are meta/'s main database's last ones (records, then
+ *      the head): a commit that writes records and touches no named
+ *      database rewrites one path of that tree, as a raw LMDB put does.
  */
 #include "store_internal.h"
 
@@ -76,23 +79,62 @@ struct redo_range {
     uint64_t len;
 };
 
-/* meta/'s main database, key "redo-head": the newest commit that wrote redo
- * records.  The main database's page is written by every commit anyway (it
- * holds the named databases' roots), so this costs no page. */
+/* The redo log lives in meta/'s main database (T7): each record under
+ * STORE_REDO_PREFIX ‖ epoch ‖ seq, and the head -- the newest commit that
+ * wrote records -- under the one key that sorts after them all.  A commit's
+ * records and the head land in the tree's rightmost leaf, so a small commit
+ * dirties the path to that leaf and nothing else: no named database's root,
+ * and no other leaf of the main database. */
 struct redo_head {
     uint64_t epoch;
     uint32_t nseq;
     uint32_t zero;
 };
-static const MDB_val redo_head_key = {9, "redo-head"};
+const MDB_val store_redo_head_key = {10, "\xffredo-head"};
 
-static void redo_key(uint8_t key[12], uint64_t epoch, uint32_t seq)
+void store_redo_key(uint8_t key[STORE_REDO_KEY], uint64_t epoch, uint32_t seq)
 {
-    store_be64(key, epoch);
-    key[8] = (uint8_t)(seq >> 24);
-    key[9] = (uint8_t)(seq >> 16);
-    key[10] = (uint8_t)(seq >> 8);
-    key[11] = (uint8_t)seq;
+    key[0] = STORE_REDO_PREFIX;
+    store_be64(key + 1, epoch);
+    key[9] = (uint8_t)(seq >> 24);
+    key[10] = (uint8_t)(seq >> 16);
+    key[11] = (uint8_t)(seq >> 8);
+    key[12] = (uint8_t)seq;
+}
+
+uint64_t store_redo_key_epoch(const MDB_val *k)
+{
+    return k->mv_size == STORE_REDO_KEY ? store_get_be64((const uint8_t *)k->mv_data + 1) : 0;
+}
+
+/* Whether the cursor's key is in the log's key range (any size: a record
+ * with a malformed key is still the log's, and fails its check). */
+static int in_log(int rc, const MDB_val *k)
+{
+    if (rc)
+        return rc;
+    return k->mv_size && *(const uint8_t *)k->mv_data == STORE_REDO_PREFIX ? 0 : MDB_NOTFOUND;
+}
+
+int store_redo_seek(MDB_cursor *c, uint64_t epoch, MDB_val *k, MDB_val *v)
+{
+    uint8_t key[STORE_REDO_KEY];
+    store_redo_key(key, epoch, 0);
+    *k = (MDB_val){epoch ? sizeof key : 1, key};   /* epoch 0: a malformed key too */
+    return in_log(mdb_cursor_get(c, k, v, MDB_SET_RANGE), k);
+}
+
+int store_redo_next(MDB_cursor *c, MDB_val *k, MDB_val *v)
+{
+    return in_log(mdb_cursor_get(c, k, v, MDB_NEXT), k);
+}
+
+int store_redo_last(MDB_cursor *c, MDB_val *k, MDB_val *v)
+{
+    *k = store_redo_head_key;
+    int rc = mdb_cursor_get(c, k, v, MDB_SET_RANGE);
+    rc = mdb_cursor_get(c, k, v, rc == 0 ? MDB_PREV : MDB_LAST);
+    return in_log(rc, k);
 }
 
 /* XXH3 of the header (checksum field zero), seeding XXH3 of the rest. */
@@ -304,13 +346,10 @@ int store_put_redo(objstore *s, MDB_txn *w, uint64_t epoch, uint64_t prev, const
             }
         }
         size_t size = sizeof(struct redo_hdr) + (size_t)nr * sizeof(struct redo_range) + bytes;
-        uint8_t key[12];
-        redo_key(key, epoch, seq);
+        uint8_t key[STORE_REDO_KEY];
+        store_redo_key(key, epoch, seq);
         MDB_val k = {sizeof key, key}, v = {size, NULL};
-        /* Keys only grow: appending fills leaf pages instead of splitting them. */
-        int rc = mdb_put(w, s->db_redo, &k, &v, MDB_RESERVE | MDB_APPEND);
-        if (rc == MDB_KEYEXIST)
-            rc = mdb_put(w, s->db_redo, &k, &v, MDB_RESERVE);
+        int rc = mdb_put(w, s->db_main, &k, &v, MDB_RESERVE);
         if (rc)
             return rc;
         uint8_t *rec = v.mv_data;
@@ -347,7 +386,7 @@ int store_put_redo(objstore *s, MDB_txn *w, uint64_t epoch, uint64_t prev, const
     if (!n)
         return 0;
     struct redo_head head = {.epoch = epoch, .nseq = nseq};
-    MDB_val hk = redo_head_key, hv = {sizeof head, &head};
+    MDB_val hk = store_redo_head_key, hv = {sizeof head, &head};
     return mdb_put(w, s->db_main, &hk, &hv, 0);
 }
 
@@ -355,12 +394,12 @@ int store_put_redo(objstore *s, MDB_txn *w, uint64_t epoch, uint64_t prev, const
 int store_del_redo(objstore *s, MDB_txn *w, uint64_t upto)
 {
     MDB_cursor *c;
-    int rc = mdb_cursor_open(w, s->db_redo, &c);
+    int rc = mdb_cursor_open(w, s->db_main, &c);
     if (rc)
         return rc;
     MDB_val k, v;
-    while ((rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0) {
-        if (k.mv_size != 12 || store_get_be64(k.mv_data) > upto)
+    while ((rc = store_redo_seek(c, 0, &k, &v)) == 0) {
+        if (k.mv_size != STORE_REDO_KEY || store_redo_key_epoch(&k) > upto)
             break;
         if ((rc = mdb_cursor_del(c, 0)))
             break;
@@ -798,11 +837,12 @@ int objstore_checkpoint(objstore *s)
 
 static int check_record(objstore *s, const MDB_val *k, const MDB_val *v, struct redo_hdr *out)
 {
-    if (k->mv_size != 12)
-        return store_err(OBJSTORE_EREDO, "%s: redo key of %zu bytes", s->dir, k->mv_size);
+    if (k->mv_size != STORE_REDO_KEY)
+        return store_err(OBJSTORE_EREDO, "%s: redo key of %zu bytes, not %d", s->dir,
+                         k->mv_size, STORE_REDO_KEY);
     const uint8_t *kp = k->mv_data;
-    uint64_t epoch = store_get_be64(kp);
-    uint32_t seq = (uint32_t)kp[8] << 24 | (uint32_t)kp[9] << 16 | (uint32_t)kp[10] << 8 | kp[11];
+    uint64_t epoch = store_redo_key_epoch(k);
+    uint32_t seq = (uint32_t)kp[9] << 24 | (uint32_t)kp[10] << 16 | (uint32_t)kp[11] << 8 | kp[12];
     struct redo_hdr h;
     if (v->mv_size < sizeof h)
         return store_err(OBJSTORE_EREDO, "%s: redo record (epoch %llu, seq %u) is %zu bytes, "
@@ -916,7 +956,7 @@ static int chain_step(objstore *s, struct redo_chain *c, const struct redo_hdr *
 static int read_head(objstore *s, MDB_txn *txn, struct redo_head *head)
 {
     memset(head, 0, sizeof *head);
-    MDB_val k = redo_head_key, v;
+    MDB_val k = store_redo_head_key, v;
     int rc = mdb_get(txn, s->db_main, &k, &v);
     if (rc == MDB_NOTFOUND)
         return OBJSTORE_OK;
@@ -960,7 +1000,7 @@ int store_replay(objstore *s)
     struct redo_head head;
     int err = read_head(s, txn, &head);
     MDB_cursor *c;
-    if (err || (rc = mdb_cursor_open(txn, s->db_redo, &c))) {
+    if (err || (rc = mdb_cursor_open(txn, s->db_main, &c))) {
         mdb_txn_abort(txn);
         return err ? err : store_lmdb_err(rc, "replay");
     }
@@ -969,8 +1009,8 @@ int store_replay(objstore *s)
     struct redo_chain chain = {0};
     /* Pass 1 checks every record and the chain (T2, T5); pass 2 applies
      * them in key order. */
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && !err;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT), nrec++) {
+    for (rc = store_redo_seek(c, 0, &k, &v); rc == 0 && !err;
+         rc = store_redo_next(c, &k, &v), nrec++) {
         struct redo_hdr h = {0};
         if (!(err = check_record(s, &k, &v, &h)))
             err = chain_step(s, &chain, &h);
@@ -994,8 +1034,7 @@ int store_replay(objstore *s)
     s->redo_last = head.epoch;
     if (!err)
         err = check_heap_age(s);
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && !err;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+    for (rc = store_redo_seek(c, 0, &k, &v); rc == 0 && !err; rc = store_redo_next(c, &k, &v))
         err = apply_record(s, &v);
     mdb_cursor_close(c);
     mdb_txn_abort(txn);

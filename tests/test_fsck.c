@@ -787,6 +787,22 @@ START_TEST(test_a_missing_lock_file_is_recreated)
 }
 END_TEST
 
+/* Puts c on the oldest redo record, in meta/'s main database after the
+ * named databases (FORMAT 2.1: key 0xFE, epoch u64 BE, seq u32 BE); returns
+ * its epoch. */
+static uint64_t first_redo(MDB_cursor *c, MDB_val *k, MDB_val *v)
+{
+    uint8_t prefix = 0xFE;
+    *k = (MDB_val){1, &prefix};
+    ck_assert_int_eq(mdb_cursor_get(c, k, v, MDB_SET_RANGE), 0);
+    ck_assert_uint_eq(k->mv_size, 13);
+    ck_assert_uint_eq(((uint8_t *)k->mv_data)[0], 0xFE);
+    uint64_t epoch = 0;
+    for (int i = 1; i < 9; i++)
+        epoch = epoch << 8 | ((uint8_t *)k->mv_data)[i];
+    return epoch;
+}
+
 /* Flips a byte of the first pending redo record (FORMAT 2.1: data after the
  * 64-byte header and the ranges); returns its epoch. */
 static uint64_t damage_first_redo(void)
@@ -794,13 +810,10 @@ static uint64_t damage_first_redo(void)
     MDB_txn *txn;
     MDB_dbi dbi;
     MDB_cursor *c;
-    MDB_env *env = meta_edit("redo", &txn, &dbi);
+    MDB_env *env = meta_edit(NULL, &txn, &dbi);
     ck_assert_int_eq(mdb_cursor_open(txn, dbi, &c), 0);
     MDB_val k, v;
-    ck_assert_int_eq(mdb_cursor_get(c, &k, &v, MDB_FIRST), 0);
-    uint64_t epoch = 0;
-    for (int i = 0; i < 8; i++)
-        epoch = epoch << 8 | ((uint8_t *)k.mv_data)[i];
+    uint64_t epoch = first_redo(c, &k, &v);
     uint8_t *copy = malloc(v.mv_size);
     memcpy(copy, v.mv_data, v.mv_size);
     copy[v.mv_size - 1] ^= 0x10;
@@ -1392,13 +1405,10 @@ START_TEST(test_a_missing_redo_record_is_found_by_the_chain_and_can_be_discarded
     MDB_txn *txn;
     MDB_dbi dbi;
     MDB_cursor *c;
-    MDB_env *env = meta_edit("redo", &txn, &dbi);
+    MDB_env *env = meta_edit(NULL, &txn, &dbi);
     ck_assert_int_eq(mdb_cursor_open(txn, dbi, &c), 0);
     MDB_val k, v;
-    ck_assert_int_eq(mdb_cursor_get(c, &k, &v, MDB_FIRST), 0);
-    uint64_t first = 0;
-    for (int i = 0; i < 8; i++)
-        first = first << 8 | ((uint8_t *)k.mv_data)[i];
+    uint64_t first = first_redo(c, &k, &v);
     ck_assert_int_eq(mdb_cursor_del(c, 0), 0);
     mdb_cursor_close(c);
     meta_edit_end(env, txn);

@@ -12,8 +12,8 @@
  * intact and verify clean: a refused open destroys nothing.
  *
  * The store layout relied on: one heap file heap.<generation> (heap.1 after
- * create), meta/ an LMDB environment with a named database "redo", a lock
- * file.  Helpers and conventions: test_store.h.
+ * create), meta/ an LMDB environment whose main database holds the redo log
+ * (keys 0xFE, epoch, seq), a lock file.  Helpers and conventions: test_store.h.
  */
 #include "test_store.h"
 
@@ -442,7 +442,7 @@ static void foreign_meta(int kind)
         LMDB_OK(mdb_env_open(env, meta, 0, 0600));
         LMDB_OK(mdb_txn_begin(env, NULL, 0, &txn));
         /* FOREIGN_NAMED: databases named like ours, holding other things. */
-        const char *names[] = { "meta", "roots", "types", "redo" };
+        const char *names[] = { "meta", "roots", "types", "zct" };
         for (int i = 0; i < (kind == FOREIGN_NAMED ? 4 : 1); i++) {
             LMDB_OK(mdb_dbi_open(txn, kind == FOREIGN_NAMED ? names[i] : NULL,
                                  MDB_CREATE, &dbi));
@@ -469,6 +469,34 @@ START_TEST(test_a_foreign_meta_environment_is_refused)
     char *heap = heap_file(), *data = meta_data();
     const char *paths[] = { heap, data, NULL };
     expect_refused(OBJSTORE_EMETA, "meta", paths);
+    restore_meta();
+    check_content(g_store);
+    free(heap);
+    free(data);
+}
+END_TEST
+
+static MDB_env *open_meta_env(void);
+
+/* A store of format 2 (its redo log in a named database) is refused by
+ * name, its files untouched. */
+START_TEST(test_a_store_of_an_older_format_is_refused_as_eversion)
+{
+    make_store(g_store);
+    save_meta();
+    MDB_env *env = open_meta_env();
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    LMDB_OK(mdb_txn_begin(env, NULL, 0, &txn));
+    LMDB_OK(mdb_dbi_open(txn, "meta", 0, &dbi));
+    uint64_t two = 2;
+    MDB_val k = { 6, "format" }, v = { 8, &two };
+    LMDB_OK(mdb_put(txn, dbi, &k, &v, 0));
+    LMDB_OK(mdb_txn_commit(txn));
+    mdb_env_close(env);
+    char *heap = heap_file(), *data = meta_data();
+    const char *paths[] = { heap, data, NULL };
+    expect_refused(OBJSTORE_EVERSION, "store format 2, this build reads 3", paths);
     restore_meta();
     check_content(g_store);
     free(heap);
@@ -616,22 +644,42 @@ static MDB_env *open_meta_env(void)
     return env;
 }
 
-/* Records in meta/'s "redo" database (0 when it does not exist). */
+/* The redo log is in meta/'s main database, after the named databases:
+ * each record's key is 0xFE, epoch u64 BE, seq u32 BE (FORMAT.md 2.1).
+ * Puts cur on the idx-th record; MDB_NOTFOUND when there are fewer. */
+static int redo_at(MDB_cursor *cur, size_t idx, MDB_val *k, MDB_val *v)
+{
+    uint8_t prefix = 0xFE;
+    *k = (MDB_val){ 1, &prefix };
+    int rc = mdb_cursor_get(cur, k, v, MDB_SET_RANGE);
+    for (size_t i = 0; rc == MDB_SUCCESS && i < idx; i++)
+        rc = mdb_cursor_get(cur, k, v, MDB_NEXT);
+    if (rc == MDB_SUCCESS && (k->mv_size != 13 || ((uint8_t *)k->mv_data)[0] != 0xFE))
+        rc = MDB_NOTFOUND;
+    return rc;
+}
+
+/* Records in meta/'s redo log. */
 static size_t count_redo(void)
 {
     MDB_env *env = open_meta_env();
     MDB_txn *txn;
     MDB_dbi dbi;
-    MDB_stat ms = { 0 };
+    MDB_cursor *cur;
+    MDB_val k, v;
+    size_t n = 0;
     LMDB_OK(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn));
-    if (mdb_dbi_open(txn, "redo", 0, &dbi) == MDB_SUCCESS)
-        LMDB_OK(mdb_stat(txn, dbi, &ms));
+    LMDB_OK(mdb_dbi_open(txn, NULL, 0, &dbi));
+    LMDB_OK(mdb_cursor_open(txn, dbi, &cur));
+    while (redo_at(cur, n, &k, &v) == MDB_SUCCESS)
+        n++;
+    mdb_cursor_close(cur);
     mdb_txn_abort(txn);
     mdb_env_close(env);
-    return ms.ms_entries;
+    return n;
 }
 
-/* Rewrites the first record of meta/'s "redo" database: damaged per how,
+/* Rewrites the first record of meta/'s redo log: damaged per how,
  * back to saved (REDO_RESTORE), or not at all (REDO_PEEK).  Returns the
  * value it found (malloc'd). */
 static uint8_t *edit_first_redo(int how, const uint8_t *saved, size_t saved_len,
@@ -642,11 +690,10 @@ static uint8_t *edit_first_redo(int how, const uint8_t *saved, size_t saved_len,
     MDB_dbi dbi;
     MDB_cursor *cur;
     LMDB_OK(mdb_txn_begin(env, NULL, 0, &txn));
-    int rc = mdb_dbi_open(txn, "redo", 0, &dbi);
-    ck_assert_msg(rc == MDB_SUCCESS, "meta/ has no \"redo\" database: %s", mdb_strerror(rc));
+    LMDB_OK(mdb_dbi_open(txn, NULL, 0, &dbi));
     LMDB_OK(mdb_cursor_open(txn, dbi, &cur));
     MDB_val k, v;
-    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    int rc = redo_at(cur, 0, &k, &v);
     ck_assert_msg(rc == MDB_SUCCESS, "no redo record is pending after a commit "
                   "without close: %s", mdb_strerror(rc));
     uint8_t *orig = malloc(v.mv_size + 1);
@@ -758,7 +805,7 @@ static void commits_and_vanish(int n)
 }
 
 /* Deletes (save != NULL: saves first) or puts back the idx-th record of the
- * redo database. */
+ * redo log. */
 static void redo_take(size_t idx, uint8_t **key, size_t *klen, uint8_t **val, size_t *vlen)
 {
     MDB_env *env = open_meta_env();
@@ -766,12 +813,10 @@ static void redo_take(size_t idx, uint8_t **key, size_t *klen, uint8_t **val, si
     MDB_dbi dbi;
     MDB_cursor *cur;
     LMDB_OK(mdb_txn_begin(env, NULL, 0, &txn));
-    LMDB_OK(mdb_dbi_open(txn, "redo", 0, &dbi));
+    LMDB_OK(mdb_dbi_open(txn, NULL, 0, &dbi));
     LMDB_OK(mdb_cursor_open(txn, dbi, &cur));
     MDB_val k, v;
-    LMDB_OK(mdb_cursor_get(cur, &k, &v, MDB_FIRST));
-    for (size_t i = 0; i < idx; i++)
-        LMDB_OK(mdb_cursor_get(cur, &k, &v, MDB_NEXT));
+    LMDB_OK(redo_at(cur, idx, &k, &v));
     *klen = k.mv_size;
     *vlen = v.mv_size;
     *key = malloc(k.mv_size);
@@ -790,7 +835,7 @@ static void redo_put_back(const uint8_t *key, size_t klen, const uint8_t *val, s
     MDB_txn *txn;
     MDB_dbi dbi;
     LMDB_OK(mdb_txn_begin(env, NULL, 0, &txn));
-    LMDB_OK(mdb_dbi_open(txn, "redo", 0, &dbi));
+    LMDB_OK(mdb_dbi_open(txn, NULL, 0, &dbi));
     MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
     LMDB_OK(mdb_put(txn, dbi, &k, &v, 0));
     LMDB_OK(mdb_txn_commit(txn));
@@ -855,6 +900,27 @@ START_TEST(test_a_redo_range_past_the_reserved_range_is_a_redo_error)
     free(rec);
     free(orig);
     free(heap);
+}
+END_TEST
+
+/* Every key of meta/'s main database that begins with byte 0xFE is the
+ * log's (FORMAT.md 2): one of another size is a damaged record, never
+ * skipped as something else's. */
+START_TEST(test_a_key_of_the_wrong_size_in_the_logs_range_refuses_the_open)
+{
+    make_store(g_store);
+    commit_and_vanish(0xC0FFEE);
+    save_meta();
+    static const uint8_t key[] = { 0xFE, 0, 0, 0, 1 };
+    uint8_t val[96] = { 0 };
+    redo_put_back(key, sizeof key, val, sizeof val);
+    char *heap = heap_file(), *data = meta_data();
+    const char *paths[] = { heap, data, NULL };
+    expect_refused(OBJSTORE_EREDO, "redo key of 5 bytes", paths);
+    restore_meta();
+    check_content(g_store);
+    free(heap);
+    free(data);
 }
 END_TEST
 
@@ -1029,6 +1095,7 @@ static Suite *store_damage_suite(void)
     tcase_add_loop_test(tc, test_a_foreign_meta_environment_is_refused, 0, N_FOREIGN);
     tcase_add_loop_test(tc, test_a_truncated_meta_data_file_is_refused_before_lmdb_reads_it,
                         0, N_META_CUTS);
+    tcase_add_test(tc, test_a_store_of_an_older_format_is_refused_as_eversion);
     tcase_add_test(tc, test_a_restored_older_heap_file_is_refused_as_a_mismatch);
     tcase_add_test(tc, test_a_restored_older_meta_is_refused_as_a_mismatch);
     tcase_add_test(tc, test_a_damaged_root_entry_can_be_deleted);
@@ -1042,6 +1109,7 @@ static Suite *store_damage_suite(void)
     tcase_add_loop_test(tc, test_a_missing_redo_record_anywhere_in_the_log_refuses_the_open,
                         0, N_GAP);
     tcase_add_test(tc, test_a_redo_range_past_the_reserved_range_is_a_redo_error);
+    tcase_add_test(tc, test_a_key_of_the_wrong_size_in_the_logs_range_refuses_the_open);
     return s;
 }
 
