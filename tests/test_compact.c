@@ -473,7 +473,9 @@ static char *tool_path(void)
 
 /* Runs the tool with args (a NULL-terminated list), stdout to out (may be
  * NULL); returns its exit code. */
-static int run_tool(const char *out, const char *const *args)
+/* Runs objstore-gc with args; its standard output goes to the file out,
+ * its standard error to the file err (NULL: /dev/null). */
+static int run_tool_to(const char *out, const char *err, const char *const *args)
 {
     char *tool = tool_path();
     pid_t pid = fork();
@@ -485,8 +487,8 @@ static int run_tool(const char *out, const char *const *args)
         argv[i] = NULL;
         int fd = open(out ? out : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(fd, 1);
-        int nul = open("/dev/null", O_WRONLY);
-        dup2(nul, 2);
+        int efd = open(err ? err : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(efd, 2);
         execv(tool, (char *const *)argv);
         _exit(127);
     }
@@ -494,6 +496,11 @@ static int run_tool(const char *out, const char *const *args)
     waitpid(pid, &st, 0);
     free(tool);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int run_tool(const char *out, const char *const *args)
+{
+    return run_tool_to(out, NULL, args);
 }
 
 static void hex(char out[33], const uint8_t d[16])
@@ -584,7 +591,15 @@ START_TEST(test_the_tool_refuses_a_damaged_store_and_changes_nothing)
     char *data = ts_path(g_store, "meta/data.mdb");
     size_t n0, n1, m0, m1;
     uint8_t *img0 = read_all(heap, &n0), *meta0 = read_all(data, &m0);
-    ck_assert_int_eq(run_tool(NULL, (const char *[]){g_store, NULL}), 4);
+    char *err = ts_path(g_dir, "gc.err");
+    ck_assert_int_eq(run_tool_to(NULL, err, (const char *[]){g_store, NULL}), 4);
+    size_t elen;
+    char *msg = (char *)read_all(err, &elen);
+    msg[elen ? elen - 1 : 0] = '\0';
+    ck_assert_msg(strstr(msg, "the store is damaged (1 problem; first: ") &&
+                      strstr(msg, "nothing was changed: run objstore-fsck"), "%s", msg);
+    free(msg);
+    free(err);
     ck_assert_int_eq(run_tool(NULL, (const char *[]){"--compact", g_store, NULL}), 4);
     ck_assert_int_eq(run_tool(NULL, (const char *[]){"--dry-run", g_store, NULL}), 4);
     uint8_t *img1 = read_all(heap, &n1), *meta1 = read_all(data, &m1);

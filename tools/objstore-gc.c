@@ -155,9 +155,9 @@ int main(int argc, char **argv)
         return code_for(rc);
     }
     if (cr.problems || cr.passes_done < 6) {
-        fprintf(stderr, "%s: %s: the store is damaged (%llu problems; first: %s); nothing was "
-                "changed: run objstore-fsck\n", prog, dir, (unsigned long long)cr.problems,
-                cr.first_problem);
+        fprintf(stderr, "%s: %s: the store is damaged (%llu problem%s; first: %s); nothing "
+                "was changed: run objstore-fsck\n", prog, dir, (unsigned long long)cr.problems,
+                cr.problems == 1 ? "" : "s", cr.first_problem);
         return TOOL_EXIT_UNCORRECTED;
     }
     objstore_options oo = {.flags = digest || dry ? OBJSTORE_RDONLY : 0,
