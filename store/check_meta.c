@@ -219,8 +219,11 @@ static void child_main(int fd, const char *dir)
                       mdb_strerror(rc));
         _exit(0);
     }
-    if (store_dbs_open(s, txn, false) || store_meta_load(s, txn)) {
-        CHILD_FINDING(fd, OBJSTORE_C_META, 0, 0, 0, "%s", objstore_errmsg());
+    if ((rc = store_dbs_open(s, txn, false)) || (rc = store_meta_load(s, txn))) {
+        if (rc == OBJSTORE_EVERSION)
+            child_say(fd, "V %s", objstore_errmsg());   /* not damage: nothing to repair */
+        else
+            CHILD_FINDING(fd, OBJSTORE_C_META, 0, 0, 0, "%s", objstore_errmsg());
         _exit(0);
     }
     memcpy(mi.uuid, s->uuid, 16);
@@ -371,6 +374,9 @@ int ck_meta_run(struct ck *c, const char *dir, struct childres *cr)
             }
         } else if (buf[at] == 'F') {
             err = keep_line(cr, buf + at, l);
+        } else if (buf[at] == 'V' && l > 2) {
+            /* Another format: objstore_check refuses it as open does. */
+            err = store_err(OBJSTORE_EVERSION, "%s", buf + at + 2);
         }
         at += l + 1;
     }

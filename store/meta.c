@@ -164,6 +164,25 @@ int store_grow_map(objstore *s)
     return OBJSTORE_OK;
 }
 
+static int get_exact(objstore *s, MDB_txn *txn, const char *key, void *out, size_t len);
+
+/* The store's format, read before anything else of meta/ is looked at: a
+ * store of another format may lack databases this one has (or have others),
+ * and must be named as such, never taken for a damaged store of this one. */
+static int check_format(objstore *s, MDB_txn *txn)
+{
+    uint64_t format;
+    int rc = get_exact(s, txn, "format", &format, 8);
+    if (rc || format == STORE_FORMAT_VERSION)
+        return rc;
+    return store_err(OBJSTORE_EVERSION, "%s: store format %llu, this build reads %u%s", s->dir,
+                     (unsigned long long)format, STORE_FORMAT_VERSION,
+                     format < STORE_FORMAT_VERSION
+                         ? " (dump it with the objstore of its format, objstore dump, and "
+                           "load the dump with this one)"
+                         : "");
+}
+
 int store_dbs_open(objstore *s, MDB_txn *txn, bool create)
 {
     static const char *names[] = {"meta", "roots", "types", "typeids",
@@ -177,6 +196,8 @@ int store_dbs_open(objstore *s, MDB_txn *txn, bool create)
                              "objstore store", s->dir, names[i]);
         if (rc)
             return store_lmdb_err(rc, "meta/: open database");
+        if (i == 0 && !create && (rc = check_format(s, txn)))
+            return rc;
     }
     int rc = mdb_dbi_open(txn, NULL, 0, &s->db_main);
     if (rc)
@@ -209,10 +230,8 @@ static int get_exact(objstore *s, MDB_txn *txn, const char *key, void *out, size
 
 int store_meta_load(objstore *s, MDB_txn *txn)
 {
-    uint64_t format;
     int rc;
-    if ((rc = get_exact(s, txn, "format", &format, 8)) ||
-        (rc = get_exact(s, txn, "uuid", s->uuid, 16)) ||
+    if ((rc = check_format(s, txn)) || (rc = get_exact(s, txn, "uuid", s->uuid, 16)) ||
         (rc = get_exact(s, txn, "generation", &s->generation, 8)) ||
         (rc = get_exact(s, txn, "epoch", &s->epoch, 8)))
         return rc;
@@ -229,13 +248,6 @@ int store_meta_load(objstore *s, MDB_txn *txn)
                          s->dir, cv.mv_size);
     else if (mrc != MDB_NOTFOUND)
         return store_lmdb_err(mrc, "meta/: get");
-    if (format != STORE_FORMAT_VERSION)
-        return store_err(OBJSTORE_EVERSION, "%s: store format %llu, this build reads %u%s",
-                         s->dir, (unsigned long long)format, STORE_FORMAT_VERSION,
-                         format < STORE_FORMAT_VERSION
-                             ? " (dump it with the objstore of its format, objstore dump, "
-                               "and load the dump with this one)"
-                             : "");
     if (s->generation == 0 || s->generation > (UINT64_C(1) << 48))
         return store_err(OBJSTORE_EMETA, "%s: meta/ names heap generation %llu", s->dir,
                          (unsigned long long)s->generation);

@@ -124,10 +124,26 @@ int ck_discard_redo(struct ck *c, const char *dir, uint64_t from, uint64_t *lost
         mrc = mdb_cursor_open(w, s.db_main, &cur);
     if (!rc && !mrc) {
         MDB_val k, v;
-        /* Sought again after each deletion, as txn.c's del_redo does. */
-        while ((mrc = store_redo_seek(cur, from, &k, &v)) == 0) {
-            uint64_t e = k.mv_size == STORE_REDO_KEY ? store_redo_key_epoch(&k) : UINT64_MAX;
-            if (e != last) {
+        /* The first record at or past from, a malformed key going by the
+         * epoch it sorts at (as the checker names it); everything after
+         * it goes too.  Sought again after each deletion, as txn.c's
+         * del_redo does. */
+        for (mrc = store_redo_seek(cur, 0, &k, &v); mrc == 0 && store_redo_key_epoch(&k) < from;
+             mrc = store_redo_next(cur, &k, &v))
+            ;
+        uint8_t at[512];   /* LMDB's keys are at most 511 bytes */
+        size_t atlen = 0;
+        if (mrc == 0) {
+            atlen = k.mv_size < sizeof at ? k.mv_size : sizeof at;
+            memcpy(at, k.mv_data, atlen);
+        }
+        for (; mrc == 0; k = (MDB_val){atlen, at}, mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)) {
+            if (!k.mv_size || *(const uint8_t *)k.mv_data != STORE_REDO_PREFIX) {
+                mrc = MDB_NOTFOUND;   /* past the log */
+                break;
+            }
+            uint64_t e = store_redo_key_epoch(&k);
+            if (k.mv_size == STORE_REDO_KEY && e != last) {   /* a commit's records */
                 epochs++;
                 if (!lo)
                     lo = e;

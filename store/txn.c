@@ -104,7 +104,11 @@ void store_redo_key(uint8_t key[STORE_REDO_KEY], uint64_t epoch, uint32_t seq)
 
 uint64_t store_redo_key_epoch(const MDB_val *k)
 {
-    return k->mv_size == STORE_REDO_KEY ? store_get_be64((const uint8_t *)k->mv_data + 1) : 0;
+    uint8_t e[8] = {0};
+    size_t n = k->mv_size > 9 ? 8 : k->mv_size > 1 ? k->mv_size - 1 : 0;
+    memcpy(e, (const uint8_t *)k->mv_data + 1, n);
+    uint64_t epoch = store_get_be64(e);
+    return epoch ? epoch : 1;
 }
 
 /* Whether the cursor's key is in the log's key range (any size: a record
@@ -131,9 +135,11 @@ int store_redo_next(MDB_cursor *c, MDB_val *k, MDB_val *v)
 
 int store_redo_last(MDB_cursor *c, MDB_val *k, MDB_val *v)
 {
-    *k = store_redo_head_key;
+    uint8_t past = STORE_REDO_PREFIX + 1;   /* the first key past the log's range */
+    *k = (MDB_val){1, &past};
     int rc = mdb_cursor_get(c, k, v, MDB_SET_RANGE);
-    rc = mdb_cursor_get(c, k, v, rc == 0 ? MDB_PREV : MDB_LAST);
+    if (rc == 0 || rc == MDB_NOTFOUND)
+        rc = mdb_cursor_get(c, k, v, rc == 0 ? MDB_PREV : MDB_LAST);
     return in_log(rc, k);
 }
 
@@ -319,6 +325,15 @@ void objstore_abort(objstore_txn *t)
 int store_put_redo(objstore *s, MDB_txn *w, uint64_t epoch, uint64_t prev, const heap_range *r,
                    size_t n, const uint8_t *src)
 {
+    if (!n)
+        return 0;
+    /* The head goes and comes back last (T7), so that the records are
+     * appended: LMDB then fills leaf pages instead of splitting them in
+     * two.  All three changes fall in the rightmost leaf. */
+    MDB_val hk = store_redo_head_key;
+    int hrc = mdb_del(w, s->db_main, &hk, NULL);
+    if (hrc && hrc != MDB_NOTFOUND)
+        return hrc;
     uint32_t seq = 0;
     size_t i = 0;
     uint64_t done = 0;   /* bytes of r[i] already placed */
@@ -349,7 +364,9 @@ int store_put_redo(objstore *s, MDB_txn *w, uint64_t epoch, uint64_t prev, const
         uint8_t key[STORE_REDO_KEY];
         store_redo_key(key, epoch, seq);
         MDB_val k = {sizeof key, key}, v = {size, NULL};
-        int rc = mdb_put(w, s->db_main, &k, &v, MDB_RESERVE);
+        int rc = mdb_put(w, s->db_main, &k, &v, MDB_RESERVE | MDB_APPEND);
+        if (rc == MDB_KEYEXIST)   /* not past every key: a damaged log, checked at open */
+            rc = mdb_put(w, s->db_main, &k, &v, MDB_RESERVE);
         if (rc)
             return rc;
         uint8_t *rec = v.mv_data;
@@ -383,11 +400,10 @@ int store_put_redo(objstore *s, MDB_txn *w, uint64_t epoch, uint64_t prev, const
         memcpy(rec + offsetof(struct redo_hdr, checksum), &h.checksum, 8);
         seq++;
     }
-    if (!n)
-        return 0;
     struct redo_head head = {.epoch = epoch, .nseq = nseq};
-    MDB_val hk = store_redo_head_key, hv = {sizeof head, &head};
-    return mdb_put(w, s->db_main, &hk, &hv, 0);
+    MDB_val hv = {sizeof head, &head};
+    int rc = mdb_put(w, s->db_main, &hk, &hv, MDB_APPEND);
+    return rc == MDB_KEYEXIST ? mdb_put(w, s->db_main, &hk, &hv, 0) : rc;
 }
 
 /* Deletes redo records with epoch <= upto. */
@@ -398,8 +414,10 @@ int store_del_redo(objstore *s, MDB_txn *w, uint64_t upto)
     if (rc)
         return rc;
     MDB_val k, v;
+    /* A malformed key goes by the epoch it sorts at, as the checker names
+     * it: the log is emptied whole when upto is UINT64_MAX. */
     while ((rc = store_redo_seek(c, 0, &k, &v)) == 0) {
-        if (k.mv_size != STORE_REDO_KEY || store_redo_key_epoch(&k) > upto)
+        if (store_redo_key_epoch(&k) > upto)
             break;
         if ((rc = mdb_cursor_del(c, 0)))
             break;
@@ -1015,6 +1033,8 @@ int store_replay(objstore *s)
         if (!(err = check_record(s, &k, &v, &h)))
             err = chain_step(s, &chain, &h);
     }
+    if (!err && rc != MDB_NOTFOUND)
+        err = store_lmdb_err(rc, "replay: read the redo log");
     if (!err && chain.group && chain.next != chain.nseq)
         err = chain_missing(s, "the commit of epoch %llu lacks its record %llu", chain.group,
                             chain.next);
@@ -1034,8 +1054,13 @@ int store_replay(objstore *s)
     s->redo_last = head.epoch;
     if (!err)
         err = check_heap_age(s);
-    for (rc = store_redo_seek(c, 0, &k, &v); rc == 0 && !err; rc = store_redo_next(c, &k, &v))
-        err = apply_record(s, &v);
+    if (!err) {
+        for (rc = store_redo_seek(c, 0, &k, &v); rc == 0 && !err;
+             rc = store_redo_next(c, &k, &v))
+            err = apply_record(s, &v);
+        if (!err && rc != MDB_NOTFOUND)
+            err = store_lmdb_err(rc, "replay: read the redo log");
+    }
     mdb_cursor_close(c);
     mdb_txn_abort(txn);
     if (err || !nrec || s->ro)

@@ -849,6 +849,150 @@ START_TEST(test_a_damaged_redo_record_is_named_and_discarded_on_request)
 END_TEST
 
 
+static void commit_twice_and_vanish(objstore_oid leaf);
+
+/* A key in the log's range (0xFE first) of the wrong size is a damaged
+ * record: named with the epoch it sorts at, dropped on request with
+ * everything after it.  One sorts before the pending records (epoch 1: all
+ * go), one after them (only it goes). */
+static const struct {
+    uint8_t key[9];
+    size_t len;
+    uint64_t epoch;
+    const char *says;
+} k_bad_keys[] = {
+    {{0xFE, 0x00}, 2, 1, "the last 2 commits are lost"},
+    {{0xFE, 0, 0, 0, 0, 0, 0, 0x10, 0x00}, 9, 4096, "the last 0 commits are lost"},
+};
+
+START_TEST(test_a_redo_key_of_the_wrong_size_is_named_and_discarded_on_request)
+{
+    fixture f;
+    make_store(g_store, &f);
+    uint64_t keep = content_digest("keep");
+    commit_twice_and_vanish(f.leaf[0]);
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_env *env = meta_edit(NULL, &txn, &dbi);
+    uint8_t val[96] = {0};
+    MDB_val k = {k_bad_keys[_i].len, (void *)k_bad_keys[_i].key}, v = {sizeof val, val};
+    ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+    meta_edit_end(env, txn);
+    char want[64], arg[64];
+    snprintf(want, sizeof want, "(epoch %llu)", U(k_bad_keys[_i].epoch));
+    EXPECT_FSCK(4, want, g_store);
+    MUST(strstr(g_out, "redo key of"), "names the key's size:\n%s", g_out);
+    EXPECT_FSCK(4, "redo", "-y", g_store);   /* not without being asked */
+    snprintf(arg, sizeof arg, "--discard-redo-from=%llu", U(k_bad_keys[_i].epoch));
+    EXPECT_FSCK(1, k_bad_keys[_i].says, "-y", arg, g_store);
+    EXPECT_FSCK(0, "0 problems", g_store);
+    objstore_close(open_store(g_store, NULL));
+    ck_assert_uint_eq(content_digest("keep"), keep);
+    if (_i == 1) {   /* nothing but the bad key went: both commits are there */
+        objstore *s = open_store(g_store, &(objstore_options){.flags = OBJSTORE_RDONLY});
+        objstore_txn *t = rbegin(s);
+        const void *p;
+        uint64_t size;
+        OK(objstore_get(t, f.leaf[0], &p, &size));
+        ck_assert_int_eq(memcmp((const uint8_t *)p + 8, "pending!pending!", 16), 0);
+        objstore_abort(t);
+        objstore_close(s);
+    }
+}
+END_TEST
+
+/* Three commits pending; the middle one's record damaged: discarding from
+ * it keeps the first, and the log's head then names the first. */
+START_TEST(test_discarding_from_the_middle_of_the_log_keeps_the_commits_before)
+{
+    fixture f;
+    make_store(g_store, &f);
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        objstore *s = NULL;
+        objstore_txn *t = NULL;
+        if (objstore_open(g_store, NULL, &s))
+            _exit(1);
+        for (int i = 0; i < 3; i++)
+            if (objstore_begin(s, 0, &t) ||
+                objstore_write(t, f.leaf[0], 8 + (uint64_t)i * 8, "pending!", 8) ||
+                objstore_commit(t))
+                _exit(2);
+        _exit(0);
+    }
+    ck_assert_int_eq(wait_child(pid), 0);
+    /* Damage the second record (the log holds one per commit here). */
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_cursor *c;
+    MDB_env *env = meta_edit(NULL, &txn, &dbi);
+    ck_assert_int_eq(mdb_cursor_open(txn, dbi, &c), 0);
+    MDB_val k, v;
+    uint64_t first = first_redo(c, &k, &v);
+    ck_assert_int_eq(mdb_cursor_get(c, &k, &v, MDB_NEXT), 0);
+    ck_assert_uint_eq(k.mv_size, 13);
+    uint64_t second = 0;
+    for (int i = 1; i < 9; i++)
+        second = second << 8 | ((uint8_t *)k.mv_data)[i];
+    ck_assert_uint_gt(second, first);
+    uint8_t *copy = malloc(v.mv_size);
+    memcpy(copy, v.mv_data, v.mv_size);
+    copy[v.mv_size - 1] ^= 0x10;
+    MDB_val nv = {v.mv_size, copy};
+    ck_assert_int_eq(mdb_cursor_put(c, &k, &nv, MDB_CURRENT), 0);
+    mdb_cursor_close(c);
+    meta_edit_end(env, txn);
+    free(copy);
+    char want[64], arg[64];
+    snprintf(want, sizeof want, "(epoch %llu)", U(second));
+    EXPECT_FSCK(4, want, g_store);
+    snprintf(arg, sizeof arg, "--discard-redo-from=%llu", U(second));
+    EXPECT_FSCK(1, "the last 2 commits are lost", "-y", arg, g_store);
+    EXPECT_FSCK(0, "0 problems", g_store);
+    /* The first commit's record was kept and the head names it: the store
+     * opens (replaying it) and the first commit is there.  (The later two
+     * reached the heap file before the records were dropped: what of them
+     * is there is not asserted.) */
+    objstore *s = open_store(g_store, NULL);
+    objstore_txn *t = rbegin(s);
+    const void *p;
+    uint64_t size;
+    OK(objstore_get(t, f.leaf[0], &p, &size));
+    ck_assert_int_eq(memcmp((const uint8_t *)p + 8, "pending!", 8), 0);
+    objstore_abort(t);
+    objstore_close(s);
+}
+END_TEST
+
+/* A store of format 2 (its redo log in a named database "redo", its head
+ * under "redo-head") is refused as another format by the check and by
+ * every repair, --rebuild-meta included: nothing of it is changed. */
+START_TEST(test_a_store_of_another_format_is_refused_and_never_repaired)
+{
+    fixture f;
+    make_store(g_store, &f);
+    MDB_txn *txn;
+    MDB_dbi dbi, redo;
+    MDB_env *env = meta_edit("meta", &txn, &dbi);
+    uint64_t two = 2;
+    MDB_val k = {6, "format"}, v = {8, &two};
+    ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, "redo", MDB_CREATE, &redo), 0);
+    meta_edit_end(env, txn);
+    uint64_t before = files_sum(g_store);
+    EXPECT_FSCK(8, "store format 2, this build reads 3", g_store);
+    EXPECT_FSCK(8, "store format 2, this build reads 3", "-y", g_store);
+    EXPECT_FSCK(8, "store format 2, this build reads 3", "-y", "--rebuild-meta", g_store);
+    EXPECT_FSCK(8, "\"error\"", "--json", g_store);
+    ck_assert_uint_eq(files_sum(g_store), before);
+    objstore_check_report r;
+    ck_assert_int_eq(objstore_check(g_store, NULL, &r), OBJSTORE_EVERSION);
+    ck_assert_uint_eq(files_sum(g_store), before);
+}
+END_TEST
+
 START_TEST(test_a_lost_meta_is_rebuilt_from_the_heap_and_the_old_one_kept)
 {
     fixture f;
@@ -1568,6 +1712,10 @@ static Suite *fsck_suite(void)
     tcase_add_test(tc, test_a_missing_lock_file_is_recreated);
     tcase_add_test(tc, test_a_damaged_redo_record_is_named_and_discarded_on_request);
     tcase_add_test(tc, test_a_missing_redo_record_is_found_by_the_chain_and_can_be_discarded);
+    tcase_add_loop_test(tc, test_a_redo_key_of_the_wrong_size_is_named_and_discarded_on_request,
+                        0, (int)(sizeof k_bad_keys / sizeof k_bad_keys[0]));
+    tcase_add_test(tc, test_discarding_from_the_middle_of_the_log_keeps_the_commits_before);
+    tcase_add_test(tc, test_a_store_of_another_format_is_refused_and_never_repaired);
     tcase_add_test(tc, test_a_meta_reader_that_hangs_or_dies_is_the_finding_meta_damaged);
     tcase_add_test(tc, test_a_heap_file_older_than_meta_is_a_mismatch);
     tcase_add_loop_test(tc, test_a_lost_meta_is_rebuilt_from_the_heap_and_the_old_one_kept, 0, 2);

@@ -478,8 +478,9 @@ END_TEST
 
 static MDB_env *open_meta_env(void);
 
-/* A store of format 2 (its redo log in a named database) is refused by
- * name, its files untouched. */
+/* A store whose meta/ says format 2 is refused as another format, its
+ * files untouched.  (test_fsck's test_a_store_of_another_format_... gives it
+ * format 2's "redo" database too, and runs the checker and repairs on it.) */
 START_TEST(test_a_store_of_an_older_format_is_refused_as_eversion)
 {
     make_store(g_store);
@@ -906,17 +907,27 @@ END_TEST
 /* Every key of meta/'s main database that begins with byte 0xFE is the
  * log's (FORMAT.md 2): one of another size is a damaged record, never
  * skipped as something else's. */
+static const struct {
+    uint8_t key[14];
+    size_t len;
+} k_bad_redo_keys[] = {
+    { { 0xFE }, 1 },                                      /* before every record */
+    { { 0xFE, 0, 0, 0, 1 }, 5 },                          /* after them */
+    { { 0xFE, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 9 }, 14 },   /* among them */
+};
+
 START_TEST(test_a_key_of_the_wrong_size_in_the_logs_range_refuses_the_open)
 {
     make_store(g_store);
     commit_and_vanish(0xC0FFEE);
     save_meta();
-    static const uint8_t key[] = { 0xFE, 0, 0, 0, 1 };
     uint8_t val[96] = { 0 };
-    redo_put_back(key, sizeof key, val, sizeof val);
+    redo_put_back(k_bad_redo_keys[_i].key, k_bad_redo_keys[_i].len, val, sizeof val);
     char *heap = heap_file(), *data = meta_data();
     const char *paths[] = { heap, data, NULL };
-    expect_refused(OBJSTORE_EREDO, "redo key of 5 bytes", paths);
+    char want[40];
+    snprintf(want, sizeof want, "redo key of %zu bytes", k_bad_redo_keys[_i].len);
+    expect_refused(OBJSTORE_EREDO, want, paths);
     restore_meta();
     check_content(g_store);
     free(heap);
@@ -1109,7 +1120,8 @@ static Suite *store_damage_suite(void)
     tcase_add_loop_test(tc, test_a_missing_redo_record_anywhere_in_the_log_refuses_the_open,
                         0, N_GAP);
     tcase_add_test(tc, test_a_redo_range_past_the_reserved_range_is_a_redo_error);
-    tcase_add_test(tc, test_a_key_of_the_wrong_size_in_the_logs_range_refuses_the_open);
+    tcase_add_loop_test(tc, test_a_key_of_the_wrong_size_in_the_logs_range_refuses_the_open, 0,
+                        (int)(sizeof k_bad_redo_keys / sizeof k_bad_redo_keys[0]));
     return s;
 }
 
