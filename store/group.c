@@ -59,6 +59,14 @@
  *      sealed state.  It is cleared only by a drain (under the write lock),
  *      which bumps g_roots_gen; a root snapshot older than that is retaken.
  *      Root iteration, metadata and everything else still drain (G2).
+ *   G8 a leader hands the lead on as soon as its group's LMDB commit
+ *      returns, waking the thread at the head of the queue first, and only
+ *      then writes the group's lines into the heap file: the next group's
+ *      sync runs meanwhile.  Groups write their lines in turn (g_turn_*),
+ *      and a group's transactions return, and its epoch shows, only once
+ *      its lines are written; a drain waits for every group to be written
+ *      (g_writing), so G2 holds as before.  Overlapping leaders share the
+ *      freeze lock: its depth is counted under g_freeze_m.
  */
 #include "store_internal.h"
 
@@ -159,12 +167,14 @@ struct store_sealed {
     store_wbatch ops;
     int rc;                   /* set by the leader */
     bool done;
+    pthread_cond_t cv;        /* its thread waits here: done, or to lead (G8) */
     char msg[400];
     struct store_sealed *next;
 };
 
 static void sealed_free(struct store_sealed *g)
 {
+    pthread_cond_destroy(&g->cv);
     free(g->redo);
     free(g->data);
     free(g->ops.buf);
@@ -180,9 +190,12 @@ void store_group_init(objstore *s)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&s->g_gather, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&s->g_freeze_m, NULL);
     s->g_sync_ns = 0;
     s->g_head = s->g_tail = NULL;
     s->g_leading = false;
+    s->g_writing = 0;
+    s->g_turn_next = s->g_turn_done = 0;
     s->g_pending = s->g_pending_bytes = 0;
     s->g_sealed = s->epoch;
 }
@@ -192,6 +205,7 @@ void store_group_destroy(objstore *s)
     kvmap_clear(&s->g_roots);
     pthread_cond_destroy(&s->g_cond);
     pthread_cond_destroy(&s->g_gather);
+    pthread_mutex_destroy(&s->g_freeze_m);
     pthread_mutex_destroy(&s->g_mutex);
 }
 
@@ -203,10 +217,10 @@ uint64_t store_epoch(objstore *s)
 void store_group_drain(objstore *s)
 {
     pthread_mutex_lock(&s->g_mutex);
-    if (s->g_head || s->g_leading) {
+    if (s->g_head || s->g_leading || s->g_writing) {
         s->g_waiters++;
         pthread_cond_signal(&s->g_gather);   /* G6: do not wait for this thread */
-        while (s->g_head || s->g_leading)
+        while (s->g_head || s->g_leading || s->g_writing)
             pthread_cond_wait(&s->g_cond, &s->g_mutex);
         s->g_waiters--;
     }
@@ -307,7 +321,7 @@ bool store_group_may_seal(objstore_txn *t, uint64_t redo_bytes)
     s->g_prev_writer = me;
     s->g_prev_ns = now;
     pthread_mutex_lock(&s->g_mutex);
-    bool pending = s->g_head || s->g_leading;
+    bool pending = s->g_head || s->g_leading || s->g_writing;
     uint64_t pending_bytes = s->g_pending_bytes + redo_bytes;
     bool due = s->commits_since_ckpt + 1 >= STORE_CKPT_COMMITS ||
                s->redo_since_ckpt + s->g_pending_bytes + redo_bytes >= s->opts.checkpoint_bytes;
@@ -324,6 +338,7 @@ int store_group_seal(objstore_txn *t, const heap_range *r, size_t n, struct stor
     struct store_sealed *g = calloc(1, sizeof *g);
     if (!g)
         return store_err(OBJSTORE_ENOMEM, "out of memory");
+    pthread_cond_init(&g->cv, NULL);
     uint64_t bytes = 0, high = 0;
     for (size_t i = 0; i < n; i++) {
         bytes += r[i].len;
@@ -443,6 +458,7 @@ static bool merge_group(struct store_sealed *first, uint64_t bytes, struct merge
         free(l);
         free(m->r);
         free(m->data);
+        memset(m, 0, sizeof *m);   /* the caller frees m's arrays either way */
         return false;
     }
     for (struct store_sealed *x = first; x; x = x->next) {
@@ -500,9 +516,34 @@ static int group_lmdb(objstore *s, struct store_sealed *first, const struct merg
     return rc;
 }
 
-static void commit_group(objstore *s, struct store_sealed *first)
+/* A group from its leader's start to its lines in the heap file (G8). */
+struct group_job {
+    struct store_sealed *first, *last;
+    uint64_t n, turn;
+    struct merged m;
+    bool frozen;              /* holds its share of the freeze lock */
+    bool durable;             /* its LMDB commit succeeded: lines to write */
+};
+
+static int group_freeze(objstore *s)
 {
-    struct store_sealed *lastg = first;
+    pthread_mutex_lock(&s->g_freeze_m);
+    int rc = store_freeze(s);
+    pthread_mutex_unlock(&s->g_freeze_m);
+    return rc;
+}
+
+static void group_thaw(objstore *s)
+{
+    pthread_mutex_lock(&s->g_freeze_m);
+    store_thaw(s);
+    pthread_mutex_unlock(&s->g_freeze_m);
+}
+
+/* The leader's half (G5): the group's LMDB transaction. */
+static void commit_group(objstore *s, struct group_job *job)
+{
+    struct store_sealed *first = job->first, *lastg = first;
     uint64_t n = 0, bytes = 0, high = 0;
     for (struct store_sealed *x = first; x; x = x->next, n++) {
         lastg = x;
@@ -510,23 +551,26 @@ static void commit_group(objstore *s, struct store_sealed *first)
         if (x->high > high)
             high = x->high;
     }
+    job->last = lastg;
+    job->n = n;
     if (s->failed) {
         fail_group(first, OBJSTORE_EFAILED, "%s: the store handle failed before this "
                    "commit reached the disk (an earlier error); nothing committed, reopen "
                    "the store", s->dir);
         return;
     }
-    int rc = store_freeze(s);
+    int rc = group_freeze(s);
     if (rc) {
         s->failed = true;
         fail_group(first, OBJSTORE_EFAILED, "%s (nothing committed; the handle failed, "
                    "reopen the store)", objstore_errmsg());
         return;
     }
-    struct merged m;
+    job->frozen = true;
+    struct merged *m = &job->m;
     bool attempted = false;
-    int mrc = merge_group(first, bytes, &m)
-                  ? group_lmdb(s, first, &m, lastg->epoch, &attempted) : ENOMEM;
+    int mrc = merge_group(first, bytes, m)
+                  ? group_lmdb(s, first, m, lastg->epoch, &attempted) : ENOMEM;
     if (mrc) {
         bool unknown = attempted && (mrc == EIO || store_env_panicked(s));
         s->failed = true;
@@ -535,14 +579,12 @@ static void commit_group(objstore *s, struct store_sealed *first)
                    (unsigned long long)first->epoch, (unsigned long long)lastg->epoch,
                    mdb_strerror(mrc), unknown ? "whether it is durable is unknown"
                                               : "nothing committed");
-        store_thaw(s);
-        free(m.r);
-        free(m.data);
         return;
     }
     store_hook("lmdb-committed");
     /* Durable.  From here nothing may report failure (T3). */
-    if (m.n)
+    job->durable = true;
+    if (m->n)
         s->redo_last = lastg->epoch;
     if (s->synced_epoch > s->deleted_upto) {
         s->deleted_upto = s->synced_epoch;
@@ -550,21 +592,42 @@ static void commit_group(objstore *s, struct store_sealed *first)
     }
     if (high > s->redo_high)
         s->redo_high = high;
-    for (size_t i = 0, at = 0; i < m.n; at += m.r[i].len, i++)
-        if (heap_write_copy(s->heap, m.r[i].off, m.data + at, m.r[i].len)) {
-            s->failed = true;   /* durable in the redo log; the next open replays it (T3) */
-            break;
-        }
-    free(m.r);
-    free(m.data);
-    store_thaw(s);
+}
+
+/* After the lead is handed on (G8): the group's lines into the heap file,
+ * in turn, then its transactions return. */
+static void write_group(objstore *s, struct group_job *job)
+{
     pthread_mutex_lock(&s->g_mutex);
-    s->st_commits += n;
-    s->st_grouped += n;
-    s->st_group_syncs++;
-    s->commits_since_ckpt++;   /* one record set for the group */
-    s->redo_since_ckpt += m.bytes;
-    atomic_store(&s->epoch, lastg->epoch);
+    while (s->g_turn_done + 1 != job->turn)
+        pthread_cond_wait(&s->g_cond, &s->g_mutex);
+    pthread_mutex_unlock(&s->g_mutex);
+    struct merged *m = &job->m;
+    /* A failed handle's file is left to the next open's replay (T3). */
+    for (size_t i = 0, at = 0; job->durable && !s->failed && i < m->n; at += m->r[i].len, i++)
+        if (heap_write_copy(s->heap, m->r[i].off, m->data + at, m->r[i].len))
+            s->failed = true;   /* durable in the redo log; the next open replays it (T3) */
+    free(m->r);
+    free(m->data);
+    if (job->frozen)
+        group_thaw(s);
+    pthread_mutex_lock(&s->g_mutex);
+    if (job->durable) {
+        s->st_commits += job->n;
+        s->st_grouped += job->n;
+        s->st_group_syncs++;
+        s->commits_since_ckpt++;   /* one record set for the group */
+        s->redo_since_ckpt += m->bytes;
+        atomic_store(&s->epoch, job->last->epoch);
+    }
+    s->g_turn_done = job->turn;
+    s->g_writing--;
+    for (struct store_sealed *x = job->first, *next; x; x = next) {
+        next = x->next;   /* x is its thread's to free once done is seen */
+        x->done = true;
+        pthread_cond_signal(&x->cv);
+    }
+    pthread_cond_broadcast(&s->g_cond);   /* drains, readers, the next group's turn */
     pthread_mutex_unlock(&s->g_mutex);
 }
 
@@ -580,8 +643,10 @@ int store_group_wait(objstore *s, struct store_sealed *g)
 {
     pthread_mutex_lock(&s->g_mutex);
     while (!g->done) {
-        if (s->g_leading) {
-            pthread_cond_wait(&s->g_cond, &s->g_mutex);
+        /* Lead when nobody does and the queue holds work; g may be in a
+         * group already committed, whose writer will wake it (G8). */
+        if (s->g_leading || !s->g_head) {
+            pthread_cond_wait(&g->cv, &s->g_mutex);
             continue;
         }
         s->g_leading = true;
@@ -592,19 +657,23 @@ int store_group_wait(objstore *s, struct store_sealed *g)
             struct timespec ts = {(time_t)(until / 1000000000u), (long)(until % 1000000000u)};
             pthread_cond_timedwait(&s->g_gather, &s->g_mutex, &ts);
         }
-        struct store_sealed *first = s->g_head;
+        struct group_job job = {.first = s->g_head, .turn = ++s->g_turn_next};
         s->g_head = s->g_tail = NULL;
+        s->g_writing++;
         pthread_mutex_unlock(&s->g_mutex);
-        commit_group(s, first);
+        commit_group(s, &job);
         pthread_mutex_lock(&s->g_mutex);
-        for (struct store_sealed *x = first, *next; x; x = next) {
-            next = x->next;
+        for (struct store_sealed *x = job.first; x; x = x->next) {
             s->g_pending--;
             s->g_pending_bytes -= x->bytes + x->ops.len;
-            x->done = true;
         }
+        /* G8: the lead goes to the head of the queue, then the lines. */
         s->g_leading = false;
-        pthread_cond_broadcast(&s->g_cond);
+        if (s->g_head)
+            pthread_cond_signal(&s->g_head->cv);
+        pthread_mutex_unlock(&s->g_mutex);
+        write_group(s, &job);
+        pthread_mutex_lock(&s->g_mutex);
     }
     pthread_mutex_unlock(&s->g_mutex);
     int rc = g->rc;
