@@ -803,9 +803,9 @@ static uint64_t first_redo(MDB_cursor *c, MDB_val *k, MDB_val *v)
     return epoch;
 }
 
-/* Flips a byte of the first pending redo record (FORMAT 2.1: data after the
- * 64-byte header and the ranges); returns its epoch. */
-static uint64_t damage_first_redo(void)
+/* Flips a byte of the idx-th pending redo record (FORMAT 2.1: data after the
+ * 80-byte header and the ranges); returns its epoch. */
+static uint64_t damage_redo(int idx)
 {
     MDB_txn *txn;
     MDB_dbi dbi;
@@ -814,6 +814,13 @@ static uint64_t damage_first_redo(void)
     ck_assert_int_eq(mdb_cursor_open(txn, dbi, &c), 0);
     MDB_val k, v;
     uint64_t epoch = first_redo(c, &k, &v);
+    for (int i = 0; i < idx; i++) {
+        ck_assert_int_eq(mdb_cursor_get(c, &k, &v, MDB_NEXT), 0);
+        ck_assert_uint_eq(k.mv_size, 13);
+        epoch = 0;
+        for (int b = 1; b < 9; b++)
+            epoch = epoch << 8 | ((uint8_t *)k.mv_data)[b];
+    }
     uint8_t *copy = malloc(v.mv_size);
     memcpy(copy, v.mv_data, v.mv_size);
     copy[v.mv_size - 1] ^= 0x10;
@@ -831,7 +838,7 @@ START_TEST(test_a_damaged_redo_record_is_named_and_discarded_on_request)
     make_store(g_store, &f);
     uint64_t keep = content_digest("keep");
     commit_and_vanish(f.leaf[0]);
-    uint64_t epoch = damage_first_redo();
+    uint64_t epoch = damage_redo(0);
     char want[64], arg[64];
     snprintf(want, sizeof want, "(epoch %llu)", U(epoch));
     EXPECT_FSCK(4, want, g_store);
@@ -849,7 +856,22 @@ START_TEST(test_a_damaged_redo_record_is_named_and_discarded_on_request)
 END_TEST
 
 
-static void commit_twice_and_vanish(objstore_oid leaf);
+static void commit_writes_and_vanish(objstore_oid leaf, int n);
+
+/* Whether leaf's payload holds text at offset, in the store as it opens. */
+static bool payload_holds(objstore_oid leaf, uint64_t offset, const char *text)
+{
+    objstore *s = open_store(g_store, NULL);
+    objstore_txn *t = rbegin(s);
+    const void *p;
+    uint64_t size;
+    OK(objstore_get(t, leaf, &p, &size));
+    bool holds = offset + strlen(text) <= size &&
+                 memcmp((const uint8_t *)p + offset, text, strlen(text)) == 0;
+    objstore_abort(t);
+    objstore_close(s);
+    return holds;
+}
 
 /* A key in the log's range (0xFE first) of the wrong size is a damaged
  * record: named with the epoch it sorts at, dropped on request with
@@ -870,14 +892,9 @@ START_TEST(test_a_redo_key_of_the_wrong_size_is_named_and_discarded_on_request)
     fixture f;
     make_store(g_store, &f);
     uint64_t keep = content_digest("keep");
-    commit_twice_and_vanish(f.leaf[0]);
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    MDB_env *env = meta_edit(NULL, &txn, &dbi);
+    commit_writes_and_vanish(f.leaf[0], 2);
     uint8_t val[96] = {0};
-    MDB_val k = {k_bad_keys[_i].len, (void *)k_bad_keys[_i].key}, v = {sizeof val, val};
-    ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
-    meta_edit_end(env, txn);
+    lmdb_put(NULL, k_bad_keys[_i].key, k_bad_keys[_i].len, val, sizeof val);
     char want[64], arg[64];
     snprintf(want, sizeof want, "(epoch %llu)", U(k_bad_keys[_i].epoch));
     EXPECT_FSCK(4, want, g_store);
@@ -888,16 +905,8 @@ START_TEST(test_a_redo_key_of_the_wrong_size_is_named_and_discarded_on_request)
     EXPECT_FSCK(0, "0 problems", g_store);
     objstore_close(open_store(g_store, NULL));
     ck_assert_uint_eq(content_digest("keep"), keep);
-    if (_i == 1) {   /* nothing but the bad key went: both commits are there */
-        objstore *s = open_store(g_store, &(objstore_options){.flags = OBJSTORE_RDONLY});
-        objstore_txn *t = rbegin(s);
-        const void *p;
-        uint64_t size;
-        OK(objstore_get(t, f.leaf[0], &p, &size));
-        ck_assert_int_eq(memcmp((const uint8_t *)p + 8, "pending!pending!", 16), 0);
-        objstore_abort(t);
-        objstore_close(s);
-    }
+    if (_i == 1)   /* nothing but the bad key went: both commits are there */
+        ck_assert(payload_holds(f.leaf[0], 8, "pending!pending!"));
 }
 END_TEST
 
@@ -907,44 +916,9 @@ START_TEST(test_discarding_from_the_middle_of_the_log_keeps_the_commits_before)
 {
     fixture f;
     make_store(g_store, &f);
-    fflush(NULL);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        objstore *s = NULL;
-        objstore_txn *t = NULL;
-        if (objstore_open(g_store, NULL, &s))
-            _exit(1);
-        for (int i = 0; i < 3; i++)
-            if (objstore_begin(s, 0, &t) ||
-                objstore_write(t, f.leaf[0], 8 + (uint64_t)i * 8, "pending!", 8) ||
-                objstore_commit(t))
-                _exit(2);
-        _exit(0);
-    }
-    ck_assert_int_eq(wait_child(pid), 0);
+    commit_writes_and_vanish(f.leaf[0], 3);
     /* Damage the second record (the log holds one per commit here). */
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    MDB_cursor *c;
-    MDB_env *env = meta_edit(NULL, &txn, &dbi);
-    ck_assert_int_eq(mdb_cursor_open(txn, dbi, &c), 0);
-    MDB_val k, v;
-    uint64_t first = first_redo(c, &k, &v);
-    ck_assert_int_eq(mdb_cursor_get(c, &k, &v, MDB_NEXT), 0);
-    ck_assert_uint_eq(k.mv_size, 13);
-    uint64_t second = 0;
-    for (int i = 1; i < 9; i++)
-        second = second << 8 | ((uint8_t *)k.mv_data)[i];
-    ck_assert_uint_gt(second, first);
-    uint8_t *copy = malloc(v.mv_size);
-    memcpy(copy, v.mv_data, v.mv_size);
-    copy[v.mv_size - 1] ^= 0x10;
-    MDB_val nv = {v.mv_size, copy};
-    ck_assert_int_eq(mdb_cursor_put(c, &k, &nv, MDB_CURRENT), 0);
-    mdb_cursor_close(c);
-    meta_edit_end(env, txn);
-    free(copy);
+    uint64_t second = damage_redo(1);
     char want[64], arg[64];
     snprintf(want, sizeof want, "(epoch %llu)", U(second));
     EXPECT_FSCK(4, want, g_store);
@@ -955,14 +929,7 @@ START_TEST(test_discarding_from_the_middle_of_the_log_keeps_the_commits_before)
      * opens (replaying it) and the first commit is there.  (The later two
      * reached the heap file before the records were dropped: what of them
      * is there is not asserted.) */
-    objstore *s = open_store(g_store, NULL);
-    objstore_txn *t = rbegin(s);
-    const void *p;
-    uint64_t size;
-    OK(objstore_get(t, f.leaf[0], &p, &size));
-    ck_assert_int_eq(memcmp((const uint8_t *)p + 8, "pending!", 8), 0);
-    objstore_abort(t);
-    objstore_close(s);
+    ck_assert(payload_holds(f.leaf[0], 8, "pending!"));
 }
 END_TEST
 
@@ -1519,7 +1486,7 @@ END_TEST
 
 /* In a child: two commits, each leaving redo records, then an exit without
  * a close. */
-static void commit_twice_and_vanish(objstore_oid leaf)
+static void commit_writes_and_vanish(objstore_oid leaf, int n)
 {
     fflush(NULL);
     pid_t pid = fork();
@@ -1529,7 +1496,7 @@ static void commit_twice_and_vanish(objstore_oid leaf)
         objstore_txn *t = NULL;
         if (objstore_open(g_store, NULL, &s))
             _exit(1);
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < n; i++)
             if (objstore_begin(s, 0, &t) ||
                 objstore_write(t, leaf, 8 + (uint64_t)i * 8, "pending!", 8) ||
                 objstore_commit(t))
@@ -1544,7 +1511,7 @@ START_TEST(test_a_missing_redo_record_is_found_by_the_chain_and_can_be_discarded
     fixture f;
     make_store(g_store, &f);
     uint64_t keep = content_digest("keep");
-    commit_twice_and_vanish(f.leaf[0]);
+    commit_writes_and_vanish(f.leaf[0], 2);
     /* Delete the older commit's record: the newer one's predecessor is gone. */
     MDB_txn *txn;
     MDB_dbi dbi;
