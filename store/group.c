@@ -44,9 +44,10 @@
  *      says, and then the group is there whole or not at all.  (A commit that
  *      runs alone still rolls back only itself.)
  *   G5 the leader owns the commit state that only commits touch (redo_last,
- *      redo_high, deleted_upto, the checkpoint counters, freeze_depth) while
- *      it runs; everyone else touches it only after draining, under the write
- *      lock, or reads the counters under g_mutex.
+ *      redo_high, deleted_upto) while it runs; everyone else touches it only
+ *      after draining, under the write lock.  The checkpoint counters are
+ *      kept under g_mutex, and freeze_depth, between leaders, under
+ *      g_freeze_m (G8).
  *   G6 a new leader first gathers: while a writer holds or waits for the
  *      write lock, it waits for that writer to seal, up to half the last
  *      group's sync -- unless a drain or a reader is waiting for the queue
@@ -274,7 +275,9 @@ void store_group_wait_durable(objstore *s)
     pthread_mutex_lock(&s->g_mutex);
     s->g_waiters++;
     pthread_cond_signal(&s->g_gather);   /* G6 */
-    while (atomic_load(&s->epoch) < sealed && !s->failed)
+    /* A failed group ends the wait, but not before the groups before it,
+     * which may have succeeded, are written (G8). */
+    while (s->g_writing || (atomic_load(&s->epoch) < sealed && !s->failed))
         pthread_cond_wait(&s->g_cond, &s->g_mutex);
     s->g_waiters--;
     pthread_mutex_unlock(&s->g_mutex);
@@ -525,6 +528,9 @@ struct group_job {
     bool durable;             /* its LMDB commit succeeded: lines to write */
 };
 
+/* store_freeze can block (a read-only opener in another process holds the
+ * freeze) only at depth 0: then no other leader holds a share, and none
+ * waits on g_freeze_m to give one back. */
 static int group_freeze(objstore *s)
 {
     pthread_mutex_lock(&s->g_freeze_m);
@@ -595,7 +601,9 @@ static void commit_group(objstore *s, struct group_job *job)
 }
 
 /* After the lead is handed on (G8): the group's lines into the heap file,
- * in turn, then its transactions return. */
+ * in turn, then its transactions return.  Returns with g_mutex held: the
+ * caller must not let it go and take it again, since once the last group
+ * is written a drain may return and the store be closed. */
 static void write_group(objstore *s, struct group_job *job)
 {
     pthread_mutex_lock(&s->g_mutex);
@@ -603,7 +611,9 @@ static void write_group(objstore *s, struct group_job *job)
         pthread_cond_wait(&s->g_cond, &s->g_mutex);
     pthread_mutex_unlock(&s->g_mutex);
     struct merged *m = &job->m;
-    /* A failed handle's file is left to the next open's replay (T3). */
+    /* A failed handle's file -- this group's write failed, or a later
+     * group's commit -- is left to the next open's replay (T3): the
+     * group's commits, durable in the redo log, still return success. */
     for (size_t i = 0, at = 0; job->durable && !s->failed && i < m->n; at += m->r[i].len, i++)
         if (heap_write_copy(s->heap, m->r[i].off, m->data + at, m->r[i].len))
             s->failed = true;   /* durable in the redo log; the next open replays it (T3) */
@@ -616,8 +626,6 @@ static void write_group(objstore *s, struct group_job *job)
         s->st_commits += job->n;
         s->st_grouped += job->n;
         s->st_group_syncs++;
-        s->commits_since_ckpt++;   /* one record set for the group */
-        s->redo_since_ckpt += m->bytes;
         atomic_store(&s->epoch, job->last->epoch);
     }
     s->g_turn_done = job->turn;
@@ -628,7 +636,6 @@ static void write_group(objstore *s, struct group_job *job)
         pthread_cond_signal(&x->cv);
     }
     pthread_cond_broadcast(&s->g_cond);   /* drains, readers, the next group's turn */
-    pthread_mutex_unlock(&s->g_mutex);
 }
 
 void store_group_sealed(objstore *s)
@@ -667,13 +674,16 @@ int store_group_wait(objstore *s, struct store_sealed *g)
             s->g_pending--;
             s->g_pending_bytes -= x->bytes + x->ops.len;
         }
+        if (job.durable) {   /* in the log now: counted for the next checkpoint */
+            s->commits_since_ckpt++;   /* one record set for the group */
+            s->redo_since_ckpt += job.m.bytes;
+        }
         /* G8: the lead goes to the head of the queue, then the lines. */
         s->g_leading = false;
         if (s->g_head)
             pthread_cond_signal(&s->g_head->cv);
         pthread_mutex_unlock(&s->g_mutex);
-        write_group(s, &job);
-        pthread_mutex_lock(&s->g_mutex);
+        write_group(s, &job);   /* returns holding g_mutex */
     }
     pthread_mutex_unlock(&s->g_mutex);
     int rc = g->rc;

@@ -153,8 +153,9 @@ int objstore_create(const char *dir, const objstore_options *opts);
 int objstore_open(const char *dir, const objstore_options *opts, objstore **out);
 
 /* Closes the store: checkpoints (so the next open replays nothing) and frees
- * the handle.  No transaction may be open.  Returns the checkpoint's status;
- * the handle is freed either way. */
+ * the handle.  No transaction may be open, and no other thread may still be
+ * in a call on the handle (a commit that has not returned).  Returns the
+ * checkpoint's status; the handle is freed either way. */
 int objstore_close(objstore *s);
 
 /* ---- transactions ---- */

@@ -98,7 +98,7 @@ struct objstore {
     ino_t ino;
     bool ro;
     bool beside_writer;        /* read-only, opened while a writer had it (S5) */
-    unsigned freeze_depth;     /* store_freeze nesting (writer or leader, G5) */
+    unsigned freeze_depth;     /* store_freeze nesting (writer, or leaders: G8) */
     _Atomic bool failed;       /* set by the writer, or a group's leader (G4) */
     bool forked;               /* inherited by fork: unusable, not closable */
     bool lmdb_nolock;          /* read-only checker: LMDB's lock file untouched
@@ -126,7 +126,7 @@ struct objstore {
     store_lock lock;
     pthread_mutex_t pin_lock;
 
-    /* group commit (group.c, rules G1..G5) */
+    /* group commit (group.c, rules G1..G8) */
     pthread_mutex_t g_mutex;
     pthread_cond_t g_cond;
     pthread_cond_t g_gather;   /* a leader gathering: a writer let the lock go */
@@ -323,7 +323,8 @@ int store_group_seal(objstore_txn *t, const heap_range *r, size_t n,
 void store_group_sealed(objstore *s);
 /* Leads or waits until g's group is durable (or failed); frees g. */
 int store_group_wait(objstore *s, struct store_sealed *g);
-/* G2: waits until no sealed transaction is pending and no leader runs. */
+/* G2: waits until no sealed transaction is pending, no leader runs and no
+ * group is still writing its lines (G8). */
 void store_group_drain(objstore *s);
 /* G7: a root lookup in a write transaction: the sealed roots' overlay
  * (*decided, *oid 0 when deleted), else *rt, an LMDB snapshot to look in,

@@ -25,6 +25,9 @@ int ts_rmtree(const char *path);
  * memory. */
 char *ts_path(const char *dir, const char *name);
 
+/* Sleeps ms milliseconds. */
+void ts_sleep_ms(unsigned ms);
+
 /* True under AddressSanitizer, or when OBJSTORE_SANITIZE is set (not "0"):
  * suites scale their longest loops down there. */
 bool ts_under_sanitizer(void);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 char *ts_tmpdir(void)
@@ -79,6 +80,13 @@ char *ts_path(const char *dir, const char *name)
         p[at++] = '/';
     memcpy(p + at, name, nl + 1);
     return p;
+}
+
+void ts_sleep_ms(unsigned ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
 }
 
 bool ts_under_sanitizer(void)

@@ -517,6 +517,138 @@ static int crash_round(uint64_t *returned, uint64_t kill_ms, const char *step, i
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* ---- G8: the next group commits while the last one writes its lines ---- */
+
+static pthread_mutex_t g8_m = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g8_cv = PTHREAD_COND_INITIALIZER;
+static bool g8_armed, g8_held, g8_release;
+static _Atomic int g8_committed;   /* LMDB commits that returned */
+
+/* Holds the first heap write after it is armed until released. */
+static void g8_hook(const char *step)
+{
+    if (!strcmp(step, "lmdb-committed"))
+        atomic_fetch_add(&g8_committed, 1);
+    if (strcmp(step, "heap-pwrite"))
+        return;
+    pthread_mutex_lock(&g8_m);
+    if (g8_armed) {
+        g8_armed = false;
+        g8_held = true;
+        pthread_cond_broadcast(&g8_cv);
+        while (!g8_release)
+            pthread_cond_wait(&g8_cv, &g8_m);
+    }
+    pthread_mutex_unlock(&g8_m);
+}
+
+typedef struct {
+    objstore *s;
+    objstore_oid h;
+    uint32_t slot;
+    _Atomic int stage;        /* 1 holds the write lock, 2 may commit, 3 returned */
+    int rc;
+} g8_writer;
+
+static void *g8_write(void *arg)
+{
+    g8_writer *w = arg;
+    objstore_txn *t = wbegin(w->s);
+    atomic_store(&w->stage, 1);
+    while (atomic_load(&w->stage) < 2)
+        ts_sleep_ms(1);
+    objstore_oid o = new_obj(t, 0, 0, 8);
+    set_ref(t, w->h, w->slot, o);
+    w->rc = objstore_commit(t);
+    atomic_store(&w->stage, 3);
+    return NULL;
+}
+
+typedef struct {
+    objstore *s;
+    objstore_oid h;
+    _Atomic bool began;
+    objstore_oid seen[2];
+} g8_reader;
+
+static void *g8_read(void *arg)
+{
+    g8_reader *r = arg;
+    objstore_txn *t = rbegin(r->s);
+    atomic_store(&r->began, true);
+    r->seen[0] = get_ref(t, r->h, 0);
+    r->seen[1] = get_ref(t, r->h, 1);
+    objstore_abort(t);
+    return NULL;
+}
+
+/* While the first group writes its lines (held at its first pwrite), the
+ * next group's LMDB commit goes through; neither commit returns, and a
+ * read transaction does not begin, until both groups' lines are written. */
+START_TEST(test_the_next_group_commits_while_the_last_one_writes_and_readers_wait)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid h = new_obj(t, 0, 2, 0);
+    root_set(t, "h", h);
+    commit(t);
+    g8_armed = g8_held = g8_release = false;
+    atomic_store(&g8_committed, 0);
+    objstore_set_crash_hook(g8_hook);
+
+    g8_writer a = {.s = s, .h = h, .slot = 0}, b = {.s = s, .h = h, .slot = 1};
+    pthread_t ta, tb, tr;
+    ck_assert_int_eq(pthread_create(&ta, NULL, g8_write, &a), 0);
+    while (atomic_load(&a.stage) < 1)
+        ts_sleep_ms(1);
+    ck_assert_int_eq(pthread_create(&tb, NULL, g8_write, &b), 0);
+    ts_sleep_ms(200);   /* b waits for the write lock: a's commit seals (G1) */
+    pthread_mutex_lock(&g8_m);
+    g8_armed = true;
+    pthread_mutex_unlock(&g8_m);
+    atomic_store(&a.stage, 2);
+    while (atomic_load(&b.stage) < 1)
+        ts_sleep_ms(1);
+    atomic_store(&b.stage, 2);
+
+    /* a's group is held writing; b's LMDB commit goes through meanwhile. */
+    for (int ms = 0; ms < 10000 && (!g8_held || atomic_load(&g8_committed) < 2); ms++)
+        ts_sleep_ms(1);
+    pthread_mutex_lock(&g8_m);
+    bool held = g8_held;
+    pthread_mutex_unlock(&g8_m);
+    ck_assert_msg(held, "the first group never reached its heap write");
+    ck_assert_int_eq(atomic_load(&g8_committed), 2);
+    g8_reader r = {.s = s, .h = h};
+    ck_assert_int_eq(pthread_create(&tr, NULL, g8_read, &r), 0);
+    ts_sleep_ms(100);
+    ck_assert_int_eq(atomic_load(&a.stage), 2);   /* neither returned */
+    ck_assert_int_eq(atomic_load(&b.stage), 2);
+    ck_assert(!atomic_load(&r.began));             /* the reader waits */
+
+    pthread_mutex_lock(&g8_m);
+    g8_release = true;
+    pthread_cond_broadcast(&g8_cv);
+    pthread_mutex_unlock(&g8_m);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    pthread_join(tr, NULL);
+    objstore_set_crash_hook(NULL);
+    ck_assert_int_eq(a.rc, OBJSTORE_OK);
+    ck_assert_int_eq(b.rc, OBJSTORE_OK);
+    ck_assert(r.seen[0] != 0 && r.seen[1] != 0);
+    objstore_stats st;
+    ck_assert_int_eq(objstore_get_stats(s, &st), OBJSTORE_OK);
+    ck_assert_uint_eq(st.group_syncs, 2);
+    close_store(s);
+    s = open_store(g_store, NULL);
+    t = rbegin(s);
+    ck_assert(get_ref(t, h, 0) != 0 && get_ref(t, h, 1) != 0);
+    objstore_abort(t);
+    close_store(s);
+}
+END_TEST
+
 START_TEST(test_kill_9_while_threads_commit_loses_no_returned_commit_and_leaves_none_half)
 {
     ledger_create();
@@ -638,6 +770,7 @@ static Suite *group_suite(void)
     tcase_add_test(tc, test_checkpoints_among_group_commits_keep_the_redo_chain_whole);
     tcase_add_test(tc, test_aborts_among_group_commits_roll_back_only_themselves);
     tcase_add_test(tc, test_readers_beside_group_commits_see_only_durable_whole_states);
+    tcase_add_test(tc, test_the_next_group_commits_while_the_last_one_writes_and_readers_wait);
     tcase_add_test(tc, test_kill_9_while_threads_commit_loses_no_returned_commit_and_leaves_none_half);
     tcase_add_test(tc, test_a_crash_at_each_step_of_a_group_commit_keeps_exactly_the_returned_commits);
     tcase_add_test(tc, test_a_failing_write_or_sync_under_group_commit_keeps_every_returned_commit);
