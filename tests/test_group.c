@@ -521,7 +521,8 @@ static int crash_round(uint64_t *returned, uint64_t kill_ms, const char *step, i
 
 static pthread_mutex_t g8_m = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g8_cv = PTHREAD_COND_INITIALIZER;
-static bool g8_armed, g8_held, g8_release;
+static bool g8_armed, g8_release;   /* under g8_m */
+static _Atomic bool g8_held;
 static _Atomic int g8_committed;   /* LMDB commits that returned */
 
 /* Holds the first heap write after it is armed until released. */
@@ -534,7 +535,7 @@ static void g8_hook(const char *step)
     pthread_mutex_lock(&g8_m);
     if (g8_armed) {
         g8_armed = false;
-        g8_held = true;
+        atomic_store(&g8_held, true);
         pthread_cond_broadcast(&g8_cv);
         while (!g8_release)
             pthread_cond_wait(&g8_cv, &g8_m);
@@ -592,7 +593,8 @@ START_TEST(test_the_next_group_commits_while_the_last_one_writes_and_readers_wai
     objstore_oid h = new_obj(t, 0, 2, 0);
     root_set(t, "h", h);
     commit(t);
-    g8_armed = g8_held = g8_release = false;
+    g8_armed = g8_release = false;
+    atomic_store(&g8_held, false);
     atomic_store(&g8_committed, 0);
     objstore_set_crash_hook(g8_hook);
 
@@ -612,12 +614,10 @@ START_TEST(test_the_next_group_commits_while_the_last_one_writes_and_readers_wai
     atomic_store(&b.stage, 2);
 
     /* a's group is held writing; b's LMDB commit goes through meanwhile. */
-    for (int ms = 0; ms < 10000 && (!g8_held || atomic_load(&g8_committed) < 2); ms++)
+    for (int ms = 0; ms < 10000 && (!atomic_load(&g8_held) || atomic_load(&g8_committed) < 2);
+         ms++)
         ts_sleep_ms(1);
-    pthread_mutex_lock(&g8_m);
-    bool held = g8_held;
-    pthread_mutex_unlock(&g8_m);
-    ck_assert_msg(held, "the first group never reached its heap write");
+    ck_assert_msg(atomic_load(&g8_held), "the first group never reached its heap write");
     ck_assert_int_eq(atomic_load(&g8_committed), 2);
     g8_reader r = {.s = s, .h = h};
     ck_assert_int_eq(pthread_create(&tr, NULL, g8_read, &r), 0);
