@@ -66,7 +66,7 @@
  *      sync runs meanwhile.  Groups write their lines in turn (g_turn_*),
  *      and a group's transactions return, and its epoch shows, only once
  *      its lines are written; a drain waits for every group to be written
- *      (g_writing), so G2 holds as before.  Overlapping leaders share the
+ *      (groups_unwritten), so G2 holds as before.  Overlapping leaders share the
  *      freeze lock: its depth is counted under g_freeze_m.
  */
 #include "store_internal.h"
@@ -195,7 +195,6 @@ void store_group_init(objstore *s)
     s->g_sync_ns = 0;
     s->g_head = s->g_tail = NULL;
     s->g_leading = false;
-    s->g_writing = 0;
     s->g_turn_next = s->g_turn_done = 0;
     s->g_pending = s->g_pending_bytes = 0;
     s->g_sealed = s->epoch;
@@ -210,6 +209,14 @@ void store_group_destroy(objstore *s)
     pthread_mutex_destroy(&s->g_mutex);
 }
 
+/* Groups taken by a leader whose lines are not yet written (G8): each
+ * takes a turn when it starts and gives it back once written.  Under
+ * g_mutex. */
+static uint64_t groups_unwritten(const objstore *s)
+{
+    return s->g_turn_next - s->g_turn_done;
+}
+
 uint64_t store_epoch(objstore *s)
 {
     return atomic_load(&s->epoch);
@@ -218,10 +225,10 @@ uint64_t store_epoch(objstore *s)
 void store_group_drain(objstore *s)
 {
     pthread_mutex_lock(&s->g_mutex);
-    if (s->g_head || s->g_leading || s->g_writing) {
+    if (s->g_head || s->g_leading || groups_unwritten(s)) {
         s->g_waiters++;
         pthread_cond_signal(&s->g_gather);   /* G6: do not wait for this thread */
-        while (s->g_head || s->g_leading || s->g_writing)
+        while (s->g_head || s->g_leading || groups_unwritten(s))
             pthread_cond_wait(&s->g_cond, &s->g_mutex);
         s->g_waiters--;
     }
@@ -277,7 +284,7 @@ void store_group_wait_durable(objstore *s)
     pthread_cond_signal(&s->g_gather);   /* G6 */
     /* A failed group ends the wait, but not before the groups before it,
      * which may have succeeded, are written (G8). */
-    while (s->g_writing || (atomic_load(&s->epoch) < sealed && !s->failed))
+    while (groups_unwritten(s) || (atomic_load(&s->epoch) < sealed && !s->failed))
         pthread_cond_wait(&s->g_cond, &s->g_mutex);
     s->g_waiters--;
     pthread_mutex_unlock(&s->g_mutex);
@@ -324,7 +331,7 @@ bool store_group_may_seal(objstore_txn *t, uint64_t redo_bytes)
     s->g_prev_writer = me;
     s->g_prev_ns = now;
     pthread_mutex_lock(&s->g_mutex);
-    bool pending = s->g_head || s->g_leading || s->g_writing;
+    bool pending = s->g_head || s->g_leading || groups_unwritten(s);
     uint64_t pending_bytes = s->g_pending_bytes + redo_bytes;
     bool due = s->commits_since_ckpt + 1 >= STORE_CKPT_COMMITS ||
                s->redo_since_ckpt + s->g_pending_bytes + redo_bytes >= s->opts.checkpoint_bytes;
@@ -629,7 +636,6 @@ static void write_group(objstore *s, struct group_job *job)
         atomic_store(&s->epoch, job->last->epoch);
     }
     s->g_turn_done = job->turn;
-    s->g_writing--;
     for (struct store_sealed *x = job->first, *next; x; x = next) {
         next = x->next;   /* x is its thread's to free once done is seen */
         x->done = true;
@@ -666,7 +672,6 @@ int store_group_wait(objstore *s, struct store_sealed *g)
         }
         struct group_job job = {.first = s->g_head, .turn = ++s->g_turn_next};
         s->g_head = s->g_tail = NULL;
-        s->g_writing++;
         pthread_mutex_unlock(&s->g_mutex);
         commit_group(s, &job);
         pthread_mutex_lock(&s->g_mutex);

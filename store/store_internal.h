@@ -133,7 +133,6 @@ struct objstore {
     uint64_t g_sync_ns;        /* the last group's LMDB commit took this long */
     struct store_sealed *g_head, *g_tail;   /* sealed, not yet taken by a leader */
     bool g_leading;            /* a leader is committing a group */
-    unsigned g_writing;        /* groups durable, their lines not yet written (G8) */
     uint64_t g_turn_next;      /* G8: the next group's turn to write its lines */
     uint64_t g_turn_done;      /* and the last group that wrote them */
     pthread_mutex_t g_freeze_m;   /* freeze_depth, between overlapping leaders (G8) */
