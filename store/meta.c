@@ -228,10 +228,11 @@ static int get_exact(objstore *s, MDB_txn *txn, const char *key, void *out, size
     return OBJSTORE_OK;
 }
 
+/* After store_dbs_open(s, txn, false), which read and checked the format. */
 int store_meta_load(objstore *s, MDB_txn *txn)
 {
     int rc;
-    if ((rc = check_format(s, txn)) || (rc = get_exact(s, txn, "uuid", s->uuid, 16)) ||
+    if ((rc = get_exact(s, txn, "uuid", s->uuid, 16)) ||
         (rc = get_exact(s, txn, "generation", &s->generation, 8)) ||
         (rc = get_exact(s, txn, "epoch", &s->epoch, 8)))
         return rc;
