@@ -23,6 +23,12 @@
  *   Y4 an object at count 0 (left in the zero-count table by the free
  *      budget, or pinned) is no cycle: the drain frees it.  It counts as
  *      referenced from outside, so what it holds is not garbage yet.
+ *   Y5 the first pass notes which objects have a slot naming a young
+ *      object; the marking pass reads the slots of those only.  A holder
+ *      of objects without slots (a bulk load's, W1's) is read once, not
+ *      twice.  (An object at count 0 is skipped by both: the first pass
+ *      takes none of its edges off, so what it names stays above 0 on its
+ *      own count.)
  */
 #include "gc.h"
 
@@ -38,6 +44,12 @@
 #define TRIAL_BLACK INT32_MAX          /* reached from outside, or held */
 #define TRIAL_HELD  (INT32_MAX / 2)    /* Y4, and counts past TRIAL_CAP */
 
+/* Y5: object k has a slot naming a young object. */
+static inline void set_linked(uint64_t *linked, uint64_t k)
+{
+    linked[k / 64] |= UINT64_C(1) << (k % 64);
+}
+
 heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_result *r)
 {
     *r = (gc_result){0};
@@ -46,6 +58,7 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
     uint64_t *order = NULL;
     int32_t *trial = NULL;
     uint32_t *stack = NULL;
+    uint64_t *linked = NULL;
     struct u64vec garbage = {0};
     heap_status st = HEAP_ENOMEM;
     if (!n)
@@ -65,7 +78,8 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
     order = gc_array(m, sizeof *order, false);
     trial = gc_array(m, sizeof *trial, true);
     stack = gc_array(m, sizeof *stack, false);   /* touched only when used */
-    if (!order || !trial || !stack || !gc_set_rank(y, order))
+    linked = gc_array(m / 64 + 1, sizeof *linked, true);
+    if (!order || !trial || !stack || !linked || !gc_set_rank(y, order))
         goto out;
     /* One pass over the objects, in address order: each count in, each
      * edge inside out (saturating: a count that cannot go lower stays
@@ -88,7 +102,10 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
         const uint64_t *slot = heap_obj_slots(h, order[k]);
         for (uint32_t j = 0; j < nr; j++) {
             int64_t q = slot[j] ? gc_set_index(y, slot[j]) : -1;
-            if (q >= 0 && trial[q] != INT32_MIN && trial[q] <= TRIAL_CAP)
+            if (q < 0)
+                continue;
+            set_linked(linked, k);
+            if (trial[q] != INT32_MIN && trial[q] <= TRIAL_CAP)
                 trial[q]--;   /* (a held one stays held) */
         }
     }
@@ -106,6 +123,8 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
             }
         while (top) {
             uint32_t k = stack[--top];
+            if (!(linked[k / 64] >> (k % 64) & 1))
+                continue;   /* Y5 */
             uint32_t nr = heap_obj_at(h, order[k])->nrefs;
             const uint64_t *slot = heap_obj_slots(h, order[k]);
             for (uint32_t i = 0; i < nr; i++) {
@@ -137,6 +156,7 @@ heap_status gc_find_young(const gc_env *env, const uint64_t *objs, size_t n, gc_
     st = HEAP_OK;
 out:
     free(garbage.v);
+    free(linked);
     free(stack);
     free(trial);
     free(order);
