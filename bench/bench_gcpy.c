@@ -17,7 +17,7 @@
  *       one transaction and committed: the commit's young collection frees
  *       them.
  *
- * Each figure is objects per second, best of -r reps, objstore's including
+ * Each figure is objects per second, best of -r reps (5), objstore's including
  * its durable commit (CPython's has nothing to write).  CPython's figures
  * come from bench/bench_gc.py (found beside the source tree: ../../../bench
  * from this program), run with python3 for one rep of the same shape right
@@ -25,10 +25,17 @@
  * of a machine whose speed drifts.  It prints both as RESULT lines, the
  * ratios, and TARGET lines (objstore >= 1.0x CPython on each).
  *
+ * Five reps by default, not three: this machine runs in spells, seconds
+ * long, where objstore's shapes (tens of megabytes of objects and working
+ * arrays) go up to 1.5x slower while CPython's generation 0 stays in the
+ * cache; the best of three reps of G4 (about 70 ms each) could fall in one
+ * such spell (docs/BENCHMARKS.md, "The comparison itself").  -v prints
+ * every rep of both sides.
+ *
  * Also (-w W1) the share of W1's allocation phase the commit's young
  * collection takes (target: at most 5%).
  *
- *   bench_gcpy [-n objects] [-r reps] [-w G1|G2|G3|G4|W1]
+ *   bench_gcpy [-n objects] [-r reps] [-w G1|G2|G3|G4|W1] [-v]
  */
 #include <limits.h>
 #include <stdbool.h>
@@ -267,15 +274,18 @@ static double cpython_rep(const char *script, size_t n, const char *w)
 int main(int argc, char **argv)
 {
     size_t n = 1000000;
-    int reps = 3, c;
+    int reps = 5, c;
+    bool verbose = false;
     const char *only = NULL;
-    while ((c = getopt(argc, argv, "n:r:w:")) != -1) {
+    while ((c = getopt(argc, argv, "n:r:w:v")) != -1) {
         switch (c) {
         case 'n': n = bench_parse_count(optarg, "object count"); break;
         case 'r': reps = (int)bench_parse_count(optarg, "rep count"); break;
         case 'w': only = optarg; break;
+        case 'v': verbose = true; break;
         default:
-            fprintf(stderr, "usage: %s [-n objects] [-r reps] [-w G1|G2|G3|G4|W1]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-n objects] [-r reps] [-w G1|G2|G3|G4|W1] [-v]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -300,6 +310,9 @@ int main(int argc, char **argv)
             double v = have_python ? cpython_rep(script, n, wname[w]) : 0;
             if (v > theirs[w])
                 theirs[w] = v;
+            if (verbose)
+                printf("# %s rep %d: objstore %.2f M objects/s, cpython %.2f M\n", wname[w],
+                       r + 1, (double)n / d / 1e6, v / 1e6);
         }
         ours[w] = (double)n / best;
         bench_result("workload=%s impl=objstore objects=%zu objects_per_s=%.0f", wname[w], n,
