@@ -48,12 +48,18 @@
  *      after draining, under the write lock.  The checkpoint counters are
  *      kept under g_mutex, and freeze_depth, between leaders, under
  *      g_freeze_m (G8).
- *   G6 a new leader first gathers: while a writer holds or waits for the
- *      write lock, it waits for that writer to seal, up to half the last
- *      group's sync -- unless a drain or a reader is waiting for the queue
- *      (the lock holder would then wait for the leader, not seal).  Otherwise the writers woken by one group would reach
- *      the queue just after the next leader took it, and groups would
- *      alternate between one transaction and all the rest.
+ *   G6 a new leader first gathers, up to the last group's sync: while a
+ *      writer holds or waits for the write lock, it waits for that writer
+ *      to seal; and it waits until the queue holds as many transactions as
+ *      are coming -- those queued and those of groups not yet written
+ *      (their threads are about to return), or as many as the last group
+ *      held, if more (its threads, just returned, begin again).  Unless a
+ *      drain or a reader is waiting for the queue (the lock holder would
+ *      then wait for the leader, not seal).  Otherwise the writers woken
+ *      by one group would reach the queue just after the next leader took
+ *      it, and the threads would split into two groups taking turns, each
+ *      paying a sync for half of them.  A guess that was too high costs
+ *      one wait of at most a sync, and the next guess is what came.
  *   G7 a write transaction may look roots up without draining: g_roots holds
  *      every root change sealed since the queue was last found idle, newest
  *      value winning, so it and any LMDB snapshot taken since then give the
@@ -197,6 +203,7 @@ void store_group_init(objstore *s)
     s->g_leading = false;
     s->g_turn_next = s->g_turn_done = 0;
     s->g_pending = s->g_pending_bytes = 0;
+    s->g_queued = s->g_unwritten_n = s->g_last_n = 0;
     s->g_sealed = s->epoch;
 }
 
@@ -406,6 +413,7 @@ int store_group_seal(objstore_txn *t, const heap_range *r, size_t n, struct stor
         s->g_head = g;
     s->g_tail = g;
     s->g_pending++;
+    s->g_queued++;
     s->g_pending_bytes += bytes + g->ops.len;
     pthread_mutex_unlock(&s->g_mutex);
     *out = g;
@@ -636,6 +644,7 @@ static void write_group(objstore *s, struct group_job *job)
         atomic_store(&s->epoch, job->last->epoch);
     }
     s->g_turn_done = job->turn;
+    s->g_unwritten_n -= job->n;
     for (struct store_sealed *x = job->first, *next; x; x = next) {
         next = x->next;   /* x is its thread's to free once done is seen */
         x->done = true;
@@ -663,14 +672,21 @@ int store_group_wait(objstore *s, struct store_sealed *g)
             continue;
         }
         s->g_leading = true;
-        /* G6: gather the writers under way. */
-        uint64_t wait = s->g_sync_ns / 2 < GATHER_MAX_NS ? s->g_sync_ns / 2 : GATHER_MAX_NS;
+        /* G6: gather the writers under way, and those coming back. */
+        uint64_t wait = s->g_sync_ns < GATHER_MAX_NS ? s->g_sync_ns : GATHER_MAX_NS;
         uint64_t until = now_ns() + wait;
-        while (wait && !s->g_waiters && writers_waiting(s, true) && now_ns() < until) {
+        uint64_t expect = s->g_queued + s->g_unwritten_n;
+        if (expect < s->g_last_n)
+            expect = s->g_last_n;
+        while (wait && !s->g_waiters && (s->g_queued < expect || writers_waiting(s, true)) &&
+               now_ns() < until) {
             struct timespec ts = {(time_t)(until / 1000000000u), (long)(until % 1000000000u)};
             pthread_cond_timedwait(&s->g_gather, &s->g_mutex, &ts);
         }
         struct group_job job = {.first = s->g_head, .turn = ++s->g_turn_next};
+        s->g_last_n = s->g_queued;
+        s->g_unwritten_n += s->g_queued;
+        s->g_queued = 0;
         s->g_head = s->g_tail = NULL;
         pthread_mutex_unlock(&s->g_mutex);
         commit_group(s, &job);

@@ -139,6 +139,9 @@ struct objstore {
     unsigned g_waiters;        /* drains and readers waiting for the queue (G6) */
     uintptr_t g_prev_writer;   /* the thread of the last commit, and when (G1); */
     uint64_t g_prev_ns;        /* under the write lock */
+    uint64_t g_queued;         /* sealed transactions in the queue (G6) */
+    uint64_t g_unwritten_n;    /* in groups taken, lines not yet written (G6) */
+    uint64_t g_last_n;         /* in the last group taken (G6) */
     uint64_t g_pending;        /* sealed transactions not yet durable */
     uint64_t g_pending_bytes;  /* and their redo bytes */
     uint64_t g_sealed;         /* newest epoch sealed (under the write lock) */
