@@ -48,18 +48,23 @@
  *      after draining, under the write lock.  The checkpoint counters are
  *      kept under g_mutex, and freeze_depth, between leaders, under
  *      g_freeze_m (G8).
- *   G6 a new leader first gathers, up to the last group's sync: while a
- *      writer holds or waits for the write lock, it waits for that writer
- *      to seal; and it waits until the queue holds as many transactions as
- *      are coming -- those queued and those of groups not yet written
- *      (their threads are about to return), or as many as the last group
- *      held, if more (its threads, just returned, begin again).  Unless a
- *      drain or a reader is waiting for the queue (the lock holder would
- *      then wait for the leader, not seal).  Otherwise the writers woken
- *      by one group would reach the queue just after the next leader took
- *      it, and the threads would split into two groups taking turns, each
- *      paying a sync for half of them.  A guess that was too high costs
- *      one wait of at most a sync, and the next guess is what came.
+ *   G6 a new leader first gathers, for at most the last group's sync (and
+ *      GATHER_MAX_NS): while a writer holds or waits for the write lock, it
+ *      waits for that writer to seal; and it waits until the queue holds
+ *      as many transactions as it expects when it starts -- those queued
+ *      and those of groups not yet written, whose threads are about to
+ *      return (not its own, if an earlier group took it), or as many as
+ *      the last group held, if more (its threads, just returned, begin
+ *      again).  Otherwise the writers woken by one group would reach the
+ *      queue just after the next leader took it, and the threads would
+ *      split into two groups taking turns, each paying a sync for half of
+ *      them.  It stops at once when a drain or a reader waits for the queue
+ *      (the lock holder would wait for the leader, not seal, and the drain
+ *      or reader would wait for the gather) or the handle has failed.  The
+ *      threads of a group may not come back within a sync (they work
+ *      between commits): a gather cut by its cap short of a count that
+ *      counted them makes the next GATHER_BACKOFF gathers expect only the
+ *      last group's size, which is what came.
  *   G7 a write transaction may look roots up without draining: g_roots holds
  *      every root change sealed since the queue was last found idle, newest
  *      value winning, so it and any LMDB snapshot taken since then give the
@@ -85,6 +90,7 @@
 #include <time.h>
 
 #define GATHER_MAX_NS 5000000u   /* G6's wait, at most */
+#define GATHER_BACKOFF 8u        /* G6: gathers that expect no returning thread */
 #define GROUP_RECENT_NS 2000000u /* G1: another thread's commit this recent */
 
 static uint64_t now_ns(void)
@@ -173,6 +179,7 @@ struct store_sealed {
     uint64_t bytes, high;     /* redo bytes; end of the highest range */
     store_wbatch ops;
     int rc;                   /* set by the leader */
+    bool taken;               /* in a group a leader took (G6) */
     bool done;
     pthread_cond_t cv;        /* its thread waits here: done, or to lead (G8) */
     char msg[400];
@@ -204,6 +211,7 @@ void store_group_init(objstore *s)
     s->g_turn_next = s->g_turn_done = 0;
     s->g_pending = s->g_pending_bytes = 0;
     s->g_queued = s->g_unwritten_n = s->g_last_n = 0;
+    s->g_gather_skip = 0;
     s->g_sealed = s->epoch;
 }
 
@@ -661,6 +669,22 @@ void store_group_sealed(objstore *s)
     pthread_mutex_unlock(&s->g_mutex);
 }
 
+/* G6: how many sealed transactions a new leader waits for; g is its own.
+ * Under g_mutex. */
+static uint64_t gather_expect(objstore *s, const struct store_sealed *g)
+{
+    uint64_t expect = s->g_last_n;
+    if (s->g_gather_skip) {
+        s->g_gather_skip--;
+        return expect;
+    }
+    /* The threads of groups not yet written come back -- but not the
+     * leader's own, when an earlier group took it: it cannot seal again
+     * while it leads.  (Then its group is not written: no underflow.) */
+    uint64_t coming = s->g_queued + s->g_unwritten_n - (g->taken ? 1 : 0);
+    return coming > expect ? coming : expect;
+}
+
 int store_group_wait(objstore *s, struct store_sealed *g)
 {
     pthread_mutex_lock(&s->g_mutex);
@@ -675,15 +699,22 @@ int store_group_wait(objstore *s, struct store_sealed *g)
         /* G6: gather the writers under way, and those coming back. */
         uint64_t wait = s->g_sync_ns < GATHER_MAX_NS ? s->g_sync_ns : GATHER_MAX_NS;
         uint64_t until = now_ns() + wait;
-        uint64_t expect = s->g_queued + s->g_unwritten_n;
-        if (expect < s->g_last_n)
-            expect = s->g_last_n;
-        while (wait && !s->g_waiters && (s->g_queued < expect || writers_waiting(s, true)) &&
-               now_ns() < until) {
+        uint64_t expect = gather_expect(s, g);
+        bool guessed = expect > s->g_last_n, timed_out = false;
+        while (wait && !s->g_waiters && !s->failed &&
+               (s->g_queued < expect || writers_waiting(s, true))) {
+            if (now_ns() >= until) {
+                timed_out = true;
+                break;
+            }
             struct timespec ts = {(time_t)(until / 1000000000u), (long)(until % 1000000000u)};
             pthread_cond_timedwait(&s->g_gather, &s->g_mutex, &ts);
         }
+        if (timed_out && guessed && s->g_queued < expect)
+            s->g_gather_skip = GATHER_BACKOFF;   /* they did not come back in time */
         struct group_job job = {.first = s->g_head, .turn = ++s->g_turn_next};
+        for (struct store_sealed *x = job.first; x; x = x->next)
+            x->taken = true;
         s->g_last_n = s->g_queued;
         s->g_unwritten_n += s->g_queued;
         s->g_queued = 0;

@@ -129,7 +129,8 @@ struct objstore {
     /* group commit (group.c, rules G1..G8) */
     pthread_mutex_t g_mutex;
     pthread_cond_t g_cond;
-    pthread_cond_t g_gather;   /* a leader gathering: a writer let the lock go */
+    pthread_cond_t g_gather;   /* a leader gathering (G6): a commit sealed, or a
+                                  drain or reader waits */
     uint64_t g_sync_ns;        /* the last group's LMDB commit took this long */
     struct store_sealed *g_head, *g_tail;   /* sealed, not yet taken by a leader */
     bool g_leading;            /* a leader is committing a group */
@@ -140,8 +141,11 @@ struct objstore {
     uintptr_t g_prev_writer;   /* the thread of the last commit, and when (G1); */
     uint64_t g_prev_ns;        /* under the write lock */
     uint64_t g_queued;         /* sealed transactions in the queue (G6) */
-    uint64_t g_unwritten_n;    /* in groups taken, lines not yet written (G6) */
+    uint64_t g_unwritten_n;    /* in groups taken, lines not yet written (G6):
+                                  the transactions of turns g_turn_done+1 ..
+                                  g_turn_next */
     uint64_t g_last_n;         /* in the last group taken (G6) */
+    unsigned g_gather_skip;    /* G6: gathers left expecting only g_last_n */
     uint64_t g_pending;        /* sealed transactions not yet durable */
     uint64_t g_pending_bytes;  /* and their redo bytes */
     uint64_t g_sealed;         /* newest epoch sealed (under the write lock) */
