@@ -19,7 +19,10 @@
  *      file pages in large folios, a fault then maps up to 2 MiB of the page
  *      cache at once instead of 64 KiB (a walk of a 64 MiB heap: ~1 ms of
  *      faults instead of ~5).  Advice only: where the kernel does not take
- *      it, nothing changes.
+ *      it, nothing changes.  Growth ends the file on a 2 MiB boundary (an
+ *      even number of arenas), so each region it maps starts on one too: a
+ *      region starting 1 MiB off could take no 2 MiB folio whole, and W1's
+ *      creation phase, 170 MB of new arenas, ran 14% slower that way.
  */
 #include "heap_internal.h"
 
@@ -582,6 +585,7 @@ heap_status heap_grow(heap_t *h, uint64_t min_arenas)
     uint64_t n = h->narenas + step;
     if (n < min_arenas)
         n = min_arenas;
+    n = (n + 1) & ~(uint64_t)1;   /* F5: the file ends on a 2 MiB boundary */
     if ((n << HEAP_ARENA_SHIFT) > h->reserve) {
         n = h->reserve >> HEAP_ARENA_SHIFT;
         if (n < min_arenas)
