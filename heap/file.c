@@ -23,6 +23,16 @@
  *      even number of arenas), so each region it maps starts on one too: a
  *      region starting 1 MiB off could take no 2 MiB folio whole, and W1's
  *      creation phase, 170 MB of new arenas, ran 14% slower that way.
+ *   F6 a transaction whose new arenas pass FRESH_WB_AFTER starts their
+ *      write-back as it grows (sync_file_range, SYNC_FILE_RANGE_WRITE: it
+ *      does not wait), all but the newest FRESH_WB_KEEP, where objects are
+ *      still being placed: the commit's fdatasync then finds most of a bulk
+ *      load on the disk already.  Fresh arenas may reach the file at any
+ *      time (map_region), so this changes no guarantee; a write-back error
+ *      is the commit's fdatasync's.  A smaller transaction keeps its new
+ *      arenas in the page cache until its commit, so garbage it frees
+ *      itself is never written (G4); a larger one may write some of its
+ *      garbage.
  */
 #include "heap_internal.h"
 
@@ -43,6 +53,8 @@
 #define DEFAULT_INITIAL  (UINT64_C(4) << 20)
 #define GROW_MIN_ARENAS  4u
 #define GROW_MAX_ARENAS  256u
+#define FRESH_WB_AFTER   (UINT64_C(64) << 20)   /* F6 */
+#define FRESH_WB_KEEP    (UINT64_C(32) << 20)
 
 void (*heap_crash_hook)(const char *step);
 
@@ -375,6 +387,7 @@ heap_status heap_unshare(heap_t *h)
     }
     heap_advise_mapping(p, h->mapped - from);
     h->view.fresh_from = UINT64_MAX;
+    h->wb_upto = 0;
     return HEAP_OK;
 }
 
@@ -570,6 +583,23 @@ heap_status heap_reload_header(heap_t *h)
 
 /* ---- growth and shrinking ---- */
 
+/* F6: hands fresh bytes [wb_upto, end - FRESH_WB_KEEP) to write-back once
+ * the fresh range passes FRESH_WB_AFTER.  Advice: errors are left to the
+ * commit's fdatasync. */
+static void start_writeback(heap_t *h, uint64_t end)
+{
+    uint64_t from = h->view.fresh_from;
+    if (from == UINT64_MAX || end < from || end - from <= FRESH_WB_AFTER)
+        return;
+    if (h->wb_upto < from)
+        h->wb_upto = from;
+    uint64_t to = end - FRESH_WB_KEEP;
+    if (to <= h->wb_upto)
+        return;
+    sync_file_range(h->fd, (off_t)h->wb_upto, (off_t)(to - h->wb_upto), SYNC_FILE_RANGE_WRITE);
+    h->wb_upto = to;
+}
+
 heap_status heap_grow(heap_t *h, uint64_t min_arenas)
 {
     if (h->view.failed)
@@ -614,8 +644,10 @@ heap_status heap_grow(heap_t *h, uint64_t min_arenas)
         /* The new length must be durable before a commit records it: the
          * store calls heap_sync before its commit point (heap_size_unsynced). */
         h->grown_unsynced = true;
+        uint64_t old_end = h->mapped;
         if ((st = map_region(h, bytes, true)))
             return st;
+        start_writeback(h, old_end);   /* F6: what is mapped now is being filled */
     }
     heap_status st = heap_ram_resize(h, n);
     if (st)
@@ -651,6 +683,8 @@ heap_status heap_truncate(heap_t *h)
         h->mapped = len;
         if (h->view.fresh_from >= len)
             h->view.fresh_from = UINT64_MAX;
+        if (h->wb_upto > len)
+            h->wb_upto = len;
     }
     if (ftruncate(h->fd, (off_t)len) != 0)
         return heap_seterr(h, HEAP_EIO, "%s: ftruncate: %s", h->path, strerror(errno));

@@ -70,6 +70,7 @@ struct heap {
     uint64_t *line_mask;      /* reserve/4K entries, anonymous NORESERVE */
     uint64_t npages_cap;
     bool grown_unsynced;      /* file grown since the last fdatasync */
+    uint64_t wb_upto;         /* fresh bytes below this handed to write-back (F6) */
     struct u64vec dirty_pages;
     struct u64vec priv_pages;
     heap_range *ranges;
