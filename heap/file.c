@@ -596,6 +596,7 @@ static void start_writeback(heap_t *h, uint64_t end)
     uint64_t to = end - FRESH_WB_KEEP;
     if (to <= h->wb_upto)
         return;
+    crash_point("heap-writeback");
     sync_file_range(h->fd, (off_t)h->wb_upto, (off_t)(to - h->wb_upto), SYNC_FILE_RANGE_WRITE);
     h->wb_upto = to;
 }

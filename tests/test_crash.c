@@ -43,6 +43,9 @@
  *      M-th step of the recovery (the reopen and close), M = 1, 2, ..., each
  *      attempt starting from what the previous one left, until one finishes
  *      (long runs of one step sampled the same way).
+ *   4. a bulk load of 94 MiB of new arenas killed (SIGKILL) at its second
+ *      write-back step (heap file rule F6), the first one's having run: the
+ *      store reopens at the commit before it, and the next load commits.
  *
  * The epoch: an open that frees what the zero-count table holds commits,
  * so the store's epoch may run ahead of the one the last user commit
@@ -1680,6 +1683,107 @@ START_TEST(test_a_crash_during_recovery_from_any_crash_point_loses_nothing)
 }
 END_TEST
 
+/* ---- a bulk load killed while its new arenas are written back ---- */
+
+#define BULK_OBJECTS 6000
+#define BULK_PAYLOAD 16000   /* a pool each: 6,000 make 94 MiB of new arenas */
+
+static int g_writebacks;
+
+/* Kills the process at the second write-back step (heap file rule F6): the
+ * first one's sync_file_range has run by then. */
+static void die_at_second_writeback(const char *step)
+{
+    if (strcmp(step, "heap-writeback") == 0 && ++g_writebacks == 2)
+        raise(SIGKILL);
+}
+
+static void bulk_child(const char *dir)
+{
+    objstore *s;
+    objstore_txn *t;
+    objstore_oid holder, o;
+    if (objstore_open(dir, NULL, &s) || objstore_begin(s, 0, &t) ||
+        objstore_new(t, 0, BULK_OBJECTS, 0, &holder) || objstore_root_set(t, "bulk", holder))
+        _exit(10);
+    objstore_set_crash_hook(die_at_second_writeback);
+    for (uint32_t i = 0; i < BULK_OBJECTS; i++)
+        if (objstore_new(t, 0, 0, BULK_PAYLOAD, &o) || objstore_write(t, o, 0, &i, sizeof i) ||
+            objstore_set_ref(t, holder, i, o))
+            _exit(11);
+    objstore_commit(t);
+    _exit(12);   /* the transaction never reached a second write-back */
+}
+
+START_TEST(test_a_bulk_load_killed_while_its_arenas_are_written_back_leaves_the_last_commit)
+{
+    char *dir = ts_path(g_dir, "bulk");
+    const char keep[] = "committed before the bulk load";
+    objstore *s;
+    objstore_txn *t;
+    objstore_oid o;
+    MUST(objstore_create(dir, NULL) == OBJSTORE_OK && objstore_open(dir, NULL, &s) == OBJSTORE_OK,
+         "create %s: %s", dir, objstore_errmsg());
+    MUST(objstore_begin(s, 0, &t) == OBJSTORE_OK &&
+         objstore_new(t, 0, 0, sizeof keep, &o) == OBJSTORE_OK &&
+         objstore_write(t, o, 0, keep, sizeof keep) == OBJSTORE_OK &&
+         objstore_root_set(t, "keep", o) == OBJSTORE_OK && objstore_commit(t) == OBJSTORE_OK,
+         "the first commit: %s", objstore_errmsg());
+    MUST(objstore_close(s) == OBJSTORE_OK, "close: %s", objstore_errmsg());
+
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        bulk_child(dir);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    MUST(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+         "the bulk load was not killed at its second write-back (exit %d)",
+         WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    struct stat sb;
+    char *heap = ts_path(dir, "heap.1");
+    ck_assert_int_eq(stat(heap, &sb), 0);
+    MUST(sb.st_size > (off_t)(64 * MiB), "the heap file is only %lld bytes: no write-back ran",
+         (long long)sb.st_size);
+
+    /* The store is at its first commit: the bulk load left nothing. */
+    MUST(objstore_open(dir, NULL, &s) == OBJSTORE_OK, "reopen: %s", objstore_errmsg());
+    objstore_verify_report r;
+    MUST(objstore_verify(s, &r) == OBJSTORE_OK, "verify: %s", objstore_errmsg());
+    MUST(r.total_problems == 0 && r.unreachable == 0 && r.objects == 1,
+         "after the crash: %llu objects, %llu unreachable, %llu problems (%s)", U(r.objects),
+         U(r.unreachable), U(r.total_problems), r.first_problem);
+    const void *p;
+    uint64_t len;
+    objstore_oid got = 0;
+    MUST(objstore_begin(s, OBJSTORE_TXN_RDONLY, &t) == OBJSTORE_OK, "begin: %s", objstore_errmsg());
+    ck_assert_int_eq(objstore_root_get(t, "bulk", &got), OBJSTORE_ENOTFOUND);
+    MUST(objstore_root_get(t, "keep", &got) == OBJSTORE_OK && got == o &&
+         objstore_get(t, got, &p, &len) == OBJSTORE_OK,
+         "the committed object: %s", objstore_errmsg());
+    ck_assert_uint_eq(len, sizeof keep);
+    ck_assert(memcmp(p, keep, sizeof keep) == 0);
+    objstore_abort(t);
+
+    /* And the next bulk load commits whole. */
+    MUST(objstore_begin(s, 0, &t) == OBJSTORE_OK, "begin: %s", objstore_errmsg());
+    objstore_oid holder;
+    MUST(objstore_new(t, 0, 1000, 0, &holder) == OBJSTORE_OK &&
+         objstore_root_set(t, "bulk", holder) == OBJSTORE_OK, "%s", objstore_errmsg());
+    for (uint32_t i = 0; i < 1000; i++)
+        MUST(objstore_new(t, 0, 0, BULK_PAYLOAD, &o) == OBJSTORE_OK &&
+             objstore_set_ref(t, holder, i, o) == OBJSTORE_OK, "%s", objstore_errmsg());
+    MUST(objstore_commit(t) == OBJSTORE_OK, "commit: %s", objstore_errmsg());
+    MUST(objstore_verify(s, &r) == OBJSTORE_OK && r.total_problems == 0 && r.objects == 1002,
+         "after the second load: %llu objects, %llu problems", U(r.objects),
+         U(r.total_problems));
+    MUST(objstore_close(s) == OBJSTORE_OK, "close: %s", objstore_errmsg());
+    free(heap);
+    free(dir);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 
 static TCase *tcase(Suite *s, const char *name)
@@ -1700,6 +1804,7 @@ static Suite *crash_suite(void)
     tcase_add_test(tc, test_a_crash_during_recovery_from_any_crash_point_loses_nothing);
     tc = tcase(s, "kill");
     tcase_add_test(tc, test_every_acknowledged_commit_survives_kill_9_at_random_instants);
+    tcase_add_test(tc, test_a_bulk_load_killed_while_its_arenas_are_written_back_leaves_the_last_commit);
     return s;
 }
 
