@@ -19,7 +19,8 @@
  *       impl=floor is malloc plus what no durable store can avoid: one
  *       sequential pwrite + fdatasync of the bytes allocated (objects and
  *       holders) timed into the allocs, one 4 KiB pwrite + fdatasync into
- *       the frees.  Targets: >= 0.6x floor, >= 1.0x boost-fsync (Boost made
+ *       the frees.  It writes only once everything is made: a store that
+ *       writes while it makes (objstore's heap rule F6) can pass it.  Targets: >= 0.6x floor, >= 1.0x boost-fsync (Boost made
  *       durable, bench_peer_boost), >= 5x pmemobj-tx-force.
  *       Best of -r reps (5), each on a fresh store.
  *   W2  a list of N nodes from root "list", each a 64-byte object: a 16-byte
@@ -207,10 +208,10 @@ static double w1_floor_write(const char *path, uint64_t len)
     return secs;
 }
 
-/* malloc's W1; with floor_path, the floor a durable store cannot beat: the
- * allocations plus one sequential pwrite + fdatasync of the bytes they hold
- * (objects and holders), and the frees plus one 4 KiB pwrite + fdatasync
- * (the least a durable free can write). */
+/* malloc's W1; with floor_path, the floor of a durable store that writes
+ * once its objects are made: the allocations plus one sequential pwrite +
+ * fdatasync of the bytes they hold (objects and holders), and the frees plus
+ * one 4 KiB pwrite + fdatasync (the least a durable free can write). */
 static w1_times w1_malloc(size_t n, const uint16_t *size, const char *floor_path)
 {
     size_t nh = peer_w1_holders(n);
