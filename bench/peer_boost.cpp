@@ -26,8 +26,12 @@
  *       and finding the root (reopen_ms) and walks the list, checking the
  *       payload checksum.  bytes_per_node is the segment's used bytes (size -
  *       free memory) per node: the file itself is as big as we created it.
+ *       Runs at N = 1,000,000 (-N), then at 10,000,000 (-B; 0 = none; halved
+ *       while the disk has less than twice the file's size, peer_w2_big), so
+ *       that bench_store judges its walk against Boost's at both sizes.
  *
- *   bench_peer_boost [-n W1 objects] [-N W2 nodes] [-r reps] [-w W1|W2]
+ *   bench_peer_boost [-n W1 objects] [-N W2 nodes] [-B W2 big nodes] [-r reps]
+ *                    [-w W1|W2]
  */
 #include <boost/interprocess/managed_mapped_file.hpp>
 #include <boost/version.hpp>
@@ -153,9 +157,12 @@ struct node {
     uint8_t payload[W2_PAYLOAD];
 };
 
+/* W2's file: 48-byte nodes at 64 bytes each in the segment, twice over. */
+static const size_t W2_FILE_NODE_BYTES = 128;
+
 static void child_w2_build(size_t n, const char *path)
 {
-    bip::managed_mapped_file seg(bip::create_only, path, n * 128 + 64 * MIB);
+    bip::managed_mapped_file seg(bip::create_only, path, n * W2_FILE_NODE_BYTES + 64 * MIB);
     double t0 = bench_now();
     bip::offset_ptr<node> *link = seg.construct<bip::offset_ptr<node>>("w2head")(nullptr);
     for (size_t i = 0; i < n; i++) {
@@ -237,18 +244,21 @@ static int run(int argc, char **argv)
         return 0;
     }
 
-    size_t n = W1_OBJECTS, nodes = W2_NODES;
+    size_t n = W1_OBJECTS, nodes = W2_NODES, big = W2_NODES_BIG;
     int reps = 5, c;
     const char *only = nullptr;
-    while ((c = getopt(argc, argv, "n:N:r:w:")) != -1) {
+    while ((c = getopt(argc, argv, "n:N:B:r:w:")) != -1) {
         switch (c) {
         case 'n': n = bench_parse_count(optarg, "object count"); break;
         case 'N': nodes = bench_parse_count(optarg, "node count"); break;
+        case 'B':   /* 0: no big run */
+            big = std::strcmp(optarg, "0") == 0 ? 0 : bench_parse_count(optarg, "node count");
+            break;
         case 'r': reps = (int)bench_parse_count(optarg, "rep count"); break;
         case 'w': only = optarg; break;
         default:
-            fprintf(stderr, "usage: %s [-n W1 objects] [-N W2 nodes] [-r reps] "
-                    "[-w W1|W2]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-n W1 objects] [-N W2 nodes] [-B W2 big nodes, "
+                    "0 = none] [-r reps] [-w W1|W2]\n", argv[0]);
             return 2;
         }
     }
@@ -261,8 +271,13 @@ static int run(int argc, char **argv)
     double start = bench_now();
     if (only == nullptr || std::strcmp(only, "W1") == 0)
         run_w1(n, reps, dir);
-    if (only == nullptr || std::strcmp(only, "W2") == 0)
+    if (only == nullptr || std::strcmp(only, "W2") == 0) {
         run_w2(nodes, dir);
+        /* One file at a time: the first run's is gone before this one. */
+        big = peer_w2_big(dir, nodes, big, (double)W2_FILE_NODE_BYTES);
+        if (big != 0)
+            run_w2(big, dir);
+    }
     peer_save_results();
     printf("# %.1f s\n", bench_now() - start);
     return 0;

@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <stdbool.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 
@@ -42,9 +43,11 @@
  * 8-byte slot and W2_PAYLOAD bytes of payload (the 64-byte size class).
  * Every peer stores the same W2_PAYLOAD bytes plus a link of its own
  * (Boost an offset_ptr, libpmemobj a PMEMoid).  bench_store also runs
- * objstore with W2_PAYLOAD_WIDE bytes (an 88-byte object, the 96-byte class). */
+ * objstore with W2_PAYLOAD_WIDE bytes (an 88-byte object, the 96-byte class).
+ * Every program runs W2 at W2_NODES, then at W2_NODES_BIG (-B, through
+ * peer_w2_big()), so that the walk targets are judged at both sizes. */
 #define W2_NODES        1000000
-#define W2_NODES_BIG    10000000              /* the 10x run: objstore only */
+#define W2_NODES_BIG    10000000              /* the 10x run */
 #define W2_PAYLOAD      40
 #define W2_PAYLOAD_WIDE 64
 
@@ -110,6 +113,26 @@ static inline uint64_t peer_w2_expected(uint64_t n, size_t len)
         sum = peer_fold(sum, buf, len);
     }
     return sum;
+}
+
+/* The node count W2's big run gets: big (0 = no big run), halved while the
+ * disk under dir has less than twice the room the run takes, node_bytes a
+ * node, and 0 once half would be no more than nodes (the first run's).  The
+ * same rule in every program, so that they meet at the same count on a disk
+ * with room for all of them; each says on stdout when it shrank the run. */
+static inline size_t peer_w2_big(const char *dir, size_t nodes, size_t big,
+                                 double node_bytes)
+{
+    struct statvfs vs;
+    while (big != 0 && statvfs(dir, &vs) == 0 &&
+           (double)vs.f_bavail * (double)vs.f_frsize < 2.0 * node_bytes * (double)big) {
+        size_t half = big / 2 > nodes ? big / 2 : 0;
+        printf("# W2: %.1f GiB free in %s, too little for %zu nodes: %s %zu\n",
+               (double)vs.f_bavail * (double)vs.f_frsize / (1 << 30), dir, big,
+               half ? "trying" : "skipping the big run, no more than", half ? half : nodes);
+        big = half;
+    }
+    return big;
 }
 
 /* ---- small helpers ---- */
@@ -267,16 +290,19 @@ static inline void peer_save_results(void)
 }
 
 /* Reads `key` of the RESULT line of workload wl and implementation impl from
- * prog.results beside this binary.  Returns false (and says why in why) when
+ * prog.results beside this binary; with also (a `key=value` pair, NULL for
+ * none), only from a line that holds it too: W2 leaves a line per node
+ * count, told apart by "nodes=N".  Returns false (and says why in why) when
  * there is no such file, it is older than max_age_s, or it has no such line;
  * else stores the value and the file's age in seconds. */
 static inline bool peer_load_result(const char *prog, const char *wl,
-                                    const char *impl, const char *key,
-                                    double max_age_s, double *value,
-                                    double *age_s, char *why, size_t whylen)
+                                    const char *impl, const char *also,
+                                    const char *key, double max_age_s,
+                                    double *value, double *age_s, char *why,
+                                    size_t whylen)
 {
     char dir[BENCH_PATH_MAX], path[BENCH_PATH_MAX + 128], line[512];
-    char want_wl[64], want_impl[96];
+    char want_wl[64], want_impl[96], want_also[96] = "";
     struct stat st;
     peer_self(dir, NULL);
     snprintf(path, sizeof path, "%s/%s.results", dir, prog);
@@ -297,10 +323,14 @@ static inline bool peer_load_result(const char *prog, const char *wl,
     }
     snprintf(want_wl, sizeof want_wl, " workload=%s ", wl);
     snprintf(want_impl, sizeof want_impl, " impl=%s ", impl);
+    /* Left "" without also: strstr finds the empty string in every line. */
+    if (also != NULL)
+        snprintf(want_also, sizeof want_also, " %s ", also);
     bool found = false;
     while (!found && fgets(line, sizeof line, f) != NULL) {
         line[strcspn(line, "\n")] = ' ';
-        if (strstr(line, want_wl) != NULL && strstr(line, want_impl) != NULL) {
+        if (strstr(line, want_wl) != NULL && strstr(line, want_impl) != NULL &&
+            strstr(line, want_also) != NULL) {
             char pat[64];
             snprintf(pat, sizeof pat, " %s=", key);
             const char *p = strstr(line, pat);
@@ -312,8 +342,8 @@ static inline bool peer_load_result(const char *prog, const char *wl,
     }
     fclose(f);
     if (!found)
-        snprintf(why, whylen, "no workload=%s impl=%s %s in %s.results", wl,
-                 impl, key, prog);
+        snprintf(why, whylen, "no workload=%s impl=%s%s%s %s in %s.results", wl,
+                 impl, also != NULL ? " " : "", also != NULL ? also : "", key, prog);
     return found;
 }
 
