@@ -328,7 +328,14 @@ static inline bool peer_load_result(const char *prog, const char *wl,
         snprintf(want_also, sizeof want_also, " %s ", also);
     bool found = false;
     while (!found && fgets(line, sizeof line, f) != NULL) {
-        line[strcspn(line, "\n")] = ' ';
+        /* The line's end becomes a space, so that every key=value, the
+         * last too, is followed by one; a line without its newline (a
+         * truncated file) keeps its terminator. */
+        size_t end = strcspn(line, "\n");
+        if (end + 1 < sizeof line) {
+            line[end] = ' ';
+            line[end + 1] = '\0';
+        }
         if (strstr(line, want_wl) != NULL && strstr(line, want_impl) != NULL &&
             strstr(line, want_also) != NULL) {
             char pat[64];
