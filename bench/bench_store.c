@@ -32,10 +32,11 @@
  *       payload checksum (walk_ms).  bytes_per_node is (heap file +
  *       meta/data.mdb) / N.  Runs at N = 1,000,000, then with 64 payload
  *       bytes (payload=64: an 88-byte object, the 96-byte class), then
- *       payload=40 at 10x N (-B; halved while the disk has less than twice
- *       the room it takes, peer_w2_big).  Walk targets, at N and at the big
- *       run's N, each against the peers' own runs at the same N (they run
- *       both sizes too): <= 1.2x Boost's walk_ms, <= 1.0x libpmemobj's.
+ *       payload=40 at 10x N (-B; halved while the disk has less than
+ *       W2_BIG_ROOM bytes a node free, as the peers: peer_w2_big).  Walk
+ *       targets, at N and at the big run's N, each against the peers' own
+ *       runs at the same N (they run both sizes too): <= 1.2x Boost's
+ *       walk_ms, <= 1.0x libpmemobj's.
  *   W3  small durable transactions: begin, create one 64-byte object, write
  *       it, link it into slot i of a root holder, commit -- against raw LMDB
  *       (one put of an 8-byte key and 64-byte value per durable
@@ -892,8 +893,7 @@ int main(int argc, char **argv)
     if (only == NULL || strcmp(only, "W2") == 0) {
         w2_result a = run_w2(nodes, W2_PAYLOAD, dir), b;
         run_w2(nodes, W2_PAYLOAD_WIDE, dir);
-        /* The 10x store takes ~66 bytes a node: 75 leaves a margin. */
-        big = peer_w2_big(dir, nodes, big, 75.0);
+        big = peer_w2_big(dir, nodes, big);
         if (big != 0)
             b = run_w2(big, W2_PAYLOAD, dir);
         w2_targets(&a, nodes, big != 0 ? &b : NULL, big);

@@ -27,8 +27,9 @@
  *       payload checksum.  bytes_per_node is the segment's used bytes (size -
  *       free memory) per node: the file itself is as big as we created it.
  *       Runs at N = 1,000,000 (-N), then at 10,000,000 (-B; 0 = none; halved
- *       while the disk has less than twice the file's size, peer_w2_big), so
- *       that bench_store judges its walk against Boost's at both sizes.
+ *       while the disk has less than W2_BIG_ROOM bytes a node free, the rule
+ *       every program shares: peer_w2_big), so that bench_store judges its
+ *       walk against Boost's at both sizes.
  *
  *   bench_peer_boost [-n W1 objects] [-N W2 nodes] [-B W2 big nodes] [-r reps]
  *                    [-w W1|W2]
@@ -274,7 +275,7 @@ static int run(int argc, char **argv)
     if (only == nullptr || std::strcmp(only, "W2") == 0) {
         run_w2(nodes, dir);
         /* One file at a time: the first run's is gone before this one. */
-        big = peer_w2_big(dir, nodes, big, (double)W2_FILE_NODE_BYTES);
+        big = peer_w2_big(dir, nodes, big);
         if (big != 0)
             run_w2(big, dir);
     }

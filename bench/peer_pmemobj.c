@@ -31,8 +31,9 @@
  *       stats.heap.curr_allocated) per node: the pool file itself is
  *       preallocated at the size we ask for.  Runs at N = 1,000,000 (-N),
  *       then at 10,000,000 (-B; 0 = none; halved while the disk has less
- *       than twice the pool's size, peer_w2_big), so that bench_store judges
- *       its walk against libpmemobj's at both sizes.
+ *       than W2_BIG_ROOM bytes a node free, the rule every program shares:
+ *       peer_w2_big), so that bench_store judges its walk against
+ *       libpmemobj's at both sizes.
  *   W3  msync mode: one transaction per commit that allocates one 64-byte
  *       object, fills it, and stores its PMEMoid in slot i of the root.
  *
@@ -371,7 +372,7 @@ int main(int argc, char **argv)
     if (only == NULL || strcmp(only, "W2") == 0) {
         run_w2(MODE_FORCE, nodes, dir);
         /* One pool at a time: the first run's is gone before this one. */
-        big = peer_w2_big(dir, nodes, big, W2_POOL_NODE_BYTES);
+        big = peer_w2_big(dir, nodes, big);
         if (big != 0)
             run_w2(MODE_FORCE, big, dir);
     }

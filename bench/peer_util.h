@@ -116,23 +116,24 @@ static inline uint64_t peer_w2_expected(uint64_t n, size_t len)
 }
 
 /* The node count W2's big run gets: big (0 = no big run), halved while the
- * disk under dir has less than twice the room the run takes, node_bytes a
- * node, and 0 once half would be no more than nodes (the first run's).  The
- * same rule in every program, so that they meet at the same count on a disk
- * with room for all of them; each says on stdout when it shrank the run. */
-static inline size_t peer_w2_big(const char *dir, size_t nodes, size_t big,
-                                 double node_bytes)
+ * disk under dir has less than W2_BIG_ROOM bytes a node free, and 0 once it
+ * would be no more than nodes (the first run's).  One figure for every
+ * program -- twice the largest file a node takes, libpmemobj's 160-byte
+ * pool share -- so that they shrink together and bench_store finds each
+ * peer's line at its own node count.  Each says on stdout when it shrank. */
+#define W2_BIG_ROOM 320.0
+static inline size_t peer_w2_big(const char *dir, size_t nodes, size_t big)
 {
     struct statvfs vs;
-    while (big != 0 && statvfs(dir, &vs) == 0 &&
-           (double)vs.f_bavail * (double)vs.f_frsize < 2.0 * node_bytes * (double)big) {
+    while (big > nodes && statvfs(dir, &vs) == 0 &&
+           (double)vs.f_bavail * (double)vs.f_frsize < W2_BIG_ROOM * (double)big) {
         size_t half = big / 2 > nodes ? big / 2 : 0;
         printf("# W2: %.1f GiB free in %s, too little for %zu nodes: %s %zu\n",
                (double)vs.f_bavail * (double)vs.f_frsize / (1 << 30), dir, big,
                half ? "trying" : "skipping the big run, no more than", half ? half : nodes);
         big = half;
     }
-    return big;
+    return big > nodes ? big : 0;
 }
 
 /* ---- small helpers ---- */
