@@ -209,7 +209,7 @@ void store_group_init(objstore *s)
     s->g_head = s->g_tail = NULL;
     s->g_leading = false;
     s->g_turn_next = s->g_turn_done = 0;
-    s->g_pending = s->g_pending_bytes = 0;
+    s->g_pending_bytes = 0;
     s->g_queued = s->g_unwritten_n = s->g_last_n = 0;
     s->g_gather_skip = 0;
     s->g_sealed = s->epoch;
@@ -420,7 +420,6 @@ int store_group_seal(objstore_txn *t, const heap_range *r, size_t n, struct stor
     else
         s->g_head = g;
     s->g_tail = g;
-    s->g_pending++;
     s->g_queued++;
     s->g_pending_bytes += bytes + g->ops.len;
     pthread_mutex_unlock(&s->g_mutex);
@@ -545,7 +544,7 @@ static int group_lmdb(objstore *s, struct store_sealed *first, const struct merg
 /* A group from its leader's start to its lines in the heap file (G8). */
 struct group_job {
     struct store_sealed *first, *last;
-    uint64_t n, turn;
+    uint64_t n, turn;         /* its transactions (g_queued when taken); its turn (G8) */
     struct merged m;
     bool frozen;              /* holds its share of the freeze lock */
     bool durable;             /* its LMDB commit succeeded: lines to write */
@@ -573,15 +572,14 @@ static void group_thaw(objstore *s)
 static void commit_group(objstore *s, struct group_job *job)
 {
     struct store_sealed *first = job->first, *lastg = first;
-    uint64_t n = 0, bytes = 0, high = 0;
-    for (struct store_sealed *x = first; x; x = x->next, n++) {
+    uint64_t bytes = 0, high = 0;
+    for (struct store_sealed *x = first; x; x = x->next) {
         lastg = x;
         bytes += x->bytes;
         if (x->high > high)
             high = x->high;
     }
     job->last = lastg;
-    job->n = n;
     if (s->failed) {
         fail_group(first, OBJSTORE_EFAILED, "%s: the store handle failed before this "
                    "commit reached the disk (an earlier error); nothing committed, reopen "
@@ -712,7 +710,7 @@ int store_group_wait(objstore *s, struct store_sealed *g)
         }
         if (timed_out && guessed && s->g_queued < expect)
             s->g_gather_skip = GATHER_BACKOFF;   /* they did not come back in time */
-        struct group_job job = {.first = s->g_head, .turn = ++s->g_turn_next};
+        struct group_job job = {.first = s->g_head, .n = s->g_queued, .turn = ++s->g_turn_next};
         for (struct store_sealed *x = job.first; x; x = x->next)
             x->taken = true;
         s->g_last_n = s->g_queued;
@@ -722,10 +720,8 @@ int store_group_wait(objstore *s, struct store_sealed *g)
         pthread_mutex_unlock(&s->g_mutex);
         commit_group(s, &job);
         pthread_mutex_lock(&s->g_mutex);
-        for (struct store_sealed *x = job.first; x; x = x->next) {
-            s->g_pending--;
+        for (struct store_sealed *x = job.first; x; x = x->next)
             s->g_pending_bytes -= x->bytes + x->ops.len;
-        }
         if (job.durable) {   /* in the log now: counted for the next checkpoint */
             s->commits_since_ckpt++;   /* one record set for the group */
             s->redo_since_ckpt += job.m.bytes;

@@ -146,7 +146,6 @@ struct objstore {
                                   g_turn_next */
     uint64_t g_last_n;         /* in the last group taken (G6) */
     unsigned g_gather_skip;    /* G6: gathers left expecting only g_last_n */
-    uint64_t g_pending;        /* sealed transactions not yet durable */
     uint64_t g_pending_bytes;  /* and their redo bytes */
     uint64_t g_sealed;         /* newest epoch sealed (under the write lock) */
     kvmap g_roots;             /* G7: root changes sealed since the last idle drain */
