@@ -1069,7 +1069,10 @@ int objstore_check(const char *dir, const objstore_check_opts *opts,
         bool redo_bad = st.cr.mi.redo_bad || c.redo_bad;
         if (redo_bad && opts->discard_redo_from &&
             (!st.cr.mi.redo_bad || opts->discard_redo_from <= st.cr.mi.redo_bad_epoch)) {
-            if ((rc = ck_discard_redo(&c, dir, opts->discard_redo_from, &r->lost_commits)))
+            if ((rc = ck_discard_redo(&c, dir, opts->discard_redo_from,
+                                      st.cr.mi.usable ? st.cr.mi.uuid : NULL,
+                                      st.gen ? st.gen : st.cr.mi.generation,
+                                      &r->lost_commits)))
                 goto out;
             st.cr.mi.redo_bad = false;
             walked = st.gen != 0;   /* the store is walked now */

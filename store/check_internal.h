@@ -96,7 +96,8 @@ bool ck_progress(struct ck *c, uint64_t done, uint64_t total);
 int ck_repair_store(struct ck *c);
 /* Drops redo records of epoch >= from (one LMDB transaction); *lost gets
  * the number of commits dropped. */
-int ck_discard_redo(struct ck *c, const char *dir, uint64_t from, uint64_t *lost);
+int ck_discard_redo(struct ck *c, const char *dir, uint64_t from, const uint8_t *uuid,
+                    uint64_t generation, uint64_t *lost);
 /* Renames a stray heap file out of the way, creates a missing lock file. */
 int ck_repair_files(struct ck *c, const char *dir, uint64_t generation);
 /* Writes a new heap header from meta/'s uuid and generation, its geometry

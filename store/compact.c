@@ -315,6 +315,10 @@ static int compact_locked(objstore *s)
     s->synced_epoch = s->deleted_upto = s->meta_ckpt = s->epoch;
     s->redo_high = s->redo_since_ckpt = s->commits_since_ckpt = 0;
     s->st_commits++;
+    /* The journal's run belongs to the old heap (J6): a new one, or none
+     * until the next checkpoint makes one. */
+    if (store_journal_reset(s, s->epoch))
+        s->j_reset_due = true;
     oo.flags = HEAP_OPEN_NOLOCK | HEAP_OPEN_NOREBUILD;
     heap_t *nh = NULL;
     if ((hs = heap_open(newp, &oo, &nh, msg)) || (hs = heap_rebuild(nh))) {

@@ -884,7 +884,8 @@ static int make_dest(const char *dest, bool *made)
 static void unmake_dest(const char *dest, uint64_t generation, bool made)
 {
     char p[4096];
-    static const char *names[] = {"lock", "meta/data.mdb", "meta/lock.mdb", "meta"};
+    static const char *names[] = {"lock", "journal", "meta/data.mdb", "meta/lock.mdb",
+                                  "meta"};
     snprintf(p, sizeof p, "%s/heap.%llu", dest, (unsigned long long)generation);
     unlink(p);
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
@@ -931,6 +932,11 @@ int objstore_backup(objstore *s, const char *dest, uint64_t *epoch)
         rc = store_lmdb_err(mrc, "backup: copy meta/");
     else
         rc = copy_heap(from, to);
+    if (!rc) {   /* the journal's run, as it stands (journal.c) */
+        snprintf(from, plen, "%s/journal", s->dir);
+        snprintf(to, plen, "%s/journal", dest);
+        rc = copy_heap(from, to);
+    }
     store_read_end(s);
     if (rc)
         goto out;

@@ -112,6 +112,9 @@ enum objstore_sync {
 
 enum objstore_open_flags {
     OBJSTORE_RDONLY = 1,        /* read-only: shared lock, writes nothing */
+    OBJSTORE_NO_JOURNAL = 2,    /* every commit through meta/'s redo log (two
+                                   flushes), none through the journal (one);
+                                   for comparison and tests */
 };
 
 typedef struct objstore_options {
@@ -461,6 +464,8 @@ typedef struct objstore_stats {
      * with others, and the syncs (LMDB commits) their groups took */
     uint64_t grouped_commits;
     uint64_t group_syncs;
+    /* commits whose redo went to the journal (one sync) rather than meta/ */
+    uint64_t journal_commits;
 } objstore_stats;
 
 int objstore_get_stats(objstore *s, objstore_stats *st);

@@ -102,8 +102,17 @@ int ck_repair_files(struct ck *c, const char *dir, uint64_t generation)
     return OBJSTORE_OK;
 }
 
-int ck_discard_redo(struct ck *c, const char *dir, uint64_t from, uint64_t *lost)
+int ck_discard_redo(struct ck *c, const char *dir, uint64_t from, const uint8_t *uuid,
+                    uint64_t generation, uint64_t *lost)
 {
+    /* The journal first (journal.c J3): its entries from the epoch on, and
+     * from any damage on. */
+    uint64_t jlost = 0;
+    if (uuid) {
+        int jrc = store_journal_discard(dir, uuid, generation, from, &jlost);
+        if (jrc)
+            return jrc;
+    }
     objstore s = {.dir = (char *)dir};
     char meta[4200];
     snprintf(meta, sizeof meta, "%s/meta", dir);
@@ -187,11 +196,17 @@ int ck_discard_redo(struct ck *c, const char *dir, uint64_t from, uint64_t *lost
         return rc;
     if (mrc)
         return store_lmdb_err(mrc, "discard redo records");
-    *lost = epochs;
-    ck_action(c, OBJSTORE_C_REDO, from,
-              "redo records of epochs %" PRIu64 "..%" PRIu64 " dropped (%" PRIu64
-              " records): the last %" PRIu64 " commit%s lost", lo, hi, records, epochs,
-              epochs == 1 ? " is" : "s are");
+    *lost = epochs + jlost;
+    char what[160] = "";
+    if (records || !jlost)
+        snprintf(what, sizeof what, "redo records of epochs %" PRIu64 "..%" PRIu64
+                 " dropped (%" PRIu64 " records)%s", lo, hi, records, jlost ? ", and " : "");
+    if (jlost)
+        snprintf(what + strlen(what), sizeof what - strlen(what),
+                 "%" PRIu64 " journal entr%s from epoch %" PRIu64, jlost,
+                 jlost == 1 ? "y" : "ies", from);
+    ck_action(c, OBJSTORE_C_REDO, from, "%s: the last %" PRIu64 " commit%s lost", what, *lost,
+              *lost == 1 ? " is" : "s are");
     return OBJSTORE_OK;
 }
 

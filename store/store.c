@@ -275,6 +275,8 @@ int objstore_create(const char *dir, const objstore_options *opts)
         rc = store_err((int)hs, "%s", hmsg);
         goto out;
     }
+    if ((rc = store_journal_create(dir, s.uuid, 1)))
+        goto out;
     int lfd = open(lock, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (lfd < 0) {
         rc = store_err(OBJSTORE_EIO, "%s: %s", lock, strerror(errno));
@@ -387,6 +389,7 @@ void store_thaw(objstore *s)
 
 static void store_free(objstore *s)
 {
+    store_journal_close(s);
     if (s->heap)
         heap_close(s->heap);
     /* In a forked child, closing the parent's LMDB environment would drop
@@ -654,6 +657,7 @@ int objstore_get_stats(objstore *s, objstore_stats *st)
     st->redo_bytes = s->st_redo_bytes;
     st->direct_bytes = s->st_direct_bytes;
     st->checkpoints = s->st_checkpoints;
+    st->journal_commits = s->st_journal_commits;
     st->objects_freed = s->st_freed;
     st->epoch = s->epoch;
     st->zct_entries = oidset_count(&s->zct);

@@ -30,7 +30,7 @@
 #include "objstore_admin.h"
 #include "u64map.h"
 
-#define STORE_FORMAT_VERSION 3u
+#define STORE_FORMAT_VERSION 4u
 #define STORE_NAME_MAX 511
 #define STORE_TYPE_NAME_MAX 255
 #define STORE_META_VALUE_MAX (UINT64_C(64) << 20)
@@ -123,6 +123,18 @@ struct objstore {
     uint64_t meta_ckpt;        /* meta/ "ckpt": records up to it are deleted */
     uint64_t commits_since_ckpt;   /* LMDB commits since: a group counts once */
 
+    /* the journal (journal.c, rules J1..J6): heap-only commits */
+    bool j_open;               /* jfd is the journal, open for writing */
+    bool j_reset_due;          /* no run of this heap yet: reset before an entry */
+    int jfd;
+    uint64_t j_size;           /* the file's length */
+    uint64_t j_run;            /* the run: its header's sequence number */
+    uint64_t j_base;           /* and base: every commit up to it is synced */
+    uint64_t j_end;            /* where the next entry goes */
+    uint64_t j_high;           /* highest end of a range in the run's entries */
+    uint8_t *j_buf;            /* an entry being written */
+    size_t j_cap;
+
     store_lock lock;
     pthread_mutex_t pin_lock;
 
@@ -206,7 +218,7 @@ struct objstore {
     /* statistics since open */
     uint64_t st_grouped, st_group_syncs;   /* under g_mutex */
     uint64_t st_commits, st_aborts, st_redo_bytes, st_direct_bytes, st_checkpoints,
-        st_freed, st_collections, st_cycles_freed;
+        st_freed, st_collections, st_cycles_freed, st_journal_commits;
 
     struct objstore *next_open;
 };
@@ -309,6 +321,44 @@ int store_put_changes(objstore *s, store_wbatch *b);
 /* After the commit point (or sealing): the RAM state becomes committed. */
 void store_fold_committed(objstore *s);
 bool store_env_panicked(objstore *s);
+
+/* txn.c, for journal.c: one commit's redo record (seq 0 of 1) */
+size_t store_redo_size(const heap_range *r, size_t n);
+void store_redo_build(objstore *s, uint8_t *rec, size_t size, uint64_t epoch, uint64_t prev,
+                      const heap_range *r, size_t n);
+/* Whether a commit would change meta/ beyond the redo log (roots, metadata,
+ * types, sets, weak pairs). */
+bool store_has_changes(objstore *s);
+
+/* journal.c: heap-only commits (FORMAT.md 2.4, rules J1..J6) */
+#define STORE_JOURNAL_SIZE (UINT64_C(1) << 20)      /* the file, made at create */
+#define STORE_JOURNAL_ENTRY_MAX (UINT64_C(64) << 10)   /* larger go to meta/ */
+#define STORE_JOURNAL_NOROOM 1000                   /* no room: use meta/ */
+/* One run's entries, read at open: records (redo format) in epoch order. */
+struct store_jrun {
+    uint8_t *buf;                /* the file */
+    struct store_jentry { uint64_t epoch; size_t off, len; } *e;
+    size_t n;
+    uint64_t base;               /* 0 with no run of this heap */
+    uint64_t last_epoch;         /* newest epoch any entry of the file names */
+};
+int store_journal_create(const char *dir, const uint8_t uuid[16], uint64_t generation);
+/* Reads dir/journal into run (J2..J4); for a writer, keeps it open. */
+int store_journal_load(objstore *s, struct store_jrun *run);
+void store_journal_free(struct store_jrun *run);
+/* Appends the commit's entry and syncs it: OBJSTORE_OK when durable,
+ * STORE_JOURNAL_NOROOM when it does not fit (nothing written), or an error
+ * with *unknown set when the entry may or may not be durable. */
+int store_journal_commit(objstore *s, uint64_t epoch, uint64_t prev, const heap_range *r,
+                         size_t n, bool *unknown);
+/* A new run from base: every commit up to base is in the synced heap (J5). */
+int store_journal_reset(objstore *s, uint64_t base);
+void store_journal_close(objstore *s);
+bool store_journal_empty(const objstore *s);   /* no entry in the run */
+/* objstore-fsck's --discard-redo-from: drops the entries from epoch from
+ * (and from any damage) on; makes a new journal when none can be read. */
+int store_journal_discard(const char *dir, const uint8_t uuid[16], uint64_t generation,
+                          uint64_t from, uint64_t *lost);
 
 /* group.c: group commit */
 void store_group_init(objstore *s);

@@ -406,6 +406,35 @@ int store_put_redo(objstore *s, MDB_txn *w, uint64_t epoch, uint64_t prev, const
     return rc == MDB_KEYEXIST ? mdb_put(w, s->db_main, &hk, &hv, 0) : rc;
 }
 
+size_t store_redo_size(const heap_range *r, size_t n)
+{
+    size_t size = sizeof(struct redo_hdr) + n * sizeof(struct redo_range);
+    for (size_t i = 0; i < n; i++)
+        size += (size_t)r[i].len;
+    return size;
+}
+
+void store_redo_build(objstore *s, uint8_t *rec, size_t size, uint64_t epoch, uint64_t prev,
+                      const heap_range *r, size_t n)
+{
+    const uint8_t *base = heap_base(s->heap);
+    struct redo_hdr h = {.magic = REDO_MAGIC, .version = REDO_VERSION, .epoch = epoch,
+                         .seq = 0, .nranges = (uint32_t)n, .generation = s->generation,
+                         .data_bytes = size - sizeof h - n * sizeof(struct redo_range),
+                         .prev_epoch = prev, .nseq = 1};
+    memcpy(h.uuid, s->uuid, 16);
+    uint8_t *data = rec + sizeof h + n * sizeof(struct redo_range);
+    for (size_t i = 0; i < n; i++) {
+        struct redo_range one = {r[i].off, r[i].len};
+        memcpy(rec + sizeof h + i * sizeof one, &one, sizeof one);
+        memcpy(data, base + r[i].off, (size_t)r[i].len);
+        data += r[i].len;
+    }
+    memcpy(rec, &h, sizeof h);
+    h.checksum = redo_sum(rec, size);
+    memcpy(rec + offsetof(struct redo_hdr, checksum), &h.checksum, 8);
+}
+
 /* Deletes redo records with epoch <= upto. */
 int store_del_redo(objstore *s, MDB_txn *w, uint64_t upto)
 {
@@ -481,6 +510,18 @@ int store_put_changes(objstore *s, store_wbatch *b)
         (rc = put_set_delta(b, s->db_cand, &s->cand)))
         return rc;
     return store_weak_put(s, b);
+}
+
+bool store_has_changes(objstore *s)
+{
+    if (s->roots_pending.n || s->user_pending.n || s->ntypes != s->ntypes_committed ||
+        s->weak_rebuild || s->weak_add.n || s->weak_del.n)
+        return true;
+    const oidset *sets[2] = {&s->zct, &s->cand};
+    for (int i = 0; i < 2; i++)
+        if (sets[i]->added.n || sets[i]->removed.n)
+            return true;
+    return false;
 }
 
 void store_fold_committed(objstore *s)
@@ -568,6 +609,52 @@ static int heap_checkpoint(objstore *s, uint64_t epoch)
     return hs ? store_heap_err(s, hs) : OBJSTORE_OK;
 }
 
+/* meta/'s half of a checkpoint at epoch, after heap_checkpoint: the redo
+ * records up to upto go, "epoch" and "ckpt" move to epoch (so meta/ is
+ * never behind a journal run's base: J4).  An LMDB code. */
+static int meta_checkpoint(objstore *s, uint64_t epoch, uint64_t upto, const char *hook)
+{
+    MDB_txn *w;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &w);
+    if (!rc && ((rc = store_del_redo(s, w, upto)) ||
+                (rc = store_put_u64(w, s->db_meta, "epoch", epoch) ? EIO : 0) ||
+                (rc = store_put_u64(w, s->db_meta, "ckpt", epoch) ? EIO : 0)))
+        mdb_txn_abort(w);
+    if (!rc) {
+        store_hook(hook);
+        rc = mdb_txn_commit(w);
+    }
+    if (rc)
+        return rc;
+    s->deleted_upto = s->meta_ckpt = epoch;
+    s->redo_high = 0;
+    return 0;
+}
+
+/* The journal begins a new run from epoch, meta/ having checkpointed it
+ * (J5).  When the header cannot be written, commits go through meta/ until
+ * a later checkpoint's reset works. */
+static void journal_restart(objstore *s, uint64_t epoch)
+{
+    if (store_journal_reset(s, epoch))
+        s->j_reset_due = true;
+}
+
+/* A commit's checkpoint: the heap synced up to epoch (T6); when the journal
+ * holds entries, meta/ records the checkpoint and the journal starts anew.
+ * Fails only when the heap could not be synced. */
+static int store_ckpt(objstore *s, uint64_t epoch)
+{
+    int rc = heap_checkpoint(s, epoch);
+    if (rc || !s->j_open || (store_journal_empty(s) && !s->j_reset_due))
+        return rc;
+    /* On an LMDB error the journal goes on (nothing of it is overwritten),
+     * and meta/'s records go at the next commit that writes some. */
+    if (meta_checkpoint(s, epoch, epoch, "checkpoint-commit") == 0)
+        journal_restart(s, epoch);
+    return OBJSTORE_OK;
+}
+
 /* Step 1 of commit, under the write lock: the frees and collections. */
 static int commit_prepare(objstore_txn *t)
 {
@@ -625,6 +712,8 @@ static int commit_alone(objstore_txn *t)
      *   [0, floor)       through the redo log. */
     uint64_t fresh = heap_fresh_from(s->heap);
     uint64_t floor = s->tx_heap_len > s->redo_high ? s->tx_heap_len : s->redo_high;
+    if (s->j_high > floor)
+        floor = s->j_high;   /* the journal run's ranges are live redo too */
     if (floor > fresh)
         floor = fresh;
     heap_range *redo = malloc((n + 1) * sizeof *redo), *direct = malloc((n + 1) * sizeof *direct);
@@ -688,7 +777,25 @@ static int commit_alone(objstore_txn *t)
             high = redo[i].off + redo[i].len;
     }
     bool unknown;
-    for (;;) {
+    /* A commit that changes heap bytes and nothing else in meta/ goes to
+     * the journal: one sync instead of LMDB's two (journal.c). */
+    bool journaled = false;
+    if (nredo && !ndirect && fresh == UINT64_MAX && !(s->opts.flags & OBJSTORE_NO_JOURNAL) &&
+        !store_has_changes(s)) {
+        rc = store_journal_commit(s, epoch, s->redo_last, redo, nredo, &unknown);
+        if (rc && rc != STORE_JOURNAL_NOROOM) {
+            free(redo);
+            if (!unknown)
+                return rc;
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", objstore_errmsg());
+            s->failed = true;
+            return store_err(OBJSTORE_EFAILED, "%s (commit outcome unknown; reopen the store "
+                             "to find out)", msg);
+        }
+        journaled = rc == OBJSTORE_OK;
+    }
+    for (rc = 0; !journaled;) {
         rc = lmdb_commit(s, epoch, redo, nredo, &unknown);
         if (rc != MDB_MAP_FULL)
             break;
@@ -706,18 +813,21 @@ static int commit_alone(objstore_txn *t)
         }
         return store_lmdb_err(rc, "commit");
     }
-    store_hook("lmdb-committed");
+    store_hook(journaled ? "journal-committed" : "lmdb-committed");
 
     /* Committed.  From here on nothing may report failure (T3). */
     s->epoch = epoch;
     if (nredo)
         s->redo_last = epoch;
-    if (s->synced_epoch > s->deleted_upto) {
-        s->deleted_upto = s->synced_epoch;
-        s->redo_high = 0;
+    if (!journaled) {
+        if (s->synced_epoch > s->deleted_upto) {
+            s->deleted_upto = s->synced_epoch;
+            s->redo_high = 0;
+        }
+        if (high > s->redo_high)
+            s->redo_high = high;
     }
-    if (high > s->redo_high)
-        s->redo_high = high;
+    s->st_journal_commits += journaled;
     s->st_commits++;
     s->st_redo_bytes += redo_bytes;
     s->st_direct_bytes += (use_direct ? direct_bytes : 0) + fresh_bytes;
@@ -739,8 +849,9 @@ static int commit_alone(objstore_txn *t)
     }
     s->commits_since_ckpt++;
     if (nredo && (s->redo_since_ckpt >= s->opts.checkpoint_bytes ||
-                  s->commits_since_ckpt >= STORE_CKPT_COMMITS)) {
-        if (heap_checkpoint(s, epoch) == OBJSTORE_OK) {
+                  s->commits_since_ckpt >= STORE_CKPT_COMMITS ||
+                  (s->j_open && s->j_end > s->j_size / 4 * 3))) {
+        if (store_ckpt(s, epoch) == OBJSTORE_OK) {
             s->synced_epoch = epoch;
             s->redo_since_ckpt = 0;
             s->commits_since_ckpt = 0;
@@ -822,16 +933,7 @@ int store_checkpoint_all(objstore *s)
     if (heap_checkpoint(s, s->epoch))
         return handle_failed(s, "checkpoint");   /* as in commit: the redo log stays */
     s->synced_epoch = s->epoch;
-    MDB_txn *w;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &w);
-    if (!rc && ((rc = store_del_redo(s, w, s->epoch)) ||
-                (rc = store_put_u64(w, s->db_meta, "epoch", s->epoch) ? EIO : 0) ||
-                (rc = store_put_u64(w, s->db_meta, "ckpt", s->epoch) ? EIO : 0)))
-        mdb_txn_abort(w);
-    if (!rc) {
-        store_hook("checkpoint-commit");
-        rc = mdb_txn_commit(w);
-    }
+    int rc = meta_checkpoint(s, s->epoch, s->epoch, "checkpoint-commit");
     if (rc && store_env_panicked(s)) {
         s->failed = true;
         return store_err(OBJSTORE_EFAILED, "%s: checkpoint: LMDB: %s; reopen the store",
@@ -839,8 +941,7 @@ int store_checkpoint_all(objstore *s)
     }
     if (rc)
         return store_lmdb_err(rc, "checkpoint");
-    s->deleted_upto = s->epoch;
-    s->redo_high = 0;
+    journal_restart(s, s->epoch);
     s->redo_since_ckpt = 0;
     s->st_checkpoints++;
     return OBJSTORE_OK;
@@ -853,7 +954,8 @@ int objstore_checkpoint(objstore *s)
 
 /* ---- replay (open) ---- */
 
-static int check_record(objstore *s, const MDB_val *k, const MDB_val *v, struct redo_hdr *out)
+static int check_record(objstore *s, const MDB_val *k, const MDB_val *v, bool journal,
+                        struct redo_hdr *out)
 {
     if (k->mv_size != STORE_REDO_KEY)
         return store_err(OBJSTORE_EREDO, "%s: redo key of %zu bytes, not %d", s->dir,
@@ -903,9 +1005,10 @@ static int check_record(objstore *s, const MDB_val *k, const MDB_val *v, struct 
             why = "range lengths do not match the data";
     }
     if (why)
-        return store_err(OBJSTORE_EREDO, "%s: meta/ redo record (epoch %llu, seq %u): %s; "
-                         "open refused, nothing changed", s->dir, (unsigned long long)epoch,
-                         seq, why);
+        return store_err(OBJSTORE_EREDO, "%s: %s (epoch %llu, seq %u): %s; "
+                         "open refused, nothing changed", s->dir,
+                         journal ? "journal entry" : "meta/ redo record",
+                         (unsigned long long)epoch, seq, why);
     *out = h;
     return OBJSTORE_OK;
 }
@@ -913,7 +1016,7 @@ static int check_record(objstore *s, const MDB_val *k, const MDB_val *v, struct 
 int store_redo_check(objstore *s, const MDB_val *k, const MDB_val *v)
 {
     struct redo_hdr h;
-    return check_record(s, k, v, &h);
+    return check_record(s, k, v, false, &h);
 }
 
 static int apply_record(objstore *s, const MDB_val *v)
@@ -947,13 +1050,14 @@ static int chain_missing(objstore *s, const char *fmt, uint64_t a, uint64_t b)
                      "old and new bytes: open refused, nothing changed", s->dir, what);
 }
 
-static int chain_step(objstore *s, struct redo_chain *c, const struct redo_hdr *h)
+static int chain_step(objstore *s, struct redo_chain *c, const struct redo_hdr *h,
+                      uint64_t base)
 {
     if (h->epoch != c->group) {
         if (c->group && c->next != c->nseq)
             return chain_missing(s, "the commit of epoch %llu lacks its record %llu",
                                  c->group, c->next);
-        if (!c->group && h->prev_epoch > s->meta_ckpt)
+        if (!c->group && h->prev_epoch > base)
             return chain_missing(s, "the records of epoch %llu are missing (the oldest "
                                  "left is epoch %llu)", h->prev_epoch, h->epoch);
         if (c->group && h->prev_epoch != c->group)
@@ -991,7 +1095,7 @@ static int read_head(objstore *s, MDB_txn *txn, struct redo_head *head)
 
 /* The heap file against meta/ (T6): the file must hold every commit whose
  * records are gone, and no commit meta/ has not seen. */
-static int check_heap_age(objstore *s)
+static int check_heap_age(objstore *s, uint64_t jbase, uint64_t meta_epoch)
 {
     uint64_t hc = heap_ckpt_epoch(s->heap);
     if (hc < s->meta_ckpt)
@@ -1006,82 +1110,154 @@ static int check_heap_age(objstore *s)
                          "file (a restored copy?); open refused",
                          s->dir, (unsigned long long)s->generation, (unsigned long long)hc,
                          (unsigned long long)s->epoch);
+    if (jbase > meta_epoch)
+        return store_err(OBJSTORE_EMISMATCH, "%s: the journal starts after epoch %llu, but "
+                         "meta/ ends at epoch %llu: meta/ is older than the journal (a "
+                         "restored copy?); open refused", s->dir, (unsigned long long)jbase,
+                         (unsigned long long)meta_epoch);
+    if (hc < jbase)
+        return store_err(OBJSTORE_EMISMATCH, "%s: heap.%llu holds the store as of epoch %llu, "
+                         "but the journal starts after epoch %llu: the heap file is older "
+                         "than meta/ and the journal (a restored copy?); open refused",
+                         s->dir, (unsigned long long)s->generation, (unsigned long long)hc,
+                         (unsigned long long)jbase);
     return OBJSTORE_OK;
+}
+
+/* Both logs' records in epoch order (a tie: meta/'s first, and the chain
+ * then refuses it). */
+struct merged {
+    MDB_cursor *c;
+    int lrc;                      /* 0 while (lk, lv) is meta/'s next record */
+    MDB_val lk, lv;
+    const struct store_jrun *j;
+    size_t ji;
+    uint8_t jkey[STORE_REDO_KEY]; /* a journal record's key, as meta/ would have it */
+};
+
+static void merged_start(struct merged *m, MDB_cursor *c, const struct store_jrun *j)
+{
+    m->c = c;
+    m->j = j;
+    m->ji = 0;
+    m->lrc = store_redo_seek(c, 0, &m->lk, &m->lv);
+}
+
+/* 0 with the next record, MDB_NOTFOUND past both logs, or an LMDB code. */
+static int merged_next(struct merged *m, MDB_val *k, MDB_val *v, bool *journal)
+{
+    if (m->lrc && m->lrc != MDB_NOTFOUND)
+        return m->lrc;
+    bool have_j = m->ji < m->j->n;
+    if (m->lrc == MDB_NOTFOUND && !have_j)
+        return MDB_NOTFOUND;
+    if (m->lrc == 0 && (!have_j || store_redo_key_epoch(&m->lk) <= m->j->e[m->ji].epoch)) {
+        *k = m->lk;
+        *v = m->lv;
+        *journal = false;
+        m->lrc = store_redo_next(m->c, &m->lk, &m->lv);   /* read-only: k, v stay */
+        return 0;
+    }
+    const struct store_jentry *e = &m->j->e[m->ji++];
+    store_redo_key(m->jkey, e->epoch, 0);
+    *k = (MDB_val){STORE_REDO_KEY, m->jkey};
+    *v = (MDB_val){e->len, m->j->buf + e->off};
+    *journal = true;
+    return 0;
 }
 
 int store_replay(objstore *s)
 {
+    struct store_jrun jr;
+    int err = store_journal_load(s, &jr);
+    if (err)
+        return err;
     MDB_txn *txn;
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
-    if (rc)
+    if (rc) {
+        store_journal_free(&jr);
         return store_lmdb_err(rc, "replay");
+    }
     struct redo_head head;
-    int err = read_head(s, txn, &head);
+    err = read_head(s, txn, &head);
     MDB_cursor *c;
     if (err || (rc = mdb_cursor_open(txn, s->db_main, &c))) {
         mdb_txn_abort(txn);
+        store_journal_free(&jr);
         return err ? err : store_lmdb_err(rc, "replay");
     }
+    /* J4: every commit up to base is in the heap file, synced. */
+    uint64_t base = jr.base > s->meta_ckpt ? jr.base : s->meta_ckpt;
     MDB_val k, v;
-    uint64_t nrec = 0;
+    bool journal;
+    uint64_t nrec = 0, lmdb_last = 0, lmdb_chained = 0, jlast = 0;
     struct redo_chain chain = {0};
+    struct merged m;
     /* Pass 1 checks every record and the chain (T2, T5); pass 2 applies
-     * them in key order. */
-    for (rc = store_redo_seek(c, 0, &k, &v); rc == 0 && !err;
-         rc = store_redo_next(c, &k, &v), nrec++) {
+     * those after base in epoch order. */
+    merged_start(&m, c, &jr);
+    while (!err && (rc = merged_next(&m, &k, &v, &journal)) == 0) {
         struct redo_hdr h = {0};
-        if (!(err = check_record(s, &k, &v, &h)))
-            err = chain_step(s, &chain, &h);
+        nrec++;
+        if ((err = check_record(s, &k, &v, journal, &h)))
+            break;
+        if (journal)
+            jlast = h.epoch;
+        else if (h.epoch > lmdb_last)
+            lmdb_last = h.epoch;
+        if (h.epoch <= base)
+            continue;
+        if (!journal)
+            lmdb_chained = h.epoch;
+        err = chain_step(s, &chain, &h, base);
     }
     if (!err && rc != MDB_NOTFOUND)
         err = store_lmdb_err(rc, "replay: read the redo log");
     if (!err && chain.group && chain.next != chain.nseq)
         err = chain_missing(s, "the commit of epoch %llu lacks its record %llu", chain.group,
                             chain.next);
-    if (!err && chain.group && !head.epoch)
+    if (!err && lmdb_last && !head.epoch)
         err = store_err(OBJSTORE_EREDO, "%s: meta/ holds redo records but no redo-head",
                         s->dir);
-    if (!err && head.epoch > chain.group && head.epoch > s->meta_ckpt)
+    if (!err && head.epoch > base && head.epoch > lmdb_chained)
         err = chain_missing(s, "the newest records (epoch %llu, %llu of them) are missing",
                             head.epoch, head.nseq);
-    if (!err && chain.group > head.epoch)
+    if (!err && lmdb_last > head.epoch)
         err = chain_missing(s, "records reach epoch %llu, past the newest one named "
-                            "(epoch %llu)", chain.group, head.epoch);
+                            "(epoch %llu)", lmdb_last, head.epoch);
     /* A commit that writes redo records does not write meta/epoch: the
-     * head names it (one database page less per commit). */
-    if (!err && head.epoch > s->epoch)
-        s->epoch = head.epoch;
-    s->redo_last = head.epoch;
+     * head names it (one database page less per commit), or the journal. */
+    uint64_t meta_epoch = head.epoch > s->epoch ? head.epoch : s->epoch;
+    uint64_t newest = head.epoch > jlast ? head.epoch : jlast;
+    if (!err && newest > s->epoch)
+        s->epoch = newest;
+    if (!err && jr.base > s->epoch)
+        s->epoch = jr.base;
+    s->redo_last = newest;
     if (!err)
-        err = check_heap_age(s);
+        err = check_heap_age(s, jr.base, meta_epoch);
     if (!err) {
-        for (rc = store_redo_seek(c, 0, &k, &v); rc == 0 && !err;
-             rc = store_redo_next(c, &k, &v))
-            err = apply_record(s, &v);
+        merged_start(&m, c, &jr);
+        while (!err && (rc = merged_next(&m, &k, &v, &journal)) == 0)
+            if (store_redo_key_epoch(&k) > base)
+                err = apply_record(s, &v);
         if (!err && rc != MDB_NOTFOUND)
             err = store_lmdb_err(rc, "replay: read the redo log");
     }
     mdb_cursor_close(c);
     mdb_txn_abort(txn);
-    if (err || !nrec || s->ro)
+    store_journal_free(&jr);
+    if (err || s->ro || (!nrec && !s->j_reset_due))
         return err;
-    /* The replayed bytes are in the file: make them durable, drop the log. */
+    /* The replayed bytes are in the file: make them durable, drop meta/'s
+     * log, begin a new journal run (J5). */
     store_hook("replay-fdatasync");
     if ((err = heap_checkpoint(s, s->epoch)))
         return err;
-    MDB_txn *w;
-    if ((rc = mdb_txn_begin(s->env, NULL, 0, &w)))
+    if ((rc = meta_checkpoint(s, s->epoch, UINT64_MAX, "replay-commit")))
         return store_lmdb_err(rc, "replay");
-    if ((rc = store_del_redo(s, w, UINT64_MAX)) ||
-        (rc = store_put_u64(w, s->db_meta, "epoch", s->epoch) ? EIO : 0) ||
-        (rc = store_put_u64(w, s->db_meta, "ckpt", s->epoch) ? EIO : 0)) {
-        mdb_txn_abort(w);
-        return store_lmdb_err(rc, "replay");
-    }
-    store_hook("replay-commit");
-    if ((rc = mdb_txn_commit(w)))
-        return store_lmdb_err(rc, "replay");
-    s->deleted_upto = s->synced_epoch = s->meta_ckpt = s->epoch;
+    s->synced_epoch = s->epoch;
+    journal_restart(s, s->epoch);
     return OBJSTORE_OK;
 }
 

@@ -856,7 +856,7 @@ START_TEST(test_a_damaged_redo_record_is_named_and_discarded_on_request)
 END_TEST
 
 
-static void commit_writes_and_vanish(objstore_oid leaf, int n);
+static void commit_writes_and_vanish(objstore_oid leaf, int n, int flags);
 
 /* Whether leaf's payload holds text at offset, in the store as it opens. */
 static bool payload_holds(objstore_oid leaf, uint64_t offset, const char *text)
@@ -892,7 +892,7 @@ START_TEST(test_a_redo_key_of_the_wrong_size_is_named_and_discarded_on_request)
     fixture f;
     make_store(g_store, &f);
     uint64_t keep = content_digest("keep");
-    commit_writes_and_vanish(f.leaf[0], 2);
+    commit_writes_and_vanish(f.leaf[0], 2, OBJSTORE_NO_JOURNAL);
     uint8_t val[96] = {0};
     lmdb_put(NULL, k_bad_keys[_i].key, k_bad_keys[_i].len, val, sizeof val);
     char want[64], arg[64];
@@ -916,7 +916,7 @@ START_TEST(test_discarding_from_the_middle_of_the_log_keeps_the_commits_before)
 {
     fixture f;
     make_store(g_store, &f);
-    commit_writes_and_vanish(f.leaf[0], 3);
+    commit_writes_and_vanish(f.leaf[0], 3, OBJSTORE_NO_JOURNAL);
     /* Damage the second record (the log holds one per commit here). */
     uint64_t second = damage_redo(1);
     char want[64], arg[64];
@@ -949,9 +949,9 @@ START_TEST(test_a_store_of_another_format_is_refused_and_never_repaired)
     ck_assert_int_eq(mdb_dbi_open(txn, "redo", MDB_CREATE, &redo), 0);
     meta_edit_end(env, txn);
     uint64_t before = files_sum(g_store);
-    EXPECT_FSCK(8, "store format 2, this build reads 3", g_store);
-    EXPECT_FSCK(8, "store format 2, this build reads 3", "-y", g_store);
-    EXPECT_FSCK(8, "store format 2, this build reads 3", "-y", "--rebuild-meta", g_store);
+    EXPECT_FSCK(8, "store format 2, this build reads 4", g_store);
+    EXPECT_FSCK(8, "store format 2, this build reads 4", "-y", g_store);
+    EXPECT_FSCK(8, "store format 2, this build reads 4", "-y", "--rebuild-meta", g_store);
     EXPECT_FSCK(8, "\"error\"", "--json", g_store);
     ck_assert_uint_eq(files_sum(g_store), before);
     objstore_check_report r;
@@ -1486,7 +1486,9 @@ END_TEST
 
 /* In a child: two commits, each leaving redo records, then an exit without
  * a close. */
-static void commit_writes_and_vanish(objstore_oid leaf, int n)
+/* n commits of 8 bytes each, in a child that then exits without closing:
+ * through meta/'s redo log with OBJSTORE_NO_JOURNAL, else the journal. */
+static void commit_writes_and_vanish(objstore_oid leaf, int n, int flags)
 {
     fflush(NULL);
     pid_t pid = fork();
@@ -1494,7 +1496,7 @@ static void commit_writes_and_vanish(objstore_oid leaf, int n)
     if (pid == 0) {
         objstore *s = NULL;
         objstore_txn *t = NULL;
-        if (objstore_open(g_store, NULL, &s))
+        if (objstore_open(g_store, &(objstore_options){.flags = flags}, &s))
             _exit(1);
         for (int i = 0; i < n; i++)
             if (objstore_begin(s, 0, &t) ||
@@ -1506,12 +1508,136 @@ static void commit_writes_and_vanish(objstore_oid leaf, int n)
     ck_assert_int_eq(wait_child(pid), 0);
 }
 
+
+/* ---- the journal (FORMAT.md 2.4) ---- */
+
+#define JOURNAL_ENTRY(i) (4096 + 512 * (uint64_t)(i))   /* an 8-byte write's entry */
+
+static uint64_t store_epoch(void)
+{
+    objstore *s = open_store(g_store, NULL);
+    uint64_t e = objstore_epoch(s);
+    objstore_close(s);
+    return e;
+}
+
+/* The commits went to the journal, one entry each; all three replay. */
+START_TEST(test_journal_commits_are_seen_by_the_check_and_replayed_at_open)
+{
+    fixture f;
+    make_store(g_store, &f);
+    uint64_t e0 = store_epoch();
+    commit_writes_and_vanish(f.leaf[0], 3, 0);
+    char *jp = ts_path(g_store, "journal");
+    uint32_t magic;
+    for (int i = 0; i < 3; i++) {
+        peek(jp, JOURNAL_ENTRY(i), &magic, 4);
+        ck_assert_uint_eq(magic, 0x4E454A4Fu);   /* "OJEN" */
+    }
+    EXPECT_FSCK(0, "0 problems", g_store);
+    ck_assert(payload_holds(f.leaf[0], 8, "pending!pending!pending!"));
+    ck_assert_uint_eq(store_epoch(), e0 + 3);
+    free(jp);
+}
+END_TEST
+
+/* A torn last entry is a commit that never returned: the store opens at the
+ * one before, and the check finds nothing wrong. */
+START_TEST(test_a_torn_last_journal_entry_is_a_commit_that_never_happened)
+{
+    fixture f;
+    make_store(g_store, &f);
+    uint64_t e0 = store_epoch();
+    commit_writes_and_vanish(f.leaf[0], 2, 0);
+    char *jp = ts_path(g_store, "journal");
+    uint8_t zero[64] = {0};
+    poke(jp, JOURNAL_ENTRY(1) + 100, zero, sizeof zero);
+    EXPECT_FSCK(0, "0 problems", g_store);
+    ck_assert(payload_holds(f.leaf[0], 8, "pending!"));
+    ck_assert(!payload_holds(f.leaf[0], 16, "pending!"));
+    ck_assert_uint_eq(store_epoch(), e0 + 1);
+    free(jp);
+}
+END_TEST
+
+/* An entry damaged with whole ones after it: commits that returned would
+ * be lost, so the open is refused, the check names it, and the repair drops
+ * it and what follows only when asked. */
+START_TEST(test_a_damaged_journal_entry_before_whole_ones_is_named_and_discarded_on_request)
+{
+    fixture f;
+    make_store(g_store, &f);
+    uint64_t keep = content_digest("keep");
+    uint64_t e0 = store_epoch();
+    commit_writes_and_vanish(f.leaf[0], 3, 0);
+    char *jp = ts_path(g_store, "journal");
+    uint8_t b;
+    peek(jp, JOURNAL_ENTRY(1) + 150, &b, 1);
+    b ^= 0x40;
+    poke(jp, JOURNAL_ENTRY(1) + 150, &b, 1);
+    objstore *s = NULL;
+    ck_assert_int_eq(objstore_open(g_store, NULL, &s), OBJSTORE_EREDO);
+    MUST(strstr(objstore_errmsg(), "journal") && strstr(objstore_errmsg(), "is damaged"),
+         "names the journal: %s", objstore_errmsg());
+    char arg[64];
+    snprintf(arg, sizeof arg, "--discard-redo-from=%llu", U(e0 + 2));
+    EXPECT_FSCK(4, arg, g_store);   /* the message says which epoch to give */
+    EXPECT_FSCK(4, "journal", "-y", g_store);   /* not without being asked */
+    EXPECT_FSCK(1, "the last 2 commits are lost", "-y", arg, g_store);
+    EXPECT_FSCK(0, "0 problems", g_store);
+    ck_assert(payload_holds(f.leaf[0], 8, "pending!"));
+    ck_assert(!payload_holds(f.leaf[0], 16, "pending!"));
+    ck_assert_uint_eq(content_digest("keep"), keep);
+    free(jp);
+}
+END_TEST
+
+/* No journal: the commits it held cannot be known, so the open is refused;
+ * the repair makes a new one when asked. */
+START_TEST(test_a_missing_journal_refuses_the_open_and_is_made_anew_on_request)
+{
+    fixture f;
+    make_store(g_store, &f);
+    uint64_t keep = content_digest("keep");
+    char *jp = ts_path(g_store, "journal");
+    ck_assert_int_eq(unlink(jp), 0);
+    objstore *s = NULL;
+    ck_assert_int_eq(objstore_open(g_store, NULL, &s), OBJSTORE_EREDO);
+    MUST(strstr(objstore_errmsg(), "journal: missing"), "names it: %s", objstore_errmsg());
+    EXPECT_FSCK(4, "journal: missing", g_store);
+    EXPECT_FSCK(1, NULL, "-y", "--discard-redo-from=1", g_store);
+    ck_assert_int_eq(access(jp, F_OK), 0);
+    EXPECT_FSCK(0, "0 problems", g_store);
+    ck_assert_uint_eq(content_digest("keep"), keep);
+    free(jp);
+}
+END_TEST
+
+/* A journal whose header names another store is refused, never replayed. */
+START_TEST(test_a_journal_of_another_store_is_a_mismatch)
+{
+    fixture f;
+    make_store(g_store, &f);
+    char *other = ts_path(g_store, "../other");
+    objstore_options o = {0};
+    ck_assert_int_eq(objstore_create(other, &o), OBJSTORE_OK);
+    char *jp = ts_path(g_store, "journal"), *ojp = ts_path(other, "journal");
+    ck_assert_int_eq(rename(ojp, jp), 0);
+    objstore *s = NULL;
+    ck_assert_int_eq(objstore_open(g_store, NULL, &s), OBJSTORE_EMISMATCH);
+    MUST(strstr(objstore_errmsg(), "another store"), "says so: %s", objstore_errmsg());
+    free(jp);
+    free(ojp);
+    free(other);
+}
+END_TEST
+
 START_TEST(test_a_missing_redo_record_is_found_by_the_chain_and_can_be_discarded)
 {
     fixture f;
     make_store(g_store, &f);
     uint64_t keep = content_digest("keep");
-    commit_writes_and_vanish(f.leaf[0], 2);
+    commit_writes_and_vanish(f.leaf[0], 2, OBJSTORE_NO_JOURNAL);
     /* Delete the older commit's record: the newer one's predecessor is gone. */
     MDB_txn *txn;
     MDB_dbi dbi;
@@ -1682,6 +1808,12 @@ static Suite *fsck_suite(void)
     tcase_add_loop_test(tc, test_a_redo_key_of_the_wrong_size_is_named_and_discarded_on_request,
                         0, (int)(sizeof k_bad_keys / sizeof k_bad_keys[0]));
     tcase_add_test(tc, test_discarding_from_the_middle_of_the_log_keeps_the_commits_before);
+    tcase_add_test(tc, test_journal_commits_are_seen_by_the_check_and_replayed_at_open);
+    tcase_add_test(tc, test_a_torn_last_journal_entry_is_a_commit_that_never_happened);
+    tcase_add_test(tc,
+                   test_a_damaged_journal_entry_before_whole_ones_is_named_and_discarded_on_request);
+    tcase_add_test(tc, test_a_missing_journal_refuses_the_open_and_is_made_anew_on_request);
+    tcase_add_test(tc, test_a_journal_of_another_store_is_a_mismatch);
     tcase_add_test(tc, test_a_store_of_another_format_is_refused_and_never_repaired);
     tcase_add_test(tc, test_a_meta_reader_that_hangs_or_dies_is_the_finding_meta_damaged);
     tcase_add_test(tc, test_a_heap_file_older_than_meta_is_a_mismatch);

@@ -497,7 +497,7 @@ START_TEST(test_a_store_of_an_older_format_is_refused_as_eversion)
     mdb_env_close(env);
     char *heap = heap_file(), *data = meta_data();
     const char *paths[] = { heap, data, NULL };
-    expect_refused(OBJSTORE_EVERSION, "store format 2, this build reads 3", paths);
+    expect_refused(OBJSTORE_EVERSION, "store format 2, this build reads 4", paths);
     restore_meta();
     check_content(g_store);
     free(heap);

@@ -776,7 +776,7 @@ START_TEST(test_every_read_subcommand_prints_json_that_a_parser_reads)
     close_store(s);
 
     ck_assert_int_eq(run(NULL, NULL, "info '%s' --json", g_store), 0);
-    json_check("d['format'] == 3 and d['roots'] == 4 and d['types'] == 3 and "
+    json_check("d['format'] == 4 and d['roots'] == 4 and d['types'] == 3 and "
                "d['metadata'] == 3 and d['live_objects'] == 41 and d['epoch'] >= 1 and "
                "len(d['uuid']) == 36 and d['redo_records'] == 0");
     ck_assert_int_eq(run(NULL, NULL, "stats '%s' --json", g_store), 0);
