@@ -1,0 +1,339 @@
+/*
+ * test_journal.c -- the journal (store/journal.c, rules J1..J6): commits
+ * that change only heap bytes go to it, one sync each; killed at every step
+ * of a script, during the recovery after, and at random, a store reopens
+ * exactly at a commit that returned or the one in flight.
+ *
+ * The workload: root "a" names an object of A_BYTES raw bytes.  Commit i
+ * writes i into its word 0 and pattern(i) into bytes 8..8+PAT; every
+ * R_EVERY-th commit also points root "r" at a new object holding i (a
+ * commit through meta/, between journal ones), and the child checkpoints
+ * after commit CKPT_AT (a new journal run).  So the store is at commit c
+ * exactly when word 0 is c, the pattern is pattern(c), and root "r" holds
+ * the last multiple of R_EVERY up to c.
+ */
+#include "test_store.h"
+
+#include <signal.h>
+
+#define A_BYTES 256
+#define PAT 128
+#define R_EVERY 5
+#define SCRIPT 24
+#define CKPT_AT 12
+
+/* ---- the workload ---- */
+
+static void setup_store(void)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    root_set(t, "a", new_obj(t, 0, 0, A_BYTES));
+    commit(t);
+    close_store(s);
+}
+
+static int commit_one(objstore *s, uint64_t i)
+{
+    objstore_txn *t;
+    int rc = objstore_begin(s, 0, &t);
+    if (rc)
+        return rc;
+    objstore_oid a;
+    uint8_t pat[PAT];
+    pattern_into(pat, PAT, i);
+    rc = objstore_root_get(t, "a", &a);
+    if (!rc)
+        rc = objstore_write(t, a, 0, &i, 8);
+    if (!rc)
+        rc = objstore_write(t, a, 8, pat, PAT);
+    if (!rc && i % R_EVERY == 0) {
+        objstore_oid o;
+        if (!(rc = objstore_new(t, 0, 0, 8, &o)) && !(rc = objstore_write(t, o, 0, &i, 8)))
+            rc = objstore_root_set(t, "r", o);
+    }
+    if (rc) {
+        objstore_abort(t);
+        return rc;
+    }
+    return objstore_commit(t);
+}
+
+/* Opens the store (replaying what is pending), checks it is exactly at one
+ * commit in lo..hi, and returns it. */
+static uint64_t check_state(uint64_t lo, uint64_t hi, const char *when)
+{
+    objstore *s = open_store(g_store, NULL);
+    objstore_txn *t = rbegin(s);
+    objstore_oid a = root_get(t, "a");
+    uint64_t c = get_u64(t, a, 0);
+    MUST(c >= lo && c <= hi, "%s: the store is at commit %llu, not in %llu..%llu", when, U(c),
+         U(lo), U(hi));
+    const void *p;
+    uint64_t size;
+    OK(objstore_get(t, a, &p, &size));
+    uint8_t pat[PAT] = {0};   /* before commit 1: the new object's zeros */
+    if (c)
+        pattern_into(pat, PAT, c);
+    MUST(size == A_BYTES && memcmp((const uint8_t *)p + 8, pat, PAT) == 0,
+         "%s: commit %llu's counter is there, its pattern is not (half applied)", when, U(c));
+    objstore_oid r = 0;
+    int rc = objstore_root_get(t, "r", &r);
+    uint64_t want = c / R_EVERY * R_EVERY;
+    if (want == 0)
+        MUST(rc == OBJSTORE_ENOTFOUND, "%s: root r exists at commit %llu", when, U(c));
+    else
+        MUST(rc == OBJSTORE_OK && get_u64(t, r, 0) == want,
+             "%s: root r does not hold %llu at commit %llu", when, U(want), U(c));
+    objstore_abort(t);
+    verify_clean(s);
+    close_store(s);
+    return c;
+}
+
+/* ---- a child killed by a crash hook ---- */
+
+static int g_pipe = -1;
+static long g_kill_at, g_hooks;
+
+static void say(char c)
+{
+    if (write(g_pipe, &c, 1) != 1)
+        _exit(9);
+}
+
+static void kill_hook(const char *step)
+{
+    say('H');
+    if (!strcmp(step, "journal-committed") || !strcmp(step, "lmdb-committed"))
+        say('C');
+    if (++g_hooks == g_kill_at) {
+        say('K');
+        if (write(g_pipe, step, strlen(step)) < 0 || write(g_pipe, "\n", 1) < 0)
+            _exit(9);
+        kill(getpid(), SIGKILL);
+    }
+}
+
+typedef struct child_run {
+    long hooks, committed, acked;
+    bool killed;
+    char step[64];
+} child_run;
+
+/* Runs fn in a child with the hook killing it at hook number kill_at (0:
+ * never) and reports what it said. */
+static child_run in_child(long kill_at, void (*fn)(void))
+{
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(p[0]);
+        g_pipe = p[1];
+        g_kill_at = kill_at;
+        g_hooks = 0;
+        objstore_set_crash_hook(kill_hook);
+        fn();
+        _exit(0);
+    }
+    close(p[1]);
+    child_run r = {0};
+    char buf[4096];
+    size_t len = 0;
+    ssize_t n;
+    while ((n = read(p[0], buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)n;
+    buf[len] = 0;
+    close(p[0]);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    for (size_t i = 0; i < len; i++) {
+        r.hooks += buf[i] == 'H';
+        r.committed += buf[i] == 'C';
+        r.acked += buf[i] == 'A';
+        if (buf[i] == 'K') {
+            r.killed = true;
+            snprintf(r.step, sizeof r.step, "%.*s", (int)strcspn(buf + i + 1, "\n"),
+                     buf + i + 1);
+            break;
+        }
+    }
+    MUST(r.killed ? WIFSIGNALED(st) : WIFEXITED(st) && WEXITSTATUS(st) == 0,
+         "the child ended with status %#x", st);
+    return r;
+}
+
+static void run_script(void)
+{
+    objstore *s = NULL;
+    if (objstore_open(g_store, NULL, &s))
+        _exit(1);
+    for (uint64_t i = 1; i <= SCRIPT; i++) {
+        if (commit_one(s, i))
+            _exit(2);
+        say('A');
+        if (i == CKPT_AT && objstore_checkpoint(s))
+            _exit(3);
+    }
+    if (objstore_close(s))
+        _exit(4);
+}
+
+static void just_open(void)
+{
+    objstore *s = NULL;
+    if (objstore_open(g_store, NULL, &s) || objstore_close(s))
+        _exit(1);
+}
+
+/* The script went to the journal: count its commits there. */
+START_TEST(test_heap_only_commits_go_to_the_journal_and_others_to_meta)
+{
+    setup_store();
+    objstore *s = open_store(g_store, NULL);
+    for (uint64_t i = 1; i <= 10; i++)
+        OK(commit_one(s, i));
+    objstore_stats st = get_stats(s);
+    ck_assert_uint_eq(st.journal_commits, 8);   /* 5 and 10 set root "r" */
+    ck_assert_uint_eq(st.commits, 10);
+    close_store(s);
+    ck_assert_uint_eq(check_state(10, 10, "reopened"), 10);
+    s = open_store(g_store, &(objstore_options){.flags = OBJSTORE_NO_JOURNAL});
+    OK(commit_one(s, 11));
+    ck_assert_uint_eq(get_stats(s).journal_commits, 0);
+    close_store(s);
+    ck_assert_uint_eq(check_state(11, 11, "without the journal"), 11);
+}
+END_TEST
+
+/* A kill at every hook of the script, then at every hook of the recovery
+ * that follows (for every third point), then a clean open. */
+START_TEST(test_a_kill_at_any_step_of_journal_commits_keeps_exactly_the_committed_state)
+{
+    setup_store();
+    child_run full = in_child(0, run_script);
+    ck_assert_int_eq(full.acked, SCRIPT);
+    ck_assert_uint_eq(check_state(SCRIPT, SCRIPT, "the whole script"), SCRIPT);
+    long points = full.hooks, recoveries = 0, kept_in_flight = 0;
+    for (long k = 1; k <= points; k++) {
+        ts_rmtree(g_store);
+        setup_store();
+        child_run r = in_child(k, run_script);
+        MUST(r.killed, "point %ld of %ld: the child was not killed", k, points);
+        char when[128];
+        snprintf(when, sizeof when, "killed at hook %ld (%s), %ld commits acknowledged", k,
+                 r.step, r.acked);
+        /* A commit whose entry was written is there after a kill (the page
+         * cache keeps it); one whose commit point passed must be. */
+        uint64_t lo = (uint64_t)r.committed;
+        uint64_t hi = lo + (!strcmp(r.step, "journal-fdatasync") ? 1 : 0);
+        MUST(lo >= (uint64_t)r.acked, "%s: fewer commit points than acknowledgements", when);
+        if (k % 3 == 0) {
+            /* Kill the recovery at each of its steps in turn. */
+            for (long q = 1;; q++) {
+                child_run rr = in_child(q, just_open);
+                if (!rr.killed)
+                    break;
+                recoveries++;
+            }
+        }
+        uint64_t c = check_state(lo, hi, when);
+        kept_in_flight += c > lo;
+    }
+    printf("journal crash points: %ld, recovery kills: %ld, in-flight commits kept: %ld\n",
+           points, recoveries, kept_in_flight);
+    MUST(recoveries > 0, "no recovery was killed");
+}
+END_TEST
+
+/* ---- kill -9 at random ---- */
+
+static void run_forever(void)
+{
+    objstore *s = NULL;
+    if (objstore_open(g_store, NULL, &s))
+        _exit(1);
+    objstore_txn *t;
+    if (objstore_begin(s, OBJSTORE_TXN_RDONLY, &t))
+        _exit(2);
+    objstore_oid a;
+    uint64_t c = 0;
+    const void *p;
+    uint64_t size;
+    if (objstore_root_get(t, "a", &a) || objstore_get(t, a, &p, &size))
+        _exit(3);
+    memcpy(&c, p, 8);
+    objstore_abort(t);
+    for (uint64_t i = c + 1;; i++) {
+        if (commit_one(s, i))
+            _exit(4);
+        say('A');
+        if (i % 50 == 0 && objstore_checkpoint(s))
+            _exit(5);
+    }
+}
+
+START_TEST(test_kill_9_at_random_during_journal_commits_loses_no_acknowledged_commit)
+{
+    setup_store();
+    uint64_t seed = UINT64_C(0x10C0FFEE) ^ (uint64_t)getpid();
+    int rounds = ts_under_sanitizer() ? 8 : 25;
+    uint64_t c = 0, total = 0;
+    for (int round = 0; round < rounds; round++) {
+        int p[2];
+        ck_assert_int_eq(pipe(p), 0);
+        fflush(NULL);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            close(p[0]);
+            g_pipe = p[1];
+            run_forever();
+        }
+        close(p[1]);
+        seed = ts_mix64(seed);
+        ts_sleep_ms(5 + (unsigned)(seed % 60));
+        kill(pid, SIGKILL);
+        int st;
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        MUST(WIFSIGNALED(st), "round %d: the child ended on its own (status %#x)", round, st);
+        char buf[65536];
+        long acked = 0;
+        ssize_t n;
+        while ((n = read(p[0], buf, sizeof buf)) > 0)
+            for (ssize_t i = 0; i < n; i++)
+                acked += buf[i] == 'A';
+        close(p[0]);
+        char when[96];
+        snprintf(when, sizeof when, "round %d, %ld commits acknowledged after %llu", round,
+                 acked, U(c));
+        uint64_t now = check_state(c + (uint64_t)acked, c + (uint64_t)acked + 1, when);
+        total += now - c;
+        c = now;
+    }
+    printf("kill -9: %d rounds, %llu commits kept\n", rounds, U(total));
+    MUST(total > (uint64_t)rounds, "too few commits ran to test anything");
+}
+END_TEST
+
+static Suite *journal_suite(void)
+{
+    Suite *s = suite_create("journal");
+    TCase *tc = ts_tcase(s, "journal", 600);
+    tcase_add_test(tc, test_heap_only_commits_go_to_the_journal_and_others_to_meta);
+    tcase_add_test(tc, test_a_kill_at_any_step_of_journal_commits_keeps_exactly_the_committed_state);
+    tcase_add_test(tc, test_kill_9_at_random_during_journal_commits_loses_no_acknowledged_commit);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(journal_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
