@@ -19,8 +19,11 @@
  *      covers frame and record; a commit returns after the fdatasync.
  *   J2 entries come in runs.  A run begins when a header is written and
  *      synced (into the slot its sequence number picks; the valid slot
- *      with the larger number is the header); every entry names its run;
- *      a run's entries follow one another from JOURNAL_DATA.
+ *      with the larger number is the header); every entry names its run's
+ *      nonce, random and new at each run, which nothing but this file
+ *      holds (an entry's record holds application bytes: one could spell
+ *      a frame, but not for a run to come); a run's entries follow one
+ *      another from JOURNAL_DATA.
  *   J3 a run ends at the first offset without a whole entry of the run: a
  *      crash's torn tail.  A whole entry of the run further on means the
  *      bytes between were damaged after their commit returned: open
@@ -44,6 +47,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -64,14 +69,16 @@ struct jhead {
     uint64_t run;        /* the run's sequence number: one more at each reset */
     uint64_t base;       /* J4 */
     uint64_t size;       /* the file's length, as made */
-    uint64_t checksum;   /* XXH3_64bits of the header, this field zero */
+    uint64_t nonce;      /* random, new at each reset: the run's entries name it */
+    uint64_t checksum;   /* XXH3_64bits of the header before this field */
 };
-_Static_assert(sizeof(struct jhead) == 64, "journal header");
+_Static_assert(sizeof(struct jhead) == 72, "journal header");
 
 struct jframe {
     uint32_t magic;
     uint32_t len;        /* bytes of the record after the frame */
-    uint64_t run;
+    uint64_t nonce;      /* its run's: bytes of an older entry -- an object's
+                            payload, say -- never pass for one of this run */
     uint64_t epoch;      /* the record's */
     uint64_t checksum;   /* XXH3 of the record, seeded with that of the 24
                             bytes before this field */
@@ -136,23 +143,38 @@ static int pread_all(int fd, void *p, size_t n, uint64_t off)
     return 0;
 }
 
+/* A new run's nonce: from the kernel's generator, else from the clock and
+ * the address space (any value works for a crash; only forged frames need
+ * it unguessable). */
+static uint64_t new_nonce(void)
+{
+    uint64_t n = 0;
+    if (getrandom(&n, sizeof n, GRND_NONBLOCK) != (ssize_t)sizeof n) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        n = XXH3_64bits_withSeed(&ts, sizeof ts, (uint64_t)(uintptr_t)&ts ^ (uint64_t)getpid());
+    }
+    return n;
+}
+
 static void head_fill(struct jhead *h, const uint8_t uuid[16], uint64_t generation,
                       uint64_t run, uint64_t base, uint64_t size)
 {
     *h = (struct jhead){.magic = JOURNAL_MAGIC, .version = JOURNAL_VERSION,
-                        .generation = generation, .run = run, .base = base, .size = size};
+                        .generation = generation, .run = run, .base = base, .size = size,
+                        .nonce = new_nonce()};
     memcpy(h->uuid, uuid, 16);
     h->checksum = head_sum(h);
 }
 
 /* Whether a whole entry of run sits at pos (J1). */
-static bool frame_ok(const uint8_t *buf, uint64_t size, uint64_t pos, uint64_t run,
+static bool frame_ok(const uint8_t *buf, uint64_t size, uint64_t pos, uint64_t nonce,
                      struct jframe *f)
 {
-    if (pos + sizeof *f > size)
+    if (pos >= size || sizeof *f > size - pos)
         return false;
     memcpy(f, buf + pos, sizeof *f);
-    if (f->magic != JENTRY_MAGIC || f->run != run || f->len == 0 ||
+    if (f->magic != JENTRY_MAGIC || f->nonce != nonce || f->len == 0 ||
         f->len > size - pos - sizeof *f)
         return false;
     return frame_sum(f, buf + pos + sizeof *f) == f->checksum;
@@ -176,15 +198,19 @@ static bool head_pick(const uint8_t *buf, struct jhead *out)
 
 int store_journal_create(const char *dir, const uint8_t uuid[16], uint64_t generation)
 {
-    char path[4200];
+    /* Made beside and renamed into place: a crash leaves the old file or
+     * the whole new one, never a short one. */
+    char path[4200], tmp[4210];
     jpath(path, sizeof path, dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
-        return store_err(OBJSTORE_EIO, "%s: %s", path, strerror(errno));
+        return store_err(OBJSTORE_EIO, "%s: %s", tmp, strerror(errno));
     size_t chunk = 64 << 10;
     uint8_t *zero = calloc(1, chunk);
     if (!zero) {
         close(fd);
+        unlink(tmp);
         return store_err(OBJSTORE_ENOMEM, "out of memory");
     }
     /* Written, not fallocated: an entry's sync then has no extent to
@@ -201,8 +227,19 @@ int store_journal_create(const char *dir, const uint8_t uuid[16], uint64_t gener
         rc = fsync(fd);
     int err = errno;
     close(fd);
+    if (!rc && (rc = rename(tmp, path)) != 0)
+        err = errno;
+    if (!rc) {
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 || fsync(dfd) != 0) {
+            rc = -1;
+            err = errno;
+        }
+        if (dfd >= 0)
+            close(dfd);
+    }
     if (rc) {
-        unlink(path);
+        unlink(tmp);
         return store_err(err == ENOSPC ? OBJSTORE_ENOSPC : OBJSTORE_EIO, "%s: %s", path,
                          strerror(err));
     }
@@ -238,7 +275,7 @@ static int read_file(const char *path, int fd, uint8_t **out, uint64_t *size)
     if (fstat(fd, &st) != 0)
         return store_err(OBJSTORE_EIO, "%s: %s", path, strerror(errno));
     if (!S_ISREG(st.st_mode) || st.st_size < (off_t)JOURNAL_DATA ||
-        (uint64_t)st.st_size > JOURNAL_READ_MAX)
+        (uint64_t)st.st_size > JOURNAL_READ_MAX || st.st_size % JOURNAL_ALIGN)
         return store_err(OBJSTORE_EREDO, "%s: %lld bytes, not a journal (one is made %llu "
                          "bytes long)", path, (long long)st.st_size,
                          (unsigned long long)STORE_JOURNAL_SIZE);
@@ -291,7 +328,7 @@ int store_journal_load(objstore *s, struct store_jrun *run)
         run->base = last = h.base;
         size_t cap = 0;
         struct jframe f;
-        while (!rc && frame_ok(run->buf, size, pos, h.run, &f)) {
+        while (!rc && frame_ok(run->buf, size, pos, h.nonce, &f)) {
             if (f.epoch <= last) {
                 rc = store_err(OBJSTORE_EREDO, "%s: the entry at offset %llu names epoch %llu, "
                                "not after %llu; open refused", path, (unsigned long long)pos,
@@ -313,13 +350,23 @@ int store_journal_load(objstore *s, struct store_jrun *run)
         }
         /* J3: nothing of the run may follow its end. */
         for (uint64_t q = pos + JOURNAL_ALIGN; !rc && q < size; q += JOURNAL_ALIGN)
-            if (frame_ok(run->buf, size, q, h.run, &f))
+            if (frame_ok(run->buf, size, q, h.nonce, &f)) {
+                /* The damaged entry's own epoch, when its frame still says
+                 * one that fits: discarding from it keeps any meta/ commit
+                 * between the last whole entry and it. */
+                struct jframe d;
+                memcpy(&d, run->buf + pos, sizeof d);
+                uint64_t from = d.magic == JENTRY_MAGIC && d.nonce == h.nonce &&
+                                        d.epoch > last && d.epoch < f.epoch
+                                    ? d.epoch
+                                    : last + 1;
                 rc = store_err(OBJSTORE_EREDO, "%s: the entry at offset %llu is damaged, but "
                                "the log goes on (epoch %llu at offset %llu): the commits after "
                                "the damage would be lost; open refused (objstore-fsck -y "
                                "--discard-redo-from=%llu drops them)", path,
                                (unsigned long long)pos, (unsigned long long)f.epoch,
-                               (unsigned long long)q, (unsigned long long)last + 1);
+                               (unsigned long long)q, (unsigned long long)from);
+            }
     }
     if (rc || s->ro) {
         close(fd);
@@ -331,6 +378,7 @@ int store_journal_load(objstore *s, struct store_jrun *run)
     s->j_open = true;
     s->j_size = size;
     s->j_run = h.run;
+    s->j_nonce = h.nonce;
     s->j_base = current ? h.base : 0;
     s->j_end = pos;
     s->j_high = 0;
@@ -356,7 +404,7 @@ int store_journal_commit(objstore *s, uint64_t epoch, uint64_t prev, const heap_
     }
     uint8_t *rec = s->j_buf + sizeof(struct jframe);
     store_redo_build(s, rec, len, epoch, prev, r, n);
-    struct jframe f = {.magic = JENTRY_MAGIC, .len = (uint32_t)len, .run = s->j_run,
+    struct jframe f = {.magic = JENTRY_MAGIC, .len = (uint32_t)len, .nonce = s->j_nonce,
                        .epoch = epoch};
     f.checksum = frame_sum(&f, rec);
     memcpy(s->j_buf, &f, sizeof f);
@@ -394,6 +442,7 @@ int store_journal_reset(objstore *s, uint64_t base)
         return store_err(OBJSTORE_EIO, "%s: header: %s", path, strerror(errno));
     }
     s->j_run = h.run;
+    s->j_nonce = h.nonce;
     s->j_base = base;
     s->j_end = JOURNAL_DATA;
     s->j_high = 0;
@@ -407,33 +456,48 @@ int store_journal_discard(const char *dir, const uint8_t uuid[16], uint64_t gene
     char path[4200];
     jpath(path, sizeof path, dir);
     int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0 && errno != ENOENT)
+        return store_err(OBJSTORE_EIO, "%s: %s", path, strerror(errno));
     uint8_t *buf = NULL;
     uint64_t size = 0;
     struct jhead h;
-    if (fd < 0 || read_file(path, fd, &buf, &size) || !head_pick(buf, &h) ||
-        memcmp(h.uuid, uuid, 16) || h.generation > generation || h.size != size) {
+    int rc = fd < 0 ? OBJSTORE_EREDO : read_file(path, fd, &buf, &size);
+    if (rc && rc != OBJSTORE_EREDO) {   /* EIO, ENOMEM: nothing is known, keep it */
+        close(fd);
+        return rc;
+    }
+    if (rc || !head_pick(buf, &h) || memcmp(h.uuid, uuid, 16) || h.size != size) {
         /* Nothing in it can be read as this store's: a new, empty one. */
         if (fd >= 0)
             close(fd);
         free(buf);
         return store_journal_create(dir, uuid, generation);
     }
-    int rc = OBJSTORE_OK;
+    if (h.generation > generation) {
+        close(fd);
+        free(buf);
+        return store_err(OBJSTORE_EMISMATCH, "%s: written for heap generation %llu, but meta/ "
+                         "names generation %llu: meta/ is older than the journal; not repaired",
+                         path, (unsigned long long)h.generation,
+                         (unsigned long long)generation);
+    }
+    rc = OBJSTORE_OK;
     if (h.generation == generation) {
         struct jframe f;
         uint64_t pos = JOURNAL_DATA;
-        while (frame_ok(buf, size, pos, h.run, &f) && f.epoch < from)
-            pos += align_up(sizeof f + f.len);
+        while (frame_ok(buf, size, pos, h.nonce, &f) && f.epoch < from)
+            pos += align_up(sizeof f + f.len);   /* <= size: size is aligned */
         /* The commits lost: the whole entries from there, and a damaged one
          * at pos when whole ones follow it (J3: it had returned). */
         uint64_t whole = 0;
         for (uint64_t q = pos; q < size; q += JOURNAL_ALIGN)
-            whole += frame_ok(buf, size, q, h.run, &f);
-        *lost += whole + (whole && !frame_ok(buf, size, pos, h.run, &f));
+            whole += frame_ok(buf, size, q, h.nonce, &f);
+        *lost += whole + (whole && !frame_ok(buf, size, pos, h.nonce, &f));
         /* Everything from there goes: no whole entry of the run is left
          * past its new end (J3). */
         memset(buf + pos, 0, (size_t)(size - pos));
-        if (pwrite_all(fd, buf + pos, (size_t)(size - pos), pos) != 0 || fdatasync(fd) != 0)
+        if (pos < size &&
+            (pwrite_all(fd, buf + pos, (size_t)(size - pos), pos) != 0 || fdatasync(fd) != 0))
             rc = store_err(OBJSTORE_EIO, "%s: %s", path, strerror(errno));
     }
     close(fd);

@@ -129,6 +129,7 @@ struct objstore {
     int jfd;
     uint64_t j_size;           /* the file's length */
     uint64_t j_run;            /* the run: its header's sequence number */
+    uint64_t j_nonce;          /* and nonce, which its entries name (J2) */
     uint64_t j_base;           /* and base: every commit up to it is synced */
     uint64_t j_end;            /* where the next entry goes */
     uint64_t j_high;           /* highest end of a range in the run's entries */

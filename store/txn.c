@@ -781,7 +781,7 @@ static int commit_alone(objstore_txn *t)
      * the journal: one sync instead of LMDB's two (journal.c). */
     bool journaled = false;
     if (nredo && !ndirect && fresh == UINT64_MAX && !(s->opts.flags & OBJSTORE_NO_JOURNAL) &&
-        !store_has_changes(s)) {
+        s->opts.sync != OBJSTORE_SYNC_RELAXED && !store_has_changes(s)) {
         rc = store_journal_commit(s, epoch, s->redo_last, redo, nredo, &unknown);
         if (rc && rc != STORE_JOURNAL_NOROOM) {
             free(redo);
@@ -965,9 +965,10 @@ static int check_record(objstore *s, const MDB_val *k, const MDB_val *v, bool jo
     uint32_t seq = (uint32_t)kp[9] << 24 | (uint32_t)kp[10] << 16 | (uint32_t)kp[11] << 8 | kp[12];
     struct redo_hdr h;
     if (v->mv_size < sizeof h)
-        return store_err(OBJSTORE_EREDO, "%s: redo record (epoch %llu, seq %u) is %zu bytes, "
-                         "shorter than its header", s->dir, (unsigned long long)epoch, seq,
-                         v->mv_size);
+        return store_err(OBJSTORE_EREDO, "%s: %s (epoch %llu, seq %u) is %zu bytes, "
+                         "shorter than its header", s->dir,
+                         journal ? "journal entry" : "meta/ redo record",
+                         (unsigned long long)epoch, seq, v->mv_size);
     memcpy(&h, v->mv_data, sizeof h);
     const char *why = NULL;
     /* Without a heap (a checker reading meta/ alone, check.c): the largest

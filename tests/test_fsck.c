@@ -1632,6 +1632,71 @@ START_TEST(test_a_journal_of_another_store_is_a_mismatch)
 }
 END_TEST
 
+/* Object bytes that spell whole entries for the journal's current run, at
+ * the offsets that come next, are written through the journal as a
+ * commit's data: the checkpoint at close begins a new run with a new nonce,
+ * so they never pass for entries, and the store opens. */
+START_TEST(test_object_bytes_that_spell_journal_entries_never_pass_for_them)
+{
+    fixture f;
+    make_store(g_store, &f);
+    char *jp = ts_path(g_store, "journal");
+    uint8_t slot[2][72];
+    peek(jp, 0, slot[0], 72);
+    peek(jp, 512, slot[1], 72);
+    uint64_t run[2], nonce[2];
+    for (int i = 0; i < 2; i++) {
+        memcpy(&run[i], slot[i] + 32, 8);
+        memcpy(&nonce[i], slot[i] + 56, 8);
+    }
+    uint64_t n = run[1] > run[0] ? nonce[1] : nonce[0];
+    /* Frames with that nonce for epochs far ahead, each with a tiny record
+     * (its checksum right, its content junk), 512 bytes apart. */
+    uint8_t payload[4096] = {0};
+    for (int i = 0; i < 8; i++) {
+        uint8_t *e = payload + 512 * i;
+        uint32_t magic = 0x4E454A4Fu, len = 96;
+        uint64_t epoch = 1000 + (uint64_t)i;
+        memcpy(e, &magic, 4);
+        memcpy(e + 4, &len, 4);
+        memcpy(e + 8, &n, 8);
+        memcpy(e + 16, &epoch, 8);
+        memset(e + 32, 0x5A, len);
+        uint64_t sum = XXH3_64bits_withSeed(e + 32, len, XXH3_64bits(e, 24));
+        memcpy(e + 24, &sum, 8);
+    }
+    objstore *s = open_store(g_store, NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid big = new_obj(t, 0, 0, sizeof payload + 512);
+    root_set(t, "forged", big);
+    commit(t);
+    /* Written once to find where the payload lands in the journal, then
+     * again shifted so that the frames sit at entry offsets (multiples of
+     * 512): the second entry has the first's layout, 512-aligned. */
+    size_t jlen;
+    uint64_t shift = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        t = wbegin(s);
+        OK(objstore_write(t, big, shift, payload, sizeof payload));
+        commit(t);
+        uint8_t *j = read_all(jp, &jlen);
+        uint64_t at = UINT64_MAX;
+        for (size_t q = 4096; q + 24 <= jlen && at == UINT64_MAX; q++)
+            if (!memcmp(j + q, payload, 24) && q % 512 != 0)
+                at = q;
+        free(j);
+        MUST(pass == 1 || at != UINT64_MAX, "the payload is not in the journal");
+        if (pass == 0)
+            shift = (512 - at % 512) % 512;
+    }
+    ck_assert_uint_ge(get_stats(s).journal_commits, 2);
+    close_store(s);
+    objstore_close(open_store(g_store, NULL));
+    EXPECT_FSCK(0, "0 problems", g_store);
+    free(jp);
+}
+END_TEST
+
 START_TEST(test_a_missing_redo_record_is_found_by_the_chain_and_can_be_discarded)
 {
     fixture f;
@@ -1814,6 +1879,7 @@ static Suite *fsck_suite(void)
                    test_a_damaged_journal_entry_before_whole_ones_is_named_and_discarded_on_request);
     tcase_add_test(tc, test_a_missing_journal_refuses_the_open_and_is_made_anew_on_request);
     tcase_add_test(tc, test_a_journal_of_another_store_is_a_mismatch);
+    tcase_add_test(tc, test_object_bytes_that_spell_journal_entries_never_pass_for_them);
     tcase_add_test(tc, test_a_store_of_another_format_is_refused_and_never_repaired);
     tcase_add_test(tc, test_a_meta_reader_that_hangs_or_dies_is_the_finding_meta_damaged);
     tcase_add_test(tc, test_a_heap_file_older_than_meta_is_a_mismatch);
