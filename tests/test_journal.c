@@ -121,9 +121,10 @@ typedef struct child_run {
     char step[64];
 } child_run;
 
-/* Runs fn in a child with the hook killing it at hook number kill_at (0:
- * never) and reports what it said. */
-static child_run in_child(long kill_at, void (*fn)(void))
+/* Forks a child that runs fn and then exits, saying what it does into a
+ * pipe whose read end goes to *rfd; with kill_at >= 0 the crash hook kills
+ * it at hook number kill_at (0: never, but the hooks are told). */
+static pid_t spawn(void (*fn)(void), long kill_at, int *rfd)
 {
     int p[2];
     ck_assert_int_eq(pipe(p), 0);
@@ -135,19 +136,37 @@ static child_run in_child(long kill_at, void (*fn)(void))
         g_pipe = p[1];
         g_kill_at = kill_at;
         g_hooks = 0;
-        objstore_set_crash_hook(kill_hook);
+        if (kill_at >= 0)
+            objstore_set_crash_hook(kill_hook);
         fn();
         _exit(0);
     }
     close(p[1]);
-    child_run r = {0};
-    char buf[4096];
+    *rfd = p[0];
+    return pid;
+}
+
+/* Everything the child said, until it ended; returns the length. */
+static size_t read_said(int fd, char *buf, size_t cap)
+{
     size_t len = 0;
     ssize_t n;
-    while ((n = read(p[0], buf + len, sizeof buf - 1 - len)) > 0)
+    while ((n = read(fd, buf + len, cap - 1 - len)) > 0)
         len += (size_t)n;
     buf[len] = 0;
-    close(p[0]);
+    close(fd);
+    return len;
+}
+
+/* Runs fn in a child with the hook killing it at hook number kill_at (0:
+ * never) and reports what it said. */
+static child_run in_child(long kill_at, void (*fn)(void))
+{
+    int fd;
+    pid_t pid = spawn(fn, kill_at, &fd);
+    child_run r = {0};
+    char buf[4096];
+    size_t len = read_said(fd, buf, sizeof buf);
     int st;
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
     for (size_t i = 0; i < len; i++) {
@@ -283,30 +302,19 @@ START_TEST(test_kill_9_at_random_during_journal_commits_loses_no_acknowledged_co
     int rounds = ts_under_sanitizer() ? 8 : 25;
     uint64_t c = 0, total = 0;
     for (int round = 0; round < rounds; round++) {
-        int p[2];
-        ck_assert_int_eq(pipe(p), 0);
-        fflush(NULL);
-        pid_t pid = fork();
-        ck_assert_int_ge(pid, 0);
-        if (pid == 0) {
-            close(p[0]);
-            g_pipe = p[1];
-            run_forever();
-        }
-        close(p[1]);
+        int fd;
+        pid_t pid = spawn(run_forever, -1, &fd);
         seed = ts_mix64(seed);
         ts_sleep_ms(5 + (unsigned)(seed % 60));
         kill(pid, SIGKILL);
         int st;
         ck_assert_int_eq(waitpid(pid, &st, 0), pid);
         MUST(WIFSIGNALED(st), "round %d: the child ended on its own (status %#x)", round, st);
-        char buf[65536];
+        static char buf[1 << 20];
+        size_t len = read_said(fd, buf, sizeof buf);
         long acked = 0;
-        ssize_t n;
-        while ((n = read(p[0], buf, sizeof buf)) > 0)
-            for (ssize_t i = 0; i < n; i++)
-                acked += buf[i] == 'A';
-        close(p[0]);
+        for (size_t i = 0; i < len; i++)
+            acked += buf[i] == 'A';
         char when[96];
         snprintf(when, sizeof when, "round %d, %ld commits acknowledged after %llu", round,
                  acked, U(c));
