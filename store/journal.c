@@ -451,8 +451,9 @@ int store_journal_reset(objstore *s, uint64_t base)
 }
 
 int store_journal_discard(const char *dir, const uint8_t uuid[16], uint64_t generation,
-                          uint64_t from, uint64_t *lost)
+                          uint64_t from, uint64_t *lost, bool *remade)
 {
+    *remade = false;
     char path[4200];
     jpath(path, sizeof path, dir);
     int fd = open(path, O_RDWR | O_CLOEXEC);
@@ -471,6 +472,7 @@ int store_journal_discard(const char *dir, const uint8_t uuid[16], uint64_t gene
         if (fd >= 0)
             close(fd);
         free(buf);
+        *remade = true;
         return store_journal_create(dir, uuid, generation);
     }
     if (h.generation > generation) {

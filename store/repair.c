@@ -108,8 +108,9 @@ int ck_discard_redo(struct ck *c, const char *dir, uint64_t from, const uint8_t 
     /* The journal first (journal.c J3): its entries from the epoch on, and
      * from any damage on. */
     uint64_t jlost = 0;
+    bool remade = false;
     if (uuid) {
-        int jrc = store_journal_discard(dir, uuid, generation, from, &jlost);
+        int jrc = store_journal_discard(dir, uuid, generation, from, &jlost, &remade);
         if (jrc)
             return jrc;
     }
@@ -197,10 +198,17 @@ int ck_discard_redo(struct ck *c, const char *dir, uint64_t from, const uint8_t 
     if (mrc)
         return store_lmdb_err(mrc, "discard redo records");
     *lost = epochs + jlost;
-    char what[160] = "";
-    if (records || !jlost)
-        snprintf(what, sizeof what, "redo records of epochs %" PRIu64 "..%" PRIu64
+    char what[200] = "";
+    if (remade)
+        snprintf(what, sizeof what, "a new, empty journal made (the commits the old one "
+                 "held are lost with it)%s", records ? "; " : "");
+    if (records || (!jlost && !remade))
+        snprintf(what + strlen(what), sizeof what - strlen(what), "redo records of epochs %" PRIu64 "..%" PRIu64
                  " dropped (%" PRIu64 " records)%s", lo, hi, records, jlost ? ", and " : "");
+    if (remade && !records) {
+        ck_action(c, OBJSTORE_C_REDO, from, "%s", what);
+        return OBJSTORE_OK;
+    }
     if (jlost)
         snprintf(what + strlen(what), sizeof what - strlen(what),
                  "%" PRIu64 " journal entr%s from epoch %" PRIu64, jlost,

@@ -359,7 +359,7 @@ bool store_journal_empty(const objstore *s);   /* no entry in the run */
 /* objstore-fsck's --discard-redo-from: drops the entries from epoch from
  * (and from any damage) on; makes a new journal when none can be read. */
 int store_journal_discard(const char *dir, const uint8_t uuid[16], uint64_t generation,
-                          uint64_t from, uint64_t *lost);
+                          uint64_t from, uint64_t *lost, bool *remade);
 
 /* group.c: group commit */
 void store_group_init(objstore *s);
