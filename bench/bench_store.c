@@ -52,11 +52,13 @@
  *       alternating order.  Target: at 8 threads >= 3x LMDB's 8 threads.
  *
  *   bench_store [-n W1 objects] [-N W2 nodes] [-B W2 big nodes] [-r reps]
- *               [-w W1|W2|W3|W4] [-i objstore] [-G] [-v]
+ *               [-w W1|W2|W3|W4] [-i objstore] [-G] [-J] [-v]
  *
  * -i objstore runs objstore alone (for a profiler); -v prints every rep;
  * -G turns the collector off in W1 (objstore_gc_disable), to measure what the
- * commit's young collection costs.
+ * commit's young collection costs; -J opens objstore's stores with
+ * OBJSTORE_NO_JOURNAL, every commit through LMDB as before the journal (to
+ * measure what the journal gives).
  */
 #include <inttypes.h>
 #include <lmdb.h>
@@ -100,11 +102,16 @@ static void ck(int rc, const char *what)
         bench_die("%s: %s (%s)", what, objstore_strerror(rc), objstore_errmsg());
 }
 
+static bool g_no_journal;   /* -J */
+
 static objstore *store_fresh(const char *path, const objstore_options *o)
 {
     objstore *s;
-    ck(objstore_create(path, o), "objstore_create");
-    ck(objstore_open(path, o, &s), "objstore_open");
+    objstore_options oo = o ? *o : (objstore_options){0};
+    if (g_no_journal)
+        oo.flags |= OBJSTORE_NO_JOURNAL;
+    ck(objstore_create(path, &oo), "objstore_create");
+    ck(objstore_open(path, &oo, &s), "objstore_open");
     return s;
 }
 
@@ -861,7 +868,7 @@ int main(int argc, char **argv)
     int reps = 5, c;
     bool peers = true;
     const char *only = NULL;
-    while ((c = getopt(argc, argv, "n:N:B:r:w:i:Gv")) != -1) {
+    while ((c = getopt(argc, argv, "n:N:B:r:w:i:GJv")) != -1) {
         switch (c) {
         case 'n': n = bench_parse_count(optarg, "object count"); break;
         case 'N': nodes = bench_parse_count(optarg, "node count"); break;
@@ -875,9 +882,10 @@ int main(int argc, char **argv)
             break;
         case 'v': verbose = true; break;
         case 'G': g_no_gc = true; break;
+        case 'J': g_no_journal = true; break;
         default:
             fprintf(stderr, "usage: %s [-n W1 objects] [-N W2 nodes] [-B W2 big nodes, "
-                    "0 = none] [-r reps] [-w W1|W2|W3|W4] [-i objstore] [-G] [-v]\n", argv[0]);
+                    "0 = none] [-r reps] [-w W1|W2|W3|W4] [-i objstore] [-G] [-J] [-v]\n", argv[0]);
             return 2;
         }
     }

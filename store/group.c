@@ -79,6 +79,14 @@
  *      its lines are written; a drain waits for every group to be written
  *      (groups_unwritten), so G2 holds as before.  Overlapping leaders share the
  *      freeze lock: its depth is counted under g_freeze_m.
+ *   G9 a group none of whose transactions changes meta/ (their batches are
+ *      empty) goes to the journal (journal.c) as one entry at its last
+ *      epoch, the merged lines of G3, with one fdatasync, instead of an LMDB
+ *      transaction with two; when it does not fit, through LMDB.  Only
+ *      leaders touch the journal while groups are pending (alone commits
+ *      and checkpoints drain first); a group that fills the run past three
+ *      quarters sets g_jfull, and the next commit runs alone and
+ *      checkpoints (G1), which begins a new run.
  */
 #include "store_internal.h"
 
@@ -348,7 +356,7 @@ bool store_group_may_seal(objstore_txn *t, uint64_t redo_bytes)
     pthread_mutex_lock(&s->g_mutex);
     bool pending = s->g_head || s->g_leading || groups_unwritten(s);
     uint64_t pending_bytes = s->g_pending_bytes + redo_bytes;
-    bool due = s->commits_since_ckpt + 1 >= STORE_CKPT_COMMITS ||
+    bool due = s->commits_since_ckpt + 1 >= STORE_CKPT_COMMITS || s->g_jfull ||
                s->redo_since_ckpt + s->g_pending_bytes + redo_bytes >= s->opts.checkpoint_bytes;
     pthread_mutex_unlock(&s->g_mutex);
     if (due || (!pending && !others && !writers_waiting(s, false)))
@@ -547,6 +555,7 @@ struct group_job {
     uint64_t n, turn;         /* its transactions (g_queued when taken); its turn (G8) */
     struct merged m;
     bool frozen;              /* holds its share of the freeze lock */
+    bool journal;             /* went to the journal (G9), not through LMDB */
     bool durable;             /* its LMDB commit succeeded: lines to write */
 };
 
@@ -596,8 +605,41 @@ static void commit_group(objstore *s, struct group_job *job)
     job->frozen = true;
     struct merged *m = &job->m;
     bool attempted = false;
-    int mrc = merge_group(first, bytes, m)
-                  ? group_lmdb(s, first, m, lastg->epoch, &attempted) : ENOMEM;
+    if (!merge_group(first, bytes, m)) {
+        s->failed = true;
+        fail_group(first, OBJSTORE_EFAILED, "%s: group commit of epochs %llu..%llu: out of "
+                   "memory; nothing committed; the handle failed, reopen the store", s->dir,
+                   (unsigned long long)first->epoch, (unsigned long long)lastg->epoch);
+        return;
+    }
+    /* G9: a group that changes only heap bytes is one journal entry. */
+    bool heap_only = m->n && !(s->opts.flags & OBJSTORE_NO_JOURNAL);
+    for (struct store_sealed *x = first; x && heap_only; x = x->next)
+        heap_only = x->ops.len == 0;
+    if (heap_only) {
+        bool unknown;
+        uint64_t t0 = now_ns();
+        int jrc = store_journal_commit(s, lastg->epoch, s->redo_last, m->r, m->n, m->data,
+                                       &unknown);
+        s->g_sync_ns = now_ns() - t0;   /* read by the next leader, under g_mutex */
+        if (jrc && jrc != STORE_JOURNAL_NOROOM) {
+            s->failed = true;
+            fail_group(first, OBJSTORE_EFAILED, "%s: group commit of epochs %llu..%llu: %s; "
+                       "%s; the handle failed, reopen the store", s->dir,
+                       (unsigned long long)first->epoch, (unsigned long long)lastg->epoch,
+                       objstore_errmsg(), unknown ? "whether it is durable is unknown"
+                                                  : "nothing committed");
+            return;
+        }
+        job->journal = jrc == OBJSTORE_OK;
+    }
+    if (job->journal) {
+        store_hook("journal-committed");
+        job->durable = true;
+        s->redo_last = lastg->epoch;   /* j_high covers its ranges (journal.c) */
+        return;
+    }
+    int mrc = group_lmdb(s, first, m, lastg->epoch, &attempted);
     if (mrc) {
         bool unknown = attempted && (mrc == EIO || store_env_panicked(s));
         s->failed = true;
@@ -645,6 +687,7 @@ static void write_group(objstore *s, struct group_job *job)
     pthread_mutex_lock(&s->g_mutex);
     if (job->durable) {
         s->st_commits += job->n;
+        s->st_journal_commits += job->journal ? job->n : 0;
         s->st_grouped += job->n;
         s->st_group_syncs++;
         atomic_store(&s->epoch, job->last->epoch);
@@ -725,6 +768,8 @@ int store_group_wait(objstore *s, struct store_sealed *g)
         if (job.durable) {   /* in the log now: counted for the next checkpoint */
             s->commits_since_ckpt++;   /* one record set for the group */
             s->redo_since_ckpt += job.m.bytes;
+            if (job.journal && store_journal_fill_due(s))
+                s->g_jfull = true;   /* G1: the next commit checkpoints */
         }
         /* G8: the lead goes to the head of the queue, then the lines. */
         s->g_leading = false;

@@ -258,6 +258,11 @@ bool store_journal_empty(const objstore *s)
     return s->j_end <= JOURNAL_DATA;
 }
 
+bool store_journal_fill_due(const objstore *s)
+{
+    return s->j_open && s->j_end > s->j_size / 4 * 3;
+}
+
 void store_journal_close(objstore *s)
 {
     if (s->j_open)
@@ -387,7 +392,7 @@ int store_journal_load(objstore *s, struct store_jrun *run)
 }
 
 int store_journal_commit(objstore *s, uint64_t epoch, uint64_t prev, const heap_range *r,
-                         size_t n, bool *unknown)
+                         size_t n, const uint8_t *data, bool *unknown)
 {
     *unknown = false;
     size_t len = store_redo_size(r, n);
@@ -403,7 +408,7 @@ int store_journal_commit(objstore *s, uint64_t epoch, uint64_t prev, const heap_
         s->j_cap = (size_t)need;
     }
     uint8_t *rec = s->j_buf + sizeof(struct jframe);
-    store_redo_build(s, rec, len, epoch, prev, r, n);
+    store_redo_build(s, rec, len, epoch, prev, r, n, data);
     struct jframe f = {.magic = JENTRY_MAGIC, .len = (uint32_t)len, .nonce = s->j_nonce,
                        .epoch = epoch};
     f.checksum = frame_sum(&f, rec);
@@ -447,6 +452,9 @@ int store_journal_reset(objstore *s, uint64_t base)
     s->j_end = JOURNAL_DATA;
     s->j_high = 0;
     s->j_reset_due = false;
+    pthread_mutex_lock(&s->g_mutex);   /* group.c G1: no group is due to checkpoint */
+    s->g_jfull = false;
+    pthread_mutex_unlock(&s->g_mutex);
     return OBJSTORE_OK;
 }
 

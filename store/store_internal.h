@@ -147,6 +147,8 @@ struct objstore {
     uint64_t g_sync_ns;        /* the last group's LMDB commit took this long */
     struct store_sealed *g_head, *g_tail;   /* sealed, not yet taken by a leader */
     bool g_leading;            /* a leader is committing a group */
+    bool g_jfull;              /* a group's entry filled the journal's run past 3/4:
+                                  the next commit runs alone and checkpoints (G1) */
     uint64_t g_turn_next;      /* G8: the next group's turn to write its lines */
     uint64_t g_turn_done;      /* and the last group that wrote them */
     pthread_mutex_t g_freeze_m;   /* freeze_depth, between overlapping leaders (G8) */
@@ -326,7 +328,7 @@ bool store_env_panicked(objstore *s);
 /* txn.c, for journal.c: one commit's redo record (seq 0 of 1) */
 size_t store_redo_size(const heap_range *r, size_t n);
 void store_redo_build(objstore *s, uint8_t *rec, size_t size, uint64_t epoch, uint64_t prev,
-                      const heap_range *r, size_t n);
+                      const heap_range *r, size_t n, const uint8_t *src);
 /* Whether a commit would change meta/ beyond the redo log (roots, metadata,
  * types, sets, weak pairs). */
 bool store_has_changes(objstore *s);
@@ -347,15 +349,17 @@ int store_journal_create(const char *dir, const uint8_t uuid[16], uint64_t gener
 /* Reads dir/journal into run (J2..J4); for a writer, keeps it open. */
 int store_journal_load(objstore *s, struct store_jrun *run);
 void store_journal_free(struct store_jrun *run);
-/* Appends the commit's entry and syncs it: OBJSTORE_OK when durable,
+/* Appends the commit's entry -- the ranges' bytes from data (in range order)
+ * or, when data is NULL, from the mapping -- and syncs it: OBJSTORE_OK when durable,
  * STORE_JOURNAL_NOROOM when it does not fit (nothing written), or an error
  * with *unknown set when the entry may or may not be durable. */
 int store_journal_commit(objstore *s, uint64_t epoch, uint64_t prev, const heap_range *r,
-                         size_t n, bool *unknown);
+                         size_t n, const uint8_t *data, bool *unknown);
 /* A new run from base: every commit up to base is in the synced heap (J5). */
 int store_journal_reset(objstore *s, uint64_t base);
 void store_journal_close(objstore *s);
 bool store_journal_empty(const objstore *s);   /* no entry in the run */
+bool store_journal_fill_due(const objstore *s); /* the run fills 3/4: checkpoint */
 /* objstore-fsck's --discard-redo-from: drops the entries from epoch from
  * (and from any damage) on; makes a new journal when none can be read. */
 int store_journal_discard(const char *dir, const uint8_t uuid[16], uint64_t generation,

@@ -415,7 +415,7 @@ size_t store_redo_size(const heap_range *r, size_t n)
 }
 
 void store_redo_build(objstore *s, uint8_t *rec, size_t size, uint64_t epoch, uint64_t prev,
-                      const heap_range *r, size_t n)
+                      const heap_range *r, size_t n, const uint8_t *src)
 {
     const uint8_t *base = heap_base(s->heap);
     struct redo_hdr h = {.magic = REDO_MAGIC, .version = REDO_VERSION, .epoch = epoch,
@@ -427,8 +427,10 @@ void store_redo_build(objstore *s, uint8_t *rec, size_t size, uint64_t epoch, ui
     for (size_t i = 0; i < n; i++) {
         struct redo_range one = {r[i].off, r[i].len};
         memcpy(rec + sizeof h + i * sizeof one, &one, sizeof one);
-        memcpy(data, base + r[i].off, (size_t)r[i].len);
+        memcpy(data, src ? src : base + r[i].off, (size_t)r[i].len);
         data += r[i].len;
+        if (src)
+            src += r[i].len;
     }
     memcpy(rec, &h, sizeof h);
     h.checksum = redo_sum(rec, size);
@@ -782,7 +784,7 @@ static int commit_alone(objstore_txn *t)
     bool journaled = false;
     if (nredo && !ndirect && fresh == UINT64_MAX && !(s->opts.flags & OBJSTORE_NO_JOURNAL) &&
         s->opts.sync != OBJSTORE_SYNC_RELAXED && !store_has_changes(s)) {
-        rc = store_journal_commit(s, epoch, s->redo_last, redo, nredo, &unknown);
+        rc = store_journal_commit(s, epoch, s->redo_last, redo, nredo, NULL, &unknown);
         if (rc && rc != STORE_JOURNAL_NOROOM) {
             free(redo);
             if (!unknown)
@@ -850,7 +852,7 @@ static int commit_alone(objstore_txn *t)
     s->commits_since_ckpt++;
     if (nredo && (s->redo_since_ckpt >= s->opts.checkpoint_bytes ||
                   s->commits_since_ckpt >= STORE_CKPT_COMMITS ||
-                  (s->j_open && s->j_end > s->j_size / 4 * 3))) {
+                  store_journal_fill_due(s))) {
         if (store_ckpt(s, epoch) == OBJSTORE_OK) {
             s->synced_epoch = epoch;
             s->redo_since_ckpt = 0;
