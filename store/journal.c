@@ -258,6 +258,11 @@ bool store_journal_empty(const objstore *s)
     return s->j_end <= JOURNAL_DATA;
 }
 
+uint64_t store_journal_used(const objstore *s)
+{
+    return s->j_end > JOURNAL_DATA ? s->j_end - JOURNAL_DATA : 0;
+}
+
 bool store_journal_fill_due(const objstore *s)
 {
     return s->j_open && s->j_end > s->j_size / 4 * 3;
@@ -373,21 +378,25 @@ int store_journal_load(objstore *s, struct store_jrun *run)
                                (unsigned long long)q, (unsigned long long)from);
             }
     }
-    if (rc || s->ro) {
+    if (rc) {
         close(fd);
-        if (rc)
-            store_journal_free(run);
+        store_journal_free(run);
         return rc;
     }
-    s->jfd = fd;
-    s->j_open = true;
     s->j_size = size;
     s->j_run = h.run;
     s->j_nonce = h.nonce;
     s->j_base = current ? h.base : 0;
     s->j_end = pos;
+    s->j_entries = run->n;
     s->j_high = 0;
     s->j_reset_due = !current;
+    if (s->ro) {
+        close(fd);   /* a reader only replays it, in RAM */
+        return OBJSTORE_OK;
+    }
+    s->jfd = fd;
+    s->j_open = true;
     return OBJSTORE_OK;
 }
 
@@ -427,6 +436,7 @@ int store_journal_commit(objstore *s, uint64_t epoch, uint64_t prev, const heap_
         return store_err(OBJSTORE_EIO, "%s: fdatasync: %s", path, strerror(errno));
     }
     s->j_end += need;
+    s->j_entries++;
     for (size_t i = 0; i < n; i++)
         if (r[i].off + r[i].len > s->j_high)
             s->j_high = r[i].off + r[i].len;
@@ -450,6 +460,7 @@ int store_journal_reset(objstore *s, uint64_t base)
     s->j_nonce = h.nonce;
     s->j_base = base;
     s->j_end = JOURNAL_DATA;
+    s->j_entries = 0;
     s->j_high = 0;
     s->j_reset_due = false;
     pthread_mutex_lock(&s->g_mutex);   /* group.c G1: no group is due to checkpoint */

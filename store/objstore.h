@@ -90,7 +90,7 @@ const char *objstore_strerror(int status);
 const char *objstore_errmsg(void);
 
 /* The library's version, "MAJOR.MINOR.PATCH" (static storage). */
-#define OBJSTORE_VERSION_STRING "0.1.0"
+#define OBJSTORE_VERSION_STRING "0.2.0"
 const char *objstore_version(void);
 
 /* The store format this build reads and writes (the `format` key of meta/;

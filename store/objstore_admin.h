@@ -302,6 +302,12 @@ typedef struct objstore_store_info {
     uint64_t roots, types, metadata;
     uint64_t meta_bytes;         /* bytes of the meta/ LMDB file */
     objstore_stats stats;        /* heap and counters, as objstore_get_stats */
+    /* the journal (docs/FORMAT.md 2.3): entries of its run not yet
+     * checkpointed away (a read-only opener's count includes those a crash
+     * left, replayed in RAM), their bytes, and the file's length */
+    uint64_t journal_entries;
+    uint64_t journal_bytes;
+    uint64_t journal_file_bytes;
 } objstore_store_info;
 
 /* Fills info for the committed state (takes the read side of the store's

@@ -132,6 +132,8 @@ struct objstore {
     uint64_t j_nonce;          /* and nonce, which its entries name (J2) */
     uint64_t j_base;           /* and base: every commit up to it is synced */
     uint64_t j_end;            /* where the next entry goes */
+    uint64_t j_entries;        /* entries in the run (replayed in RAM, for a
+                                  read-only opener) */
     uint64_t j_high;           /* highest end of a range in the run's entries */
     uint8_t *j_buf;            /* an entry being written */
     size_t j_cap;
@@ -360,6 +362,7 @@ int store_journal_reset(objstore *s, uint64_t base);
 void store_journal_close(objstore *s);
 bool store_journal_empty(const objstore *s);   /* no entry in the run */
 bool store_journal_fill_due(const objstore *s); /* the run fills 3/4: checkpoint */
+uint64_t store_journal_used(const objstore *s);  /* bytes of the run's entries */
 /* objstore-fsck's --discard-redo-from: drops the entries from epoch from
  * (and from any damage) on; makes a new journal when none can be read. */
 int store_journal_discard(const char *dir, const uint8_t uuid[16], uint64_t generation,

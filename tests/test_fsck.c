@@ -1535,8 +1535,21 @@ START_TEST(test_journal_commits_are_seen_by_the_check_and_replayed_at_open)
         ck_assert_uint_eq(magic, 0x4E454A4Fu);   /* "OJEN" */
     }
     EXPECT_FSCK(0, "0 problems", g_store);
+    /* A reader replays them in RAM, and info counts them pending. */
+    objstore *r = open_store(g_store, &(objstore_options){.flags = OBJSTORE_RDONLY});
+    objstore_store_info in;
+    OK(objstore_get_store_info(r, &in));
+    ck_assert_uint_eq(in.journal_entries, 3);
+    ck_assert_uint_eq(in.journal_bytes, 3 * 512);
+    ck_assert_uint_eq(in.journal_file_bytes, 1 << 20);
+    ck_assert_uint_eq(in.epoch, e0 + 3);
+    objstore_close(r);
     ck_assert(payload_holds(f.leaf[0], 8, "pending!pending!pending!"));
     ck_assert_uint_eq(store_epoch(), e0 + 3);
+    r = open_store(g_store, &(objstore_options){.flags = OBJSTORE_RDONLY});
+    OK(objstore_get_store_info(r, &in));
+    ck_assert_uint_eq(in.journal_entries, 0);   /* a writer's open checkpointed them */
+    objstore_close(r);
     free(jp);
 }
 END_TEST

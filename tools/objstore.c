@@ -261,7 +261,7 @@ static int do_info(int argc, char **argv)
     if (json) {
         json_t *j = json_pack(
             "{s:s, s:i, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, "
-            "s:I, s:I, s:I, s:I, s:I, s:I}",
+            "s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
             "store", dir, "format", (json_int_t)in.format, "uuid", uuid,
             "generation", (json_int_t)in.generation, "epoch", (json_int_t)in.epoch,
             "heap_file_bytes", (json_int_t)st->heap_file_bytes,
@@ -270,13 +270,16 @@ static int do_info(int argc, char **argv)
             "live_objects", (json_int_t)st->live_objects, "live_bytes", (json_int_t)st->live_bytes,
             "fragmentation", st->fragmentation,
             "redo_records", (json_int_t)in.redo_records, "redo_bytes", (json_int_t)in.redo_bytes,
+            "journal_entries", (json_int_t)in.journal_entries,
+            "journal_bytes", (json_int_t)in.journal_bytes,
+            "journal_file_bytes", (json_int_t)in.journal_file_bytes,
             "roots", (json_int_t)in.roots, "types", (json_int_t)in.types,
             "metadata", (json_int_t)in.metadata, "zero_count", (json_int_t)st->zct_entries,
             "cycle_candidates", (json_int_t)st->cycle_candidates,
             "meta_file_bytes", (json_int_t)in.meta_bytes);
         return tool_json_print(j) ? TOOL_EXIT_OPERATIONAL : TOOL_EXIT_OK;
     }
-    char a[32], b[32];
+    char a[32], b[32], f[32];
     printf("store             %s\n", dir);
     printf("format            %u\n", in.format);
     printf("uuid              %s\n", uuid);
@@ -294,6 +297,8 @@ static int do_info(int argc, char **argv)
     printf("fragmentation     %.1f%%\n", 100.0 * st->fragmentation);
     printf("redo pending      %s records, %s\n", tool_commas(a, in.redo_records),
            tool_bytes(b, in.redo_bytes));
+    printf("journal pending   %s entries, %s (file %s)\n", tool_commas(a, in.journal_entries),
+           tool_bytes(b, in.journal_bytes), tool_bytes(f, in.journal_file_bytes));
     printf("roots             %s\n", tool_commas(a, in.roots));
     printf("types             %s\n", tool_commas(a, in.types));
     printf("metadata          %s\n", tool_commas(a, in.metadata));
