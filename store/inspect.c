@@ -76,11 +76,11 @@ int objstore_get_store_info(objstore *s, objstore_store_info *info)
         rc = store_lmdb_err(mrc, "info");
         goto out;
     }
-    pthread_mutex_lock(&s->g_mutex);   /* a leader may append (group.c G9) */
+    /* No leader appends meanwhile: the read lock waits for every sealed
+     * group, and a writer has drained (group.c G2). */
     info->journal_entries = s->j_entries;
     info->journal_bytes = store_journal_used(s);
     info->journal_file_bytes = s->j_size;
-    pthread_mutex_unlock(&s->g_mutex);
     info->roots = db_entries(txn, s->db_roots);
     info->types = db_entries(txn, s->db_typeids);
     info->metadata = db_entries(txn, s->db_user);

@@ -265,7 +265,7 @@ uint64_t store_journal_used(const objstore *s)
 
 bool store_journal_fill_due(const objstore *s)
 {
-    return s->j_open && s->j_end > s->j_size / 4 * 3;
+    return s->j_open && !s->j_reset_due && s->j_end > s->j_size / 4 * 3;
 }
 
 void store_journal_close(objstore *s)

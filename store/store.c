@@ -657,7 +657,6 @@ int objstore_get_stats(objstore *s, objstore_stats *st)
     st->redo_bytes = s->st_redo_bytes;
     st->direct_bytes = s->st_direct_bytes;
     st->checkpoints = s->st_checkpoints;
-    st->journal_commits = s->st_journal_commits;
     st->objects_freed = s->st_freed;
     st->epoch = s->epoch;
     st->zct_entries = oidset_count(&s->zct);
@@ -669,6 +668,7 @@ int objstore_get_stats(objstore *s, objstore_stats *st)
     st->grouped_commits = s->st_grouped;
     st->group_syncs = s->st_group_syncs;
     st->commits = s->st_commits;
+    st->journal_commits = s->st_journal_commits;
     pthread_mutex_unlock(&s->g_mutex);
     MDB_txn *txn;
     if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) == 0) {

@@ -633,13 +633,23 @@ static int meta_checkpoint(objstore *s, uint64_t epoch, uint64_t upto, const cha
     return 0;
 }
 
+/* Commits go through meta/ until a later checkpoint begins a new journal
+ * run; no group waits for one meanwhile (group.c G1). */
+static void journal_stop(objstore *s)
+{
+    s->j_reset_due = true;
+    pthread_mutex_lock(&s->g_mutex);
+    s->g_jfull = false;
+    pthread_mutex_unlock(&s->g_mutex);
+}
+
 /* The journal begins a new run from epoch, meta/ having checkpointed it
  * (J5).  When the header cannot be written, commits go through meta/ until
  * a later checkpoint's reset works. */
 static void journal_restart(objstore *s, uint64_t epoch)
 {
     if (store_journal_reset(s, epoch))
-        s->j_reset_due = true;
+        journal_stop(s);
 }
 
 /* A commit's checkpoint: the heap synced up to epoch (T6); when the journal
@@ -650,10 +660,13 @@ static int store_ckpt(objstore *s, uint64_t epoch)
     int rc = heap_checkpoint(s, epoch);
     if (rc || !s->j_open || (store_journal_empty(s) && !s->j_reset_due))
         return rc;
-    /* On an LMDB error the journal goes on (nothing of it is overwritten),
-     * and meta/'s records go at the next commit that writes some. */
+    /* On an LMDB error the run stays as it is (nothing of it is
+     * overwritten) but takes no more entries until a later checkpoint;
+     * meta/'s records go at the next commit that writes some. */
     if (meta_checkpoint(s, epoch, epoch, "checkpoint-commit") == 0)
         journal_restart(s, epoch);
+    else
+        journal_stop(s);
     return OBJSTORE_OK;
 }
 
@@ -850,9 +863,11 @@ static int commit_alone(objstore_txn *t)
         return OBJSTORE_OK;
     }
     s->commits_since_ckpt++;
-    if (nredo && (s->redo_since_ckpt >= s->opts.checkpoint_bytes ||
-                  s->commits_since_ckpt >= STORE_CKPT_COMMITS ||
-                  store_journal_fill_due(s))) {
+    /* A full journal checkpoints whatever this commit wrote: groups wait
+     * for it (group.c G1). */
+    if ((nredo && (s->redo_since_ckpt >= s->opts.checkpoint_bytes ||
+                   s->commits_since_ckpt >= STORE_CKPT_COMMITS)) ||
+        store_journal_fill_due(s)) {
         if (store_ckpt(s, epoch) == OBJSTORE_OK) {
             s->synced_epoch = epoch;
             s->redo_since_ckpt = 0;

@@ -14,6 +14,7 @@
  */
 #include "test_store.h"
 
+#include <pthread.h>
 #include <signal.h>
 
 #define A_BYTES 256
@@ -268,6 +269,90 @@ START_TEST(test_a_kill_at_any_step_of_journal_commits_keeps_exactly_the_committe
 }
 END_TEST
 
+/* ---- many threads: groups in the journal (group.c G9) ---- */
+
+#define GT 4          /* threads */
+#define GT_COMMITS 1500
+
+typedef struct gthread {
+    objstore *s;
+    objstore_oid o;   /* the thread's object: word 0 counts its commits */
+    int t, rc;
+} gthread;
+
+static void *gthread_run(void *arg)
+{
+    gthread *g = arg;
+    uint8_t line[56];
+    for (uint64_t i = 1; i <= GT_COMMITS && !g->rc; i++) {
+        objstore_txn *t;
+        pattern_into(line, sizeof line, (uint64_t)g->t << 32 | i);
+        if ((g->rc = objstore_begin(g->s, 0, &t)))
+            break;
+        if ((g->rc = objstore_write(t, g->o, 0, &i, 8)) ||
+            (g->rc = objstore_write(t, g->o, 8, line, sizeof line))) {
+            objstore_abort(t);
+            break;
+        }
+        g->rc = objstore_commit(t);
+    }
+    return NULL;
+}
+
+/* Threads commit heap bytes only: their groups go to the journal and fill
+ * its run; past three quarters the next commit runs alone and checkpoints,
+ * a new run begins, and the groups go on.  Every commit is there after a
+ * reopen. */
+START_TEST(test_a_journal_filled_by_groups_checkpoints_and_groups_go_on)
+{
+    objstore *s = new_store(NULL);
+    objstore_txn *t = wbegin(s);
+    objstore_oid h = new_obj(t, 0, GT, 0);
+    root_set(t, "h", h);
+    gthread g[GT];
+    for (int i = 0; i < GT; i++) {
+        g[i] = (gthread){.s = s, .o = new_obj(t, 0, 0, 64), .t = i};
+        set_ref(t, h, (uint32_t)i, g[i].o);
+    }
+    commit(t);
+    pthread_t th[GT];
+    for (int i = 0; i < GT; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, gthread_run, &g[i]), 0);
+    for (int i = 0; i < GT; i++) {
+        pthread_join(th[i], NULL);
+        MUST(g[i].rc == OBJSTORE_OK, "thread %d: %d (%s)", i, g[i].rc, objstore_errmsg());
+    }
+    objstore_stats st = get_stats(s);
+    objstore_store_info in;
+    OK(objstore_get_store_info(s, &in));
+    printf("groups in the journal: %llu commits, %llu grouped in %llu syncs, %llu through "
+           "the journal, %llu checkpoints\n", U(st.commits), U(st.grouped_commits),
+           U(st.group_syncs), U(st.journal_commits), U(st.checkpoints));
+    MUST(st.grouped_commits > 0 && st.journal_commits > st.commits / 2 && st.checkpoints >= 1,
+         "%llu grouped, %llu through the journal, %llu checkpoints", U(st.grouped_commits),
+         U(st.journal_commits), U(st.checkpoints));
+    MUST(in.journal_bytes <= in.journal_file_bytes / 4 * 3 + 64 * KiB,
+         "the journal's run holds %llu bytes of %llu", U(in.journal_bytes),
+         U(in.journal_file_bytes));
+    close_store(s);
+    s = open_store(g_store, NULL);
+    t = rbegin(s);
+    for (int i = 0; i < GT; i++) {
+        uint8_t line[56];
+        pattern_into(line, sizeof line, (uint64_t)i << 32 | GT_COMMITS);
+        const void *p;
+        uint64_t size;
+        OK(objstore_get(t, get_ref(t, h, (uint32_t)i), &p, &size));
+        MUST(get_u64(t, get_ref(t, h, (uint32_t)i), 0) == GT_COMMITS &&
+             memcmp((const uint8_t *)p + 8, line, sizeof line) == 0,
+             "thread %d's last commit is not there whole", i);
+    }
+    objstore_abort(t);
+    verify_clean(s);
+    close_store(s);
+}
+END_TEST
+
 /* ---- power loss, as far as a test can make it ---- */
 
 /* What a power cut may leave: any subset of the blocks written since the
@@ -420,6 +505,7 @@ static Suite *journal_suite(void)
     Suite *s = suite_create("journal");
     TCase *tc = ts_tcase(s, "journal", 600);
     tcase_add_test(tc, test_heap_only_commits_go_to_the_journal_and_others_to_meta);
+    tcase_add_test(tc, test_a_journal_filled_by_groups_checkpoints_and_groups_go_on);
     tcase_add_test(tc, test_a_kill_at_any_step_of_journal_commits_keeps_exactly_the_committed_state);
     tcase_add_test(tc, test_a_power_cut_at_any_step_of_journal_commits_keeps_exactly_the_committed_state);
     tcase_add_test(tc, test_kill_9_at_random_during_journal_commits_loses_no_acknowledged_commit);
