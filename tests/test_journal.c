@@ -202,6 +202,19 @@ static void run_script(void)
         _exit(4);
 }
 
+/* A fresh store, the script in a child stopped at hook k of points; when
+ * says where, for messages. */
+static child_run cut_at(long k, long points, void (*fn)(void), const char *how, char *when,
+                        size_t n)
+{
+    ts_rmtree(g_store);
+    setup_store();
+    child_run r = in_child(k, fn);
+    MUST(r.killed, "point %ld of %ld: the child was not stopped", k, points);
+    snprintf(when, n, "%s at hook %ld (%s), %ld commits acknowledged", how, k, r.step, r.acked);
+    return r;
+}
+
 static void just_open(void)
 {
     objstore *s = NULL;
@@ -239,13 +252,8 @@ START_TEST(test_a_kill_at_any_step_of_journal_commits_keeps_exactly_the_committe
     ck_assert_uint_eq(check_state(SCRIPT, SCRIPT, "the whole script"), SCRIPT);
     long points = full.hooks, recoveries = 0, kept_in_flight = 0;
     for (long k = 1; k <= points; k++) {
-        ts_rmtree(g_store);
-        setup_store();
-        child_run r = in_child(k, run_script);
-        MUST(r.killed, "point %ld of %ld: the child was not killed", k, points);
         char when[128];
-        snprintf(when, sizeof when, "killed at hook %ld (%s), %ld commits acknowledged", k,
-                 r.step, r.acked);
+        child_run r = cut_at(k, points, run_script, "killed", when, sizeof when);
         /* A commit whose entry was written is there after a kill (the page
          * cache keeps it); one whose commit point passed must be. */
         uint64_t lo = (uint64_t)r.committed;
@@ -422,13 +430,8 @@ START_TEST(test_a_power_cut_at_any_step_of_journal_commits_keeps_exactly_the_com
     child_run full = in_child(0, run_script);
     long points = full.hooks, torn = 0, kept = 0;
     for (long k = 1; k <= points; k++) {
-        ts_rmtree(g_store);
-        setup_store();
-        child_run r = in_child(k, run_script_power);
-        MUST(r.killed, "point %ld of %ld: the child was not killed", k, points);
         char when[128];
-        snprintf(when, sizeof when, "power cut at hook %ld (%s), %ld commits acknowledged", k,
-                 r.step, r.acked);
+        child_run r = cut_at(k, points, run_script_power, "power cut", when, sizeof when);
         bool in_flight = !strcmp(r.step, "journal-fdatasync");
         uint64_t lo = (uint64_t)r.committed;
         uint64_t c = check_state(lo, lo + in_flight, when);
