@@ -317,8 +317,7 @@ static int compact_locked(objstore *s)
     s->st_commits++;
     /* The journal's run belongs to the old heap (J6): a new one, or none
      * until the next checkpoint makes one. */
-    if (store_journal_reset(s, s->epoch))
-        s->j_reset_due = true;
+    store_journal_restart(s, s->epoch);
     oo.flags = HEAP_OPEN_NOLOCK | HEAP_OPEN_NOREBUILD;
     heap_t *nh = NULL;
     if ((hs = heap_open(newp, &oo, &nh, msg)) || (hs = heap_rebuild(nh))) {

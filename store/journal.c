@@ -105,44 +105,6 @@ static void jpath(char *buf, size_t n, const char *dir)
     snprintf(buf, n, "%s/journal", dir);
 }
 
-static int pwrite_all(int fd, const void *p, size_t n, uint64_t off)
-{
-    const uint8_t *b = p;
-    while (n) {
-        ssize_t w = pwrite(fd, b, n, (off_t)off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            if (w == 0)
-                errno = EIO;
-            return -1;
-        }
-        b += w;
-        n -= (size_t)w;
-        off += (uint64_t)w;
-    }
-    return 0;
-}
-
-static int pread_all(int fd, void *p, size_t n, uint64_t off)
-{
-    uint8_t *b = p;
-    while (n) {
-        ssize_t r = pread(fd, b, n, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            if (r == 0)
-                errno = EIO;   /* shorter than fstat said: changed under us */
-            return -1;
-        }
-        b += r;
-        n -= (size_t)r;
-        off += (uint64_t)r;
-    }
-    return 0;
-}
-
 /* A new run's nonce: from the kernel's generator, else from the clock and
  * the address space (any value works for a crash; only forged frames need
  * it unguessable). */
@@ -217,12 +179,12 @@ int store_journal_create(const char *dir, const uint8_t uuid[16], uint64_t gener
      * convert (J1). */
     int rc = 0;
     for (uint64_t off = 0; off < STORE_JOURNAL_SIZE && !rc; off += chunk)
-        rc = pwrite_all(fd, zero, chunk, off);
+        rc = store_pwrite_all(fd, zero, chunk, off);
     free(zero);
     struct jhead h;
     head_fill(&h, uuid, generation, 1, 0, STORE_JOURNAL_SIZE);
     if (!rc)
-        rc = pwrite_all(fd, &h, sizeof h, JOURNAL_SLOT);   /* run 1: slot 1 */
+        rc = store_pwrite_all(fd, &h, sizeof h, JOURNAL_SLOT);   /* run 1: slot 1 */
     if (!rc)
         rc = fsync(fd);
     int err = errno;
@@ -251,6 +213,20 @@ void store_journal_free(struct store_jrun *run)
     free(run->buf);
     free(run->e);
     memset(run, 0, sizeof *run);
+}
+
+void store_journal_stop(objstore *s)
+{
+    s->j_reset_due = true;
+    pthread_mutex_lock(&s->g_mutex);
+    s->g_jfull = false;
+    pthread_mutex_unlock(&s->g_mutex);
+}
+
+void store_journal_restart(objstore *s, uint64_t base)
+{
+    if (store_journal_reset(s, base))
+        store_journal_stop(s);
 }
 
 bool store_journal_empty(const objstore *s)
@@ -292,7 +268,7 @@ static int read_file(const char *path, int fd, uint8_t **out, uint64_t *size)
     uint8_t *buf = malloc((size_t)st.st_size);
     if (!buf)
         return store_err(OBJSTORE_ENOMEM, "out of memory");
-    if (pread_all(fd, buf, (size_t)st.st_size, 0) != 0) {
+    if (store_pread_all(fd, buf, (size_t)st.st_size, 0) != 0) {
         free(buf);
         return store_err(OBJSTORE_EIO, "%s: read: %s", path, strerror(errno));
     }
@@ -386,7 +362,6 @@ int store_journal_load(objstore *s, struct store_jrun *run)
     s->j_size = size;
     s->j_run = h.run;
     s->j_nonce = h.nonce;
-    s->j_base = current ? h.base : 0;
     s->j_end = pos;
     s->j_entries = run->n;
     s->j_high = 0;
@@ -424,7 +399,7 @@ int store_journal_commit(objstore *s, uint64_t epoch, uint64_t prev, const heap_
     memcpy(s->j_buf, &f, sizeof f);
     char path[4200];
     store_hook("journal-write");
-    if (pwrite_all(s->jfd, s->j_buf, sizeof f + len, s->j_end) != 0) {
+    if (store_pwrite_all(s->jfd, s->j_buf, sizeof f + len, s->j_end) != 0) {
         *unknown = true;
         jpath(path, sizeof path, s->dir);
         return store_err(OBJSTORE_EIO, "%s: write: %s", path, strerror(errno));
@@ -450,7 +425,7 @@ int store_journal_reset(objstore *s, uint64_t base)
     struct jhead h;
     head_fill(&h, s->uuid, s->generation, s->j_run + 1, base, s->j_size);
     store_hook("journal-reset");
-    if (pwrite_all(s->jfd, &h, sizeof h, (h.run & 1) * JOURNAL_SLOT) != 0 ||
+    if (store_pwrite_all(s->jfd, &h, sizeof h, (h.run & 1) * JOURNAL_SLOT) != 0 ||
         fdatasync(s->jfd) != 0) {
         char path[4200];
         jpath(path, sizeof path, s->dir);
@@ -458,7 +433,6 @@ int store_journal_reset(objstore *s, uint64_t base)
     }
     s->j_run = h.run;
     s->j_nonce = h.nonce;
-    s->j_base = base;
     s->j_end = JOURNAL_DATA;
     s->j_entries = 0;
     s->j_high = 0;
@@ -518,7 +492,7 @@ int store_journal_discard(const char *dir, const uint8_t uuid[16], uint64_t gene
          * past its new end (J3). */
         memset(buf + pos, 0, (size_t)(size - pos));
         if (pos < size &&
-            (pwrite_all(fd, buf + pos, (size_t)(size - pos), pos) != 0 || fdatasync(fd) != 0))
+            (store_pwrite_all(fd, buf + pos, (size_t)(size - pos), pos) != 0 || fdatasync(fd) != 0))
             rc = store_err(OBJSTORE_EIO, "%s: %s", path, strerror(errno));
     }
     close(fd);

@@ -448,11 +448,6 @@ int ck_repair_store(struct ck *c)
 
 /* ---- the heap header, rebuilt from meta/ ---- */
 
-static int pread_all(int fd, void *buf, size_t len, uint64_t off)
-{
-    return pread(fd, buf, len, (off_t)off) == (ssize_t)len ? 0 : -1;
-}
-
 /* How many arenas the heap has, from the file: arena k counts when its table
  * says so (magic or index k), or when a huge run that starts earlier covers
  * it.  The first arena that does neither ends the heap. */
@@ -463,7 +458,7 @@ static uint64_t count_arenas(int fd, uint64_t file_bytes)
         struct heap_arena_table t;
         /* One of magic and index intact is enough: a repair of the
          * tables rewrites the other. */
-        if (pread_all(fd, &t, 64 + sizeof t.pool, (k << HEAP_ARENA_SHIFT) + HEAP_TABLE_OFFSET) ||
+        if (store_pread_all(fd, &t, 64 + sizeof t.pool, (k << HEAP_ARENA_SHIFT) + HEAP_TABLE_OFFSET) ||
             (t.magic != HEAP_ARENA_MAGIC && t.index != (uint32_t)k))
             break;
         uint64_t span = 1;
@@ -488,7 +483,7 @@ int ck_rebuild_header(struct ck *c, const char *dir, uint64_t generation,
     struct stat sb;
     uint8_t old[HEAP_HEADER_SIZE];
     int rc = OBJSTORE_OK;
-    if (fstat(fd, &sb) != 0 || pread_all(fd, old, sizeof old, 0)) {
+    if (fstat(fd, &sb) != 0 || store_pread_all(fd, old, sizeof old, 0)) {
         rc = store_err(OBJSTORE_EIO, "%s: cannot read the header: %s", path, strerror(errno));
         goto out;
     }

@@ -130,7 +130,6 @@ struct objstore {
     uint64_t j_size;           /* the file's length */
     uint64_t j_run;            /* the run: its header's sequence number */
     uint64_t j_nonce;          /* and nonce, which its entries name (J2) */
-    uint64_t j_base;           /* and base: every commit up to it is synced */
     uint64_t j_end;            /* where the next entry goes */
     uint64_t j_entries;        /* entries in the run (replayed in RAM, for a
                                   read-only opener) */
@@ -260,6 +259,10 @@ int store_err(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3
 int store_heap_err(objstore *s, heap_status st);
 int store_lmdb_err(int rc, const char *what);
 void store_hook(const char *step);
+/* pread/pwrite of all n bytes (EINTR retried): 0, or -1 with errno set (EIO
+ * for a file shorter than asked). */
+int store_pread_all(int fd, void *p, size_t n, uint64_t off);
+int store_pwrite_all(int fd, const void *p, size_t n, uint64_t off);
 /* Runs fn with the store to itself (no transaction open): checkpoint,
  * shrink.  Refused in a read-only or failed store, or inside this thread's
  * write transaction. */
@@ -345,7 +348,6 @@ struct store_jrun {
     struct store_jentry { uint64_t epoch; size_t off, len; } *e;
     size_t n;
     uint64_t base;               /* 0 with no run of this heap */
-    uint64_t last_epoch;         /* newest epoch any entry of the file names */
 };
 int store_journal_create(const char *dir, const uint8_t uuid[16], uint64_t generation);
 /* Reads dir/journal into run (J2..J4); for a writer, keeps it open. */
@@ -359,6 +361,11 @@ int store_journal_commit(objstore *s, uint64_t epoch, uint64_t prev, const heap_
                          size_t n, const uint8_t *data, bool *unknown);
 /* A new run from base: every commit up to base is in the synced heap (J5). */
 int store_journal_reset(objstore *s, uint64_t base);
+/* That, or when the header cannot be written, no entries until a later
+ * checkpoint's reset works: commits go through meta/ meanwhile, and no group
+ * waits for a checkpoint (group.c G1). */
+void store_journal_restart(objstore *s, uint64_t base);
+void store_journal_stop(objstore *s);
 void store_journal_close(objstore *s);
 bool store_journal_empty(const objstore *s);   /* no entry in the run */
 bool store_journal_fill_due(const objstore *s); /* the run fills 3/4: checkpoint */

@@ -633,25 +633,6 @@ static int meta_checkpoint(objstore *s, uint64_t epoch, uint64_t upto, const cha
     return 0;
 }
 
-/* Commits go through meta/ until a later checkpoint begins a new journal
- * run; no group waits for one meanwhile (group.c G1). */
-static void journal_stop(objstore *s)
-{
-    s->j_reset_due = true;
-    pthread_mutex_lock(&s->g_mutex);
-    s->g_jfull = false;
-    pthread_mutex_unlock(&s->g_mutex);
-}
-
-/* The journal begins a new run from epoch, meta/ having checkpointed it
- * (J5).  When the header cannot be written, commits go through meta/ until
- * a later checkpoint's reset works. */
-static void journal_restart(objstore *s, uint64_t epoch)
-{
-    if (store_journal_reset(s, epoch))
-        journal_stop(s);
-}
-
 /* A commit's checkpoint: the heap synced up to epoch (T6); when the journal
  * holds entries, meta/ records the checkpoint and the journal starts anew.
  * Fails only when the heap could not be synced. */
@@ -664,9 +645,9 @@ static int store_ckpt(objstore *s, uint64_t epoch)
      * overwritten) but takes no more entries until a later checkpoint;
      * meta/'s records go at the next commit that writes some. */
     if (meta_checkpoint(s, epoch, epoch, "checkpoint-commit") == 0)
-        journal_restart(s, epoch);
+        store_journal_restart(s, epoch);
     else
-        journal_stop(s);
+        store_journal_stop(s);
     return OBJSTORE_OK;
 }
 
@@ -958,7 +939,7 @@ int store_checkpoint_all(objstore *s)
     }
     if (rc)
         return store_lmdb_err(rc, "checkpoint");
-    journal_restart(s, s->epoch);
+    store_journal_restart(s, s->epoch);
     s->redo_since_ckpt = 0;
     s->st_checkpoints++;
     return OBJSTORE_OK;
@@ -1275,7 +1256,7 @@ int store_replay(objstore *s)
     if ((rc = meta_checkpoint(s, s->epoch, UINT64_MAX, "replay-commit")))
         return store_lmdb_err(rc, "replay");
     s->synced_epoch = s->epoch;
-    journal_restart(s, s->epoch);
+    store_journal_restart(s, s->epoch);
     return OBJSTORE_OK;
 }
 
