@@ -80,8 +80,9 @@ struct jframe {
     uint64_t nonce;      /* its run's: bytes of an older entry -- an object's
                             payload, say -- never pass for one of this run */
     uint64_t epoch;      /* the record's */
-    uint64_t checksum;   /* XXH3 of the record, seeded with that of the 24
-                            bytes before this field */
+    uint64_t checksum;   /* XXH3 of the 24 bytes before this field, seeded
+                            with the record's own checksum (which covers the
+                            record: it is hashed once, when it is built) */
 };
 _Static_assert(sizeof(struct jframe) == 32, "journal frame");
 
@@ -90,9 +91,9 @@ static uint64_t head_sum(const struct jhead *h)
     return XXH3_64bits(h, offsetof(struct jhead, checksum));
 }
 
-static uint64_t frame_sum(const struct jframe *f, const uint8_t *rec)
+static uint64_t frame_sum(const struct jframe *f, uint64_t record_sum)
 {
-    return XXH3_64bits_withSeed(rec, f->len, XXH3_64bits(f, offsetof(struct jframe, checksum)));
+    return XXH3_64bits_withSeed(f, offsetof(struct jframe, checksum), record_sum);
 }
 
 static uint64_t align_up(uint64_t n)
@@ -139,7 +140,9 @@ static bool frame_ok(const uint8_t *buf, uint64_t size, uint64_t pos, uint64_t n
     if (f->magic != JENTRY_MAGIC || f->nonce != nonce || f->len == 0 ||
         f->len > size - pos - sizeof *f)
         return false;
-    return frame_sum(f, buf + pos + sizeof *f) == f->checksum;
+    const uint8_t *rec = buf + pos + sizeof *f;
+    return store_redo_whole(rec, f->len) &&
+           frame_sum(f, store_redo_stored_sum(rec)) == f->checksum;
 }
 
 /* The valid header slot with the larger run (J2); false when neither is. */
@@ -392,10 +395,10 @@ int store_journal_commit(objstore *s, uint64_t epoch, uint64_t prev, const heap_
         s->j_cap = (size_t)need;
     }
     uint8_t *rec = s->j_buf + sizeof(struct jframe);
-    store_redo_build(s, rec, len, epoch, prev, r, n, data);
+    uint64_t rs = store_redo_build(s, rec, len, epoch, prev, r, n, data);
     struct jframe f = {.magic = JENTRY_MAGIC, .len = (uint32_t)len, .nonce = s->j_nonce,
                        .epoch = epoch};
-    f.checksum = frame_sum(&f, rec);
+    f.checksum = frame_sum(&f, rs);
     memcpy(s->j_buf, &f, sizeof f);
     char path[4200];
     store_hook("journal-write");

@@ -330,10 +330,15 @@ int store_put_changes(objstore *s, store_wbatch *b);
 void store_fold_committed(objstore *s);
 bool store_env_panicked(objstore *s);
 
-/* txn.c, for journal.c: one commit's redo record (seq 0 of 1) */
+/* txn.c, for journal.c: one commit's redo record (seq 0 of 1); returns its
+ * checksum */
 size_t store_redo_size(const heap_range *r, size_t n);
-void store_redo_build(objstore *s, uint8_t *rec, size_t size, uint64_t epoch, uint64_t prev,
-                      const heap_range *r, size_t n, const uint8_t *src);
+uint64_t store_redo_build(objstore *s, uint8_t *rec, size_t size, uint64_t epoch,
+                          uint64_t prev, const heap_range *r, size_t n, const uint8_t *src);
+/* A record's checksum as its header stores it (the record is at least its
+ * header long), and whether the record matches it. */
+uint64_t store_redo_stored_sum(const uint8_t *rec);
+bool store_redo_whole(const uint8_t *rec, size_t len);
 /* Whether a commit would change meta/ beyond the redo log (roots, metadata,
  * types, sets, weak pairs). */
 bool store_has_changes(objstore *s);

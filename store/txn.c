@@ -414,8 +414,20 @@ size_t store_redo_size(const heap_range *r, size_t n)
     return size;
 }
 
-void store_redo_build(objstore *s, uint8_t *rec, size_t size, uint64_t epoch, uint64_t prev,
-                      const heap_range *r, size_t n, const uint8_t *src)
+uint64_t store_redo_stored_sum(const uint8_t *rec)
+{
+    uint64_t v;
+    memcpy(&v, rec + offsetof(struct redo_hdr, checksum), 8);
+    return v;
+}
+
+bool store_redo_whole(const uint8_t *rec, size_t len)
+{
+    return len >= sizeof(struct redo_hdr) && redo_sum(rec, len) == store_redo_stored_sum(rec);
+}
+
+uint64_t store_redo_build(objstore *s, uint8_t *rec, size_t size, uint64_t epoch,
+                          uint64_t prev, const heap_range *r, size_t n, const uint8_t *src)
 {
     const uint8_t *base = heap_base(s->heap);
     struct redo_hdr h = {.magic = REDO_MAGIC, .version = REDO_VERSION, .epoch = epoch,
@@ -435,6 +447,7 @@ void store_redo_build(objstore *s, uint8_t *rec, size_t size, uint64_t epoch, ui
     memcpy(rec, &h, sizeof h);
     h.checksum = redo_sum(rec, size);
     memcpy(rec + offsetof(struct redo_hdr, checksum), &h.checksum, 8);
+    return h.checksum;
 }
 
 /* Deletes redo records with epoch <= upto. */
