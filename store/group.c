@@ -613,7 +613,7 @@ static void commit_group(objstore *s, struct group_job *job)
         return;
     }
     /* G9: a group that changes only heap bytes is one journal entry. */
-    bool heap_only = m->n && !(s->opts.flags & OBJSTORE_NO_JOURNAL);
+    bool heap_only = m->n != 0;
     for (struct store_sealed *x = first; x && heap_only; x = x->next)
         heap_only = x->ops.len == 0;
     if (heap_only) {

@@ -384,7 +384,10 @@ int store_journal_commit(objstore *s, uint64_t epoch, uint64_t prev, const heap_
     *unknown = false;
     size_t len = store_redo_size(r, n);
     uint64_t need = align_up(sizeof(struct jframe) + len);
-    if (!s->j_open || s->j_reset_due || len > STORE_JOURNAL_ENTRY_MAX ||
+    /* Not for this store (relaxed stores sync nothing per commit), or no
+     * room: the commit goes through meta/. */
+    if (!s->j_open || s->j_reset_due || (s->opts.flags & OBJSTORE_NO_JOURNAL) ||
+        s->opts.sync == OBJSTORE_SYNC_RELAXED || len > STORE_JOURNAL_ENTRY_MAX ||
         s->j_end + need > s->j_size)
         return STORE_JOURNAL_NOROOM;
     if (s->j_cap < sizeof(struct jframe) + len) {

@@ -359,9 +359,10 @@ int store_journal_create(const char *dir, const uint8_t uuid[16], uint64_t gener
 int store_journal_load(objstore *s, struct store_jrun *run);
 void store_journal_free(struct store_jrun *run);
 /* Appends the commit's entry -- the ranges' bytes from data (in range order)
- * or, when data is NULL, from the mapping -- and syncs it: OBJSTORE_OK when durable,
- * STORE_JOURNAL_NOROOM when it does not fit (nothing written), or an error
- * with *unknown set when the entry may or may not be durable. */
+ * or, when data is NULL, from the mapping -- and syncs it: OBJSTORE_OK when
+ * durable; STORE_JOURNAL_NOROOM, nothing written, when it does not fit or
+ * the store does not use the journal (OBJSTORE_NO_JOURNAL, relaxed); or an
+ * error with *unknown set when the entry may or may not be durable. */
 int store_journal_commit(objstore *s, uint64_t epoch, uint64_t prev, const heap_range *r,
                          size_t n, const uint8_t *data, bool *unknown);
 /* A new run from base: every commit up to base is in the synced heap (J5). */

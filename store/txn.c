@@ -789,8 +789,7 @@ static int commit_alone(objstore_txn *t)
     /* A commit that changes heap bytes and nothing else in meta/ goes to
      * the journal: one sync instead of LMDB's two (journal.c). */
     bool journaled = false;
-    if (nredo && !ndirect && fresh == UINT64_MAX && !(s->opts.flags & OBJSTORE_NO_JOURNAL) &&
-        s->opts.sync != OBJSTORE_SYNC_RELAXED && !store_has_changes(s)) {
+    if (nredo && !ndirect && fresh == UINT64_MAX && !store_has_changes(s)) {
         rc = store_journal_commit(s, epoch, s->redo_last, redo, nredo, NULL, &unknown);
         if (rc && rc != STORE_JOURNAL_NOROOM) {
             free(redo);
